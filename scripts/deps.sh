@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every Debian package Coffer needs to build, test and benchmark.
+# Idempotent: apt-get skips what is already there. Runs on bare bookworm.
+set -euo pipefail
+
+packages=(
+    # Toolchain and build.
+    build-essential cmake pkg-config git ca-certificates
+    clang libclang-rt-14-dev clang-format clang-tidy cppcheck
+    # Libraries the code links against.
+    libsodium-dev libzstd-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
+    librocksdb-dev libcurl4-openssl-dev libconfig-dev libcmocka-dev
+    # Tools the tests and benchmarks drive.
+    openssl zstd coreutils python3 iproute2 procps
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -353,7 +353,7 @@ cfr_cfg_duration_ms(const struct cfr_cfg *cfg, const char *path,
                     const char *def, int64_t min_ms, int64_t max_ms,
                     int64_t *out, struct cfr_err *err)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = scaled_setting(cfg, path, def, parse_duration_u64, 1000, &v, err);
     if (rc != 0) {
         return rc;
@@ -373,7 +373,7 @@ int
 cfr_cfg_size(const struct cfr_cfg *cfg, const char *path, const char *def,
              uint64_t min, uint64_t max, uint64_t *out, struct cfr_err *err)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int rc = scaled_setting(cfg, path, def, cfr_parse_size, 1, &v, err);
     if (rc != 0) {
         return rc;

@@ -37,7 +37,7 @@
 #include "mem.h"      /* handles */
 #include "secret.h"   /* session keys in sodium_malloc memory */
 
-/* Header offsets (FORMAT-crypto.md, "Envelope"). */
+/* Header offsets (FORMAT.md, "Envelope"). */
 enum {
     EH_VERSION = 0,
     EH_TYPE = 1,

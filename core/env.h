@@ -1,7 +1,7 @@
 /*
  * env.h - the envelope: seal and open every stored object.
  *
- * An envelope (v1, docs/FORMAT-crypto.md) is a 64-byte header (version,
+ * An envelope (v1, docs/FORMAT.md) is a 64-byte header (version,
  * object type, compression, key_id, the sealing session's ephemeral X25519
  * public key, a random 24-byte nonce) followed by the XChaCha20-Poly1305
  * ciphertext of the object, raw or as one zstd frame, and its 16-byte tag.

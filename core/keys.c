@@ -2,7 +2,7 @@
  * keys.c - the tenant keyring and its key files.
  *
  * The only code that holds a tenant's master key and X25519 secret keys.
- * docs/FORMAT-crypto.md specifies the key file byte by byte; the layout
+ * docs/FORMAT.md specifies the key file byte by byte; the layout
  * constants below follow it.
  *
  * Invariants:
@@ -40,7 +40,7 @@
 #include "mem.h"      /* handles and public key lists */
 #include "secret.h"   /* sodium_malloc'd storage */
 
-/* crypto_kdf context and subkey ids (FORMAT-crypto.md, "Subkeys"). */
+/* crypto_kdf context and subkey ids (FORMAT.md, "Subkeys"). */
 static const char KDF_CONTEXT[crypto_kdf_CONTEXTBYTES] = {'c', 'o', 'f', 'f',
                                                           'e', 'r', 'v', '1'};
 enum { SUBKEY_ID_CHUNK = 1, SUBKEY_ID_NAME = 2, SUBKEY_ID_GEAR = 3 };
@@ -51,7 +51,7 @@ enum { SUB_CHUNK = 0, SUB_NAME = 32, SUB_GEAR = 64, SUB_LEN = 96 };
 #define MASTER_LEN 32
 #define SK_LEN     32
 
-/* Key file header (FORMAT-crypto.md, "Key file"). */
+/* Key file header (FORMAT.md, "Key file"). */
 static const uint8_t KEYFILE_MAGIC[8] = {0x89, 'C', 'F', 'R',
                                          'K',  'E', 'Y', '\n'};
 enum {

@@ -13,7 +13,7 @@
  *    keys only, the current one marked. It can compute IDs, chunk and seal,
  *    and can never open: it holds neither M nor any X25519 secret key.
  *
- * Key files (docs/FORMAT-crypto.md gives every byte) wrap either kind under
+ * Key files (docs/FORMAT.md gives every byte) wrap either kind under
  * a passphrase with Argon2id and XChaCha20-Poly1305. Loading checks, in
  * order and before spending any time in Argon2: size cap, magic, version,
  * kind, KDF id and cost bounds, length fields, and a plain checksum of the
@@ -177,7 +177,7 @@ void cfr_keyring_name_id(const struct cfr_keyring *kr, const void *name,
 
 /*
  * The chunker's keyed gear table: the gear key expanded with
- * XChaCha20 (docs/FORMAT-crypto.md), read as 256 little-endian uint64.
+ * XChaCha20 (docs/FORMAT.md), read as 256 little-endian uint64.
  * Identical for a full keyring and any agent view of it.
  */
 void cfr_keyring_gear_table(const struct cfr_keyring *kr, uint64_t gear[256]);

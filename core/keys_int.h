@@ -24,7 +24,7 @@
 #define CFR_KEYFILE_WRAP_KEY_LEN 32
 
 /*
- * The session key both sides derive (docs/FORMAT-crypto.md):
+ * The session key both sides derive (docs/FORMAT.md):
  *   BLAKE2b-256(key = X25519 shared secret,
  *               msg = "coffer session v1" || eph_pk || tenant_pk)
  * Refuses (CFR_EAUTH) an all-zero shared secret, i.e. a low-order point.

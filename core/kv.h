@@ -7,7 +7,7 @@
  * code that sees RocksDB. Every database of a process shares one
  * struct cfr_kv_env: one LRU cache for table blocks and blob values, and one
  * account of the memory the memtables may take (see cfr_kv_env_memtable_bound
- * and docs/FORMAT-kv.md for the budget arithmetic).
+ * and docs/FORMAT.md for the budget arithmetic).
  *
  * Durability: a commit with sync (and every chunk put or delete) returns only
  * once its write-ahead-log record is fsynced; concurrent committers share the

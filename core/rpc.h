@@ -5,7 +5,7 @@
  * Messages are raw bytes; callers encode them with protobuf-c. Methods are
  * named by path ("/coffer.v1.Vault/Put"). Every call has a deadline, an
  * authenticated peer (client certificate -> tenant and role, see
- * docs/FORMAT-rpc.md), an authorization decision, bounded message sizes and
+ * docs/FORMAT.md), an authorization decision, bounded message sizes and
  * an audit record. Nothing in this header exposes gRPC types: only rpc*.c
  * see <grpc/...>.
  *
@@ -81,7 +81,7 @@ void cfr_rpc_global_fini(void);
  * The authenticated peer of a server call. uri and cn are copied from the
  * verified client certificate (empty when absent); tenant and role are set,
  * and has_identity is true, only when uri has the exact form
- * coffer://tenant/<tenant>/role/<role> (docs/FORMAT-rpc.md).
+ * coffer://tenant/<tenant>/role/<role> (docs/FORMAT.md).
  */
 struct cfr_rpc_peer {
     bool authenticated; /* TLS verified a client certificate */

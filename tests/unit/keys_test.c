@@ -311,7 +311,7 @@ write_vectors(void)
     char hex[129];
     fprintf(f, "# Known answers for keyfile-agent.bin and keyfile-full.bin.\n"
                "# Written by COFFER_WRITE_VECTORS=1 keys_test; see "
-               "FORMAT-crypto.md.\n"
+               "FORMAT.md.\n"
                "# Lines: name value (value = rest of the line).\n");
     fprintf(f, "agent.passphrase %s\n", agent_pass);
     fprintf(f, "full.passphrase %s\n", full_pass);

@@ -15,15 +15,7 @@
 #include <time.h>
 
 #include "chunk.h"
-
-static uint64_t
-splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
+#include "prng.h"
 
 static double
 now_sec(void)
@@ -54,12 +46,12 @@ main(int argc, char **argv)
     }
     uint64_t seed = 1;
     for (size_t i = 0; i + 8 <= len; i += 8) {
-        uint64_t v = splitmix64(&seed);
+        uint64_t v = cfr_splitmix64(&seed);
         memcpy(data + i, &v, 8);
     }
     uint64_t gear[CFR_CHUNK_GEAR_LEN];
     for (size_t i = 0; i < CFR_CHUNK_GEAR_LEN; i++) {
-        gear[i] = splitmix64(&seed);
+        gear[i] = cfr_splitmix64(&seed);
     }
     const size_t avgs[] = {4096, 8192, 16384, 32768, 65536};
     int rc = 0;

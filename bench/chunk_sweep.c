@@ -43,20 +43,12 @@
 
 #include "chunk.h"
 #include "mime.h"
+#include "prng.h"
 
 #define SWEEP_FILE_MAX (1024u << 20) /* larger files are skipped */
 #define SWEEP_HINTS    CFR_CHUNK_HINTS_MAX
 
 /* ---- small helpers ---- */
-
-static uint64_t
-splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
 
 static void *
 xmalloc(size_t n)
@@ -303,10 +295,10 @@ gen_text(struct out *o, uint64_t *rng, size_t n)
     while (o->len - start < n) {
         char w[32];
         size_t wl = 0;
-        int k = 1 + (int)(splitmix64(rng) % 4);
+        int k = 1 + (int)(cfr_splitmix64(rng) % 4);
         for (int i = 0; i < k; i++) {
             const char *s =
-                syll[splitmix64(rng) % (sizeof(syll) / sizeof(syll[0]))];
+                syll[cfr_splitmix64(rng) % (sizeof(syll) / sizeof(syll[0]))];
             size_t sl = strlen(s);
             memcpy(w + wl, s, sl);
             wl += sl;
@@ -366,7 +358,7 @@ lognormal(uint64_t *rng, double median)
 {
     double u = 0;
     for (int i = 0; i < 4; i++) {
-        u += (double)(splitmix64(rng) >> 11) / 9007199254740992.0;
+        u += (double)(cfr_splitmix64(rng) >> 11) / 9007199254740992.0;
     }
     double z = (u - 2.0) * 1.7; /* about N(0, 1) */
     /* e^(0.8 z) without libm: a short series is enough for a size. */
@@ -384,7 +376,7 @@ static void
 gen_headers(struct out *o, uint64_t *rng, unsigned from, unsigned to,
             unsigned msgid, const char *subject, bool received)
 {
-    int hops = received ? 2 + (int)(splitmix64(rng) % 3) : 0;
+    int hops = received ? 2 + (int)(cfr_splitmix64(rng) % 3) : 0;
     out_printf(o, "Return-Path: <user%u@example.org>\n", from);
     out_printf(o, "Delivered-To: user%u@example.com\n", to);
     for (int h = 0; h < hops; h++) {
@@ -393,21 +385,21 @@ gen_headers(struct out *o, uint64_t *rng, unsigned from, unsigned to,
                    "[192.0.2.%u])\n\tby mail.example.com (Postfix) with "
                    "ESMTPS id %08llX\n\tfor <user%u@example.com>; "
                    "Mon, %u Mar 2026 %02u:%02u:%02u +0000\n",
-                   h, h, (unsigned)(splitmix64(rng) % 250),
-                   (unsigned long long)(splitmix64(rng) & 0xffffffffu), to,
-                   1 + (unsigned)(splitmix64(rng) % 28),
-                   (unsigned)(splitmix64(rng) % 24),
-                   (unsigned)(splitmix64(rng) % 60),
-                   (unsigned)(splitmix64(rng) % 60));
+                   h, h, (unsigned)(cfr_splitmix64(rng) % 250),
+                   (unsigned long long)(cfr_splitmix64(rng) & 0xffffffffu), to,
+                   1 + (unsigned)(cfr_splitmix64(rng) % 28),
+                   (unsigned)(cfr_splitmix64(rng) % 24),
+                   (unsigned)(cfr_splitmix64(rng) % 60),
+                   (unsigned)(cfr_splitmix64(rng) % 60));
     }
     out_printf(o,
                "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel;\n"
                "\tbh=%016llx%016llx=;\n\tb=%016llx%016llx%016llx\n",
-               (unsigned long long)splitmix64(rng),
-               (unsigned long long)splitmix64(rng),
-               (unsigned long long)splitmix64(rng),
-               (unsigned long long)splitmix64(rng),
-               (unsigned long long)splitmix64(rng));
+               (unsigned long long)cfr_splitmix64(rng),
+               (unsigned long long)cfr_splitmix64(rng),
+               (unsigned long long)cfr_splitmix64(rng),
+               (unsigned long long)cfr_splitmix64(rng),
+               (unsigned long long)cfr_splitmix64(rng));
     out_printf(o,
                "From: User %u <user%u@example.org>\nTo: User %u "
                "<user%u@example.com>\nSubject: %s\n"
@@ -416,8 +408,8 @@ gen_headers(struct out *o, uint64_t *rng, unsigned from, unsigned to,
                from, from, to, to, subject, msgid, from);
     if (received) {
         out_printf(o, "X-Spam-Status: No, score=-%u.%u\n",
-                   (unsigned)(splitmix64(rng) % 5),
-                   (unsigned)(splitmix64(rng) % 10));
+                   (unsigned)(cfr_splitmix64(rng) % 5),
+                   (unsigned)(cfr_splitmix64(rng) % 10));
     }
 }
 
@@ -429,17 +421,17 @@ gen_corpus(struct corpus *c, size_t target, uint64_t seed)
     struct attachment att[NATT];
     for (int i = 0; i < NATT; i++) {
         /* Log-uniform 20 KB .. 3 MB. */
-        double f = (double)(splitmix64(&rng) >> 11) / 9007199254740992.0;
+        double f = (double)(cfr_splitmix64(&rng) >> 11) / 9007199254740992.0;
         size_t len = 20000;
         for (double k = 0; k < f * 5.0; k += 0.05) {
             len += len / 20 + 1;
         }
         att[i].len = len;
         att[i].bytes = xmalloc(len);
-        bool text = splitmix64(&rng) % 3 == 0;
+        bool text = cfr_splitmix64(&rng) % 3 == 0;
         att[i].type = text ? "application/vnd.openxmlformats" : "image/jpeg";
         for (size_t k = 0; k < len; k++) {
-            uint64_t r = splitmix64(&rng);
+            uint64_t r = cfr_splitmix64(&rng);
             att[i].bytes[k] =
                 text ? (uint8_t)("<w:t>lorem ipsum</w:t>\n"[r % 23])
                      : (uint8_t)r;
@@ -448,9 +440,9 @@ gen_corpus(struct corpus *c, size_t target, uint64_t seed)
     struct list_post post[NPOSTS];
     for (int i = 0; i < NPOSTS; i++) {
         memset(&post[i].body, 0, sizeof(post[i].body));
-        post[i].list = (unsigned)(splitmix64(&rng) % NLISTS);
+        post[i].list = (unsigned)(cfr_splitmix64(&rng) % NLISTS);
         post[i].id = 100000u + (unsigned)i;
-        if (splitmix64(&rng) % 3 == 0) {
+        if (cfr_splitmix64(&rng) % 3 == 0) {
             post[i].ctype = "multipart/alternative; boundary=\"=_list_alt\"";
             out_printf(&post[i].body,
                        "--=_list_alt\nContent-Type: text/plain\n\n");
@@ -475,13 +467,13 @@ gen_corpus(struct corpus *c, size_t target, uint64_t seed)
     unsigned msgid = 1;
     size_t total = 0;
     while (total < target) {
-        uint64_t kind = splitmix64(&rng) % 100;
-        unsigned from = (unsigned)(splitmix64(&rng) % NUSERS);
-        unsigned to = (unsigned)(splitmix64(&rng) % NUSERS);
+        uint64_t kind = cfr_splitmix64(&rng) % 100;
+        unsigned from = (unsigned)(cfr_splitmix64(&rng) % NUSERS);
+        unsigned to = (unsigned)(cfr_splitmix64(&rng) % NUSERS);
         if (kind < 30) {
             /* A list post, delivered to its members (about a third of the
              * users), each copy with its own headers. */
-            struct list_post *lp = &post[splitmix64(&rng) % NPOSTS];
+            struct list_post *lp = &post[cfr_splitmix64(&rng) % NPOSTS];
             for (unsigned u = lp->list; u < NUSERS; u += 3) {
                 struct out o = {0};
                 gen_headers(&o, &rng, 1000 + lp->list, u, lp->id,
@@ -502,9 +494,9 @@ gen_corpus(struct corpus *c, size_t target, uint64_t seed)
         char ctype[128];
         if (kind < 42) {
             /* An attachment from the pool, popular ones more often. */
-            uint64_t r = splitmix64(&rng) % (NATT * NATT);
+            uint64_t r = cfr_splitmix64(&rng) % (NATT * NATT);
             struct attachment *a = &att[(r / NATT) * (r % NATT) / NATT];
-            unsigned b = (unsigned)(splitmix64(&rng) & 0xffffff);
+            unsigned b = (unsigned)(cfr_splitmix64(&rng) & 0xffffff);
             snprintf(ctype, sizeof(ctype),
                      "multipart/mixed; boundary=\"=_%06x\"", b);
             out_printf(&body, "--=_%06x\nContent-Type: text/plain\n\n", b);
@@ -513,15 +505,15 @@ gen_corpus(struct corpus *c, size_t target, uint64_t seed)
                        "--=_%06x\nContent-Type: %s; name=\"file%u\"\n"
                        "Content-Disposition: attachment\n"
                        "Content-Transfer-Encoding: base64\n\n",
-                       b, a->type, (unsigned)(splitmix64(&rng) % 9));
-            if (splitmix64(&rng) % 3 == 0) {
+                       b, a->type, (unsigned)(cfr_splitmix64(&rng) % 9));
+            if (cfr_splitmix64(&rng) % 3 == 0) {
                 /* A revised version: a few bytes changed in place, as in a
                  * corrected figure in a document sent again. */
                 uint8_t *rev = xmalloc(a->len);
                 memcpy(rev, a->bytes, a->len);
-                int edits = 1 + (int)(splitmix64(&rng) % 3);
+                int edits = 1 + (int)(cfr_splitmix64(&rng) % 3);
                 for (int e = 0; e < edits; e++) {
-                    rev[splitmix64(&rng) % a->len] ^= 0x5a;
+                    rev[cfr_splitmix64(&rng) % a->len] ^= 0x5a;
                 }
                 gen_base64(&body, rev, a->len);
                 free(rev);
@@ -719,7 +711,7 @@ main(int argc, char **argv)
     uint64_t gear[CFR_CHUNK_GEAR_LEN];
     uint64_t seed = 7;
     for (size_t i = 0; i < CFR_CHUNK_GEAR_LEN; i++) {
-        gear[i] = splitmix64(&seed);
+        gear[i] = cfr_splitmix64(&seed);
     }
     uint64_t *cuts = xmalloc(SWEEP_HINTS * sizeof(*cuts));
     zctx = ZSTD_createCCtx();

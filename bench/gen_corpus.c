@@ -62,6 +62,7 @@
 #include "buf.h" /* struct cfr_buf: message and scratch buffers */
 #include "err.h" /* struct cfr_err, CFR_ERR */
 #include "mem.h" /* cfr_malloc and friends */
+#include "prng.h"
 
 #define GEN_MSG_MAX      (96u << 20) /* one message, attachments included */
 #define GEN_SCRATCH_MAX  (32u << 20) /* one attachment's raw bytes */
@@ -100,23 +101,14 @@ struct rng {
     uint64_t s[4];
 };
 
-static uint64_t
-splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
 /* Independent streams per purpose: (seed, stream, index) picks one. */
 static void
 rng_seed(struct rng *r, uint64_t seed, uint64_t stream, uint64_t index)
 {
     uint64_t x = seed ^ (stream * UINT64_C(0xd1342543de82ef95));
-    x ^= splitmix64(&x) + index * UINT64_C(0x2545f4914f6cdd1d);
+    x ^= cfr_splitmix64(&x) + index * UINT64_C(0x2545f4914f6cdd1d);
     for (int i = 0; i < 4; i++) {
-        r->s[i] = splitmix64(&x);
+        r->s[i] = cfr_splitmix64(&x);
     }
 }
 

@@ -14,19 +14,11 @@
 
 #include "chunk.h"
 #include "mime.h"
+#include "prng.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define FUZZ_CUTS 512
-
-static uint64_t
-splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
 
 static void
 check(int ok)
@@ -71,7 +63,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint64_t gear[CFR_CHUNK_GEAR_LEN];
         uint64_t seed = 1;
         for (size_t i = 0; i < CFR_CHUNK_GEAR_LEN; i++) {
-            gear[i] = splitmix64(&seed);
+            gear[i] = cfr_splitmix64(&seed);
         }
         /* Small chunks, so that fuzz-sized inputs get content cuts too. */
         struct cfr_chunk_params p = {64, 128, 1024, 2};

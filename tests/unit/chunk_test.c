@@ -20,22 +20,13 @@
 #include "err.h"
 #include "mem.h"
 #include "mime.h"
-
-/* splitmix64: a tiny deterministic PRNG for gear tables and test data. */
-static uint64_t
-splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
+#include "prng.h"
 
 static void
 make_gear(uint64_t seed, uint64_t gear[CFR_CHUNK_GEAR_LEN])
 {
     for (size_t i = 0; i < CFR_CHUNK_GEAR_LEN; i++) {
-        gear[i] = splitmix64(&seed);
+        gear[i] = cfr_splitmix64(&seed);
     }
 }
 
@@ -44,11 +35,11 @@ fill_random(uint64_t *seed, uint8_t *p, size_t n)
 {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        uint64_t v = splitmix64(seed);
+        uint64_t v = cfr_splitmix64(seed);
         memcpy(p + i, &v, 8);
     }
     if (i < n) {
-        uint64_t v = splitmix64(seed);
+        uint64_t v = cfr_splitmix64(seed);
         memcpy(p + i, &v, n - i);
     }
 }
@@ -105,7 +96,7 @@ feed(struct cfr_chunker *ch, const uint8_t *data, size_t len,
     while (off < len) {
         size_t n = step;
         if (step_seed != NULL) {
-            n = 1 + (size_t)(splitmix64(step_seed) % 100000);
+            n = 1 + (size_t)(cfr_splitmix64(step_seed) % 100000);
         }
         if (n > len - off) {
             n = len - off;
@@ -697,7 +688,8 @@ test_chunk_hints_share_forwarded_attachment(void **state)
     assert_non_null(body);
     for (size_t i = 0; i < body_len; i++) {
         body[i] =
-            (char)("abcdefghij klmnopqrst uvwxyz.\r\n"[splitmix64(&seed) % 31]);
+            (char)("abcdefghij klmnopqrst uvwxyz.\r\n"[cfr_splitmix64(&seed) %
+                                                       31]);
     }
     n1 = snprintf(m1, cap,
                   "Delivered-To: dave@example.com\r\n"

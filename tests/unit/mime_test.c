@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mime.h"
+#include "prng.h"
 
 #define CUTS 64
 
@@ -272,16 +273,6 @@ test_mime_truncated_and_broken_headers(void **state)
     assert_int_equal(cfr_mime_cuts((const uint8_t *)"x", 1, cuts, 0), 0);
 }
 
-/* splitmix64, for garbage. */
-static uint64_t
-splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
 static void
 check_invariants(const uint8_t *msg, size_t len, size_t cuts_max)
 {
@@ -306,11 +297,11 @@ test_mime_garbage_keeps_invariants(void **state)
     uint64_t cuts[CUTS];
     /* Uniform random bytes: never a header block. */
     for (int round = 0; round < 200; round++) {
-        size_t len = 1 + (size_t)(splitmix64(&seed) % 4096);
+        size_t len = 1 + (size_t)(cfr_splitmix64(&seed) % 4096);
         uint8_t *buf = malloc(len);
         assert_non_null(buf);
         for (size_t i = 0; i < len; i++) {
-            buf[i] = (uint8_t)splitmix64(&seed);
+            buf[i] = (uint8_t)cfr_splitmix64(&seed);
         }
         assert_int_equal(cfr_mime_cuts(buf, len, cuts, CUTS), 0);
         free(buf);
@@ -333,11 +324,11 @@ test_mime_garbage_keeps_invariants(void **state)
     assert_non_null(buf);
     for (int round = 0; round < 5000; round++) {
         memcpy(buf, m, mlen);
-        int flips = 1 + (int)(splitmix64(&seed) % 8);
+        int flips = 1 + (int)(cfr_splitmix64(&seed) % 8);
         for (int f = 0; f < flips; f++) {
-            size_t pos = (size_t)(splitmix64(&seed) % mlen);
-            buf[pos] =
-                (uint8_t)alphabet[splitmix64(&seed) % (sizeof(alphabet) - 1)];
+            size_t pos = (size_t)(cfr_splitmix64(&seed) % mlen);
+            buf[pos] = (uint8_t)
+                alphabet[cfr_splitmix64(&seed) % (sizeof(alphabet) - 1)];
         }
         check_invariants(buf, mlen, CUTS);
     }

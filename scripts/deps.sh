@@ -11,7 +11,7 @@ packages=(
     libsodium-dev libzstd-dev libgrpc-dev libprotobuf-c-dev protobuf-c-compiler
     librocksdb-dev libcurl4-openssl-dev libconfig-dev libcmocka-dev
     # Tools the tests and benchmarks drive.
-    openssl zstd coreutils python3 iproute2 procps
+    openssl libssl-dev zstd coreutils python3 iproute2 procps
 )
 
 SUDO=""

@@ -1,0 +1,58 @@
+/*
+ * authz.h - the vault's role matrix: which role may call which method.
+ *
+ * A caller's tenant and role come only from its verified client
+ * certificate (core/rpc.h); nothing in a request can widen them. This
+ * module answers the static question "may role R call method M" and maps
+ * an RPC path to a method. The tenant part of authorization is structural:
+ * server.c opens only the caller's own tenant database, so another
+ * tenant's data is not reachable at all and looks exactly like "absent".
+ *
+ * Thread safety: pure functions over constant tables.
+ */
+#ifndef VAULT_AUTHZ_H
+#define VAULT_AUTHZ_H
+
+#include <stdbool.h>
+
+enum vault_method {
+    VAULT_M_MISSING = 0,
+    VAULT_M_OPEN_LEASE,
+    VAULT_M_PUT_OBJECTS,
+    VAULT_M_GET_OBJECTS,
+    VAULT_M_COMMIT,
+    VAULT_M_LIST_SNAPSHOTS,
+    VAULT_M_ADMIN,
+    VAULT_M_AUDIT,
+    VAULT_M_HEALTH,
+    VAULT_M_COUNT,
+};
+
+enum vault_role {
+    VAULT_ROLE_NONE = 0, /* not a role the vault knows: allowed nothing */
+    VAULT_ROLE_AGENT,
+    VAULT_ROLE_RESTORE,
+    VAULT_ROLE_AUDITOR,
+    VAULT_ROLE_ADMIN,
+    VAULT_ROLE_VAULT,
+};
+
+#define VAULT_SERVICE_PREFIX "/coffer.v1.Vault/"
+
+/* "/coffer.v1.Vault/Missing" -> VAULT_M_MISSING; VAULT_M_COUNT if unknown. */
+enum vault_method vault_authz_method(const char *path);
+/* The full path of m ("/coffer.v1.Vault/Missing"). */
+const char *vault_authz_path(enum vault_method m);
+/* The short name of m ("Missing"), for stats and logs. */
+const char *vault_authz_name(enum vault_method m);
+
+/* "agent" -> VAULT_ROLE_AGENT; VAULT_ROLE_NONE for anything else. */
+enum vault_role vault_authz_role(const char *name);
+
+/* Whether role may call m at all (the tenant is checked by scoping). */
+bool vault_authz_allowed(enum vault_role role, enum vault_method m);
+
+/* Whether role sees Health statistics (auditor, admin, peer vault). */
+bool vault_authz_sees_stats(enum vault_role role);
+
+#endif /* VAULT_AUTHZ_H */

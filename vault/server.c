@@ -1,0 +1,1889 @@
+/*
+ * server.c - RPC handlers of the vault service, its maintenance schedule
+ * and its statistics file.
+ *
+ * Invariants:
+ *  1. A handler opens only the tenant named by the caller's certificate
+ *     (peer->tenant), so a request naming another tenant's IDs can only
+ *     ever see "absent": Missing reports them missing, GetObjects lists
+ *     them as missing, Commit refuses them as it refuses any absent object.
+ *  2. Authorization happens before any handler runs (authz_hook), and the
+ *     audit callback records every call that reached the server, allowed
+ *     or not, with all caller-supplied strings escaped.
+ *  3. Everything decoded from a request is bounded before use: ID lengths
+ *     are exact, counts are at most VAULT_IDS_MAX, each PutObjects message
+ *     is stored as one synced batch (store.h) and acknowledged only after
+ *     the whole stream's batches were synced.
+ *  4. A storage write error (CFR_EIO) marks the server failed; main() then
+ *     stops the vault. It is never retried (kv.h explains why).
+ *  5. Destructive admin operations (purge, release, shortening retention)
+ *     run only after second_factor() said yes: a TOTP code verified now,
+ *     or an approval by a second admin consumed now, exactly once, for
+ *     exactly these arguments (sysdb.h). Arguments are checked first.
+ *  6. The maintenance thread holds no lock while it calls the store, so
+ *     stopping waits at most for one store call.
+ *  7. The audit callback never blocks: it queues to the system database
+ *     and the notifier, and takes only the rate limiter's short lock.
+ *
+ * Second-factor states of one destructive request (sysdb.h keeps them):
+ *
+ *   request (no factor) --second_factor--> PENDING (answer pending=true)
+ *   PENDING --APPROVE by another admin--> APPROVED
+ *   APPROVED --same request + approval_id--> CONSUMED, operation runs
+ *   request + valid totp --second_factor--> operation runs
+ */
+#include "server.h"
+
+#include <errno.h>     /* errno */
+#include <inttypes.h>  /* PRIu64 */
+#include <pthread.h>   /* maintenance thread */
+#include <stdatomic.h> /* statistics counters */
+#include <stdio.h>     /* snprintf, FILE for the stats file */
+#include <string.h>    /* memcpy, memset, strlen */
+#include <time.h>      /* clock_gettime for timed waits */
+
+#include "authz.h"             /* role matrix */
+#include "buf.h"               /* response buffers */
+#include "coffer_vault.pb-c.h" /* wire messages */
+#include "log.h"               /* structured log lines */
+#include "mem.h"               /* cfr_malloc and friends */
+#include "ratelimit.h"         /* lockout after repeated denials */
+#include "rpc.h"               /* transport */
+#include "sysdb.h"             /* audit, deny list, approvals, tenants */
+
+/* The largest object a vault accepts: 64 MiB of plain plus overhead. */
+#define VAULT_OBJECT_MAX (((size_t)64 << 20) + ((size_t)1 << 20))
+#define SNAP_LIST_MAX    ((size_t)1 << 20)
+
+enum outcome { OUT_OK = 0, OUT_ERROR, OUT_DENIED, OUT_COUNT };
+
+struct vault_server {
+    const struct vault_config *cfg;
+    struct vault_store *store;
+    struct vault_sysdb *sysdb;
+    struct cfr_notify *notify;
+    struct cfr_clock *clock;
+    struct cfr_rpc_server *rpc;
+    struct cfr_ratelimit *rl;
+    int port;
+    bool started;
+    bool stopped;
+    atomic_bool failed;
+
+    pthread_t maint;
+    bool maint_running;
+    pthread_mutex_t mu; /* guards stop_req; pairs with cv */
+    pthread_cond_t cv;
+    bool stop_req;
+
+    int64_t start_ms;
+    atomic_uint_fast64_t calls[VAULT_M_COUNT][OUT_COUNT];
+    atomic_uint_fast64_t unknown_method;
+    atomic_uint_fast64_t overloaded;
+    atomic_uint_fast64_t unauthenticated;
+    atomic_uint_fast64_t put_objects, put_bytes, get_objects, get_bytes;
+    atomic_uint_fast64_t commits, maint_runs, maint_errors;
+    atomic_uint_fast64_t snaps_removed, objs_removed, bytes_removed;
+    atomic_uint_fast64_t corrupt_reads;
+};
+
+static void count_denial(struct vault_server *srv,
+                         const struct cfr_rpc_peer *peer);
+
+/*
+ * Sends a security notification: to the configured defaults and, when
+ * tenant_targets, to the tenant's own targets from the registry (which
+ * costs a database read, so the audit callback never asks for it).
+ * Queued, never waiting for delivery; a failure to queue is logged.
+ */
+static void
+notify_event(struct vault_server *srv, const char *event, const char *tenant,
+             bool tenant_targets, const struct cfr_notify_field *fields,
+             size_t n_fields)
+{
+    struct cfr_notify_event ev;
+    struct vault_sysdb_tenant *rec = NULL;
+    const char *mail[VAULT_SYSDB_NOTIFY_MAX];
+    struct cfr_err err;
+
+    if (srv->notify == NULL) {
+        return;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.event = event;
+    ev.tenant = tenant;
+    ev.fields = fields;
+    ev.n_fields = n_fields;
+    if (tenant_targets && tenant != NULL &&
+        (rec = cfr_calloc(1, sizeof(*rec))) != NULL &&
+        vault_sysdb_tenant_get(srv->sysdb, tenant, rec, &err) == 0) {
+        size_t nm = 0;
+        for (size_t i = 0; i < rec->n_notify; i++) {
+            if (strncmp(rec->notify[i], "mailto:", 7) == 0) {
+                mail[nm++] = rec->notify[i] + 7;
+            } else if (ev.webhook_url == NULL) {
+                ev.webhook_url = rec->notify[i];
+            }
+        }
+        ev.mail_to = nm > 0 ? mail : NULL;
+        ev.n_mail_to = nm;
+    }
+    cfr_err_clear(&err);
+    if (cfr_notify_post(srv->notify, &ev, &err) != 0 &&
+        cfr_notify_has_defaults(srv->notify)) {
+        cfr_log(CFR_LOG_WARN, "vault.notify", "event=%s code=%s", event,
+                cfr_code_name(err.code));
+    }
+    cfr_free(rec);
+}
+
+/* One call being served: what every handler needs. */
+struct call {
+    struct vault_server *srv;
+    struct cfr_rpc_ctx *ctx;
+    const struct cfr_rpc_peer *peer;
+    enum vault_role role;
+    struct cfr_err err;
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static void
+call_init(struct call *c, struct cfr_rpc_ctx *ctx, void *arg)
+{
+    memset(c, 0, sizeof(*c));
+    c->srv = arg;
+    c->ctx = ctx;
+    c->peer = cfr_rpc_ctx_peer(ctx);
+    c->role = vault_authz_role(c->peer->role);
+}
+
+static int
+status_for(int code)
+{
+    switch (code) {
+    case 0:
+        return CFR_RPC_OK;
+    case CFR_EINVAL:
+    case CFR_ECORRUPT:
+    case CFR_EVERSION:
+        return CFR_RPC_INVALID_ARGUMENT;
+    case CFR_ENOTFOUND:
+        return CFR_RPC_NOT_FOUND;
+    case CFR_EEXIST:
+        return CFR_RPC_ALREADY_EXISTS;
+    case CFR_ELIMIT:
+    case CFR_ENOMEM:
+        return CFR_RPC_RESOURCE_EXHAUSTED;
+    case CFR_EDENIED:
+        return CFR_RPC_PERMISSION_DENIED;
+    case CFR_EIO:
+    case CFR_EUNAVAIL:
+        return CFR_RPC_UNAVAILABLE;
+    default:
+        return CFR_RPC_INTERNAL;
+    }
+}
+
+/*
+ * Ends the call with the error in c->err. A storage I/O error fails the
+ * whole vault (invariant 4), and the caller only learns a category: the
+ * detail goes to the log.
+ */
+static void
+finish_err(struct call *c, int status)
+{
+    const char *msg = c->err.msg;
+    if (c->err.code == CFR_EIO) {
+        atomic_store(&c->srv->failed, true);
+        cfr_log_err(CFR_LOG_ERROR, "vault.fatal", &c->err);
+        status = CFR_RPC_UNAVAILABLE;
+        msg = "storage failure; the vault is stopping";
+    } else if (c->err.code == CFR_EINTERNAL || c->err.code == CFR_ENOMEM) {
+        cfr_log_err(CFR_LOG_ERROR, "vault.call", &c->err);
+    }
+    if (status == CFR_RPC_OK) {
+        status = CFR_RPC_INTERNAL;
+    }
+    cfr_rpc_ctx_finish(c->ctx, status, msg, NULL, 0, NULL);
+}
+
+static void
+finish_code(struct call *c)
+{
+    finish_err(c, status_for(c->err.code));
+}
+
+static void
+finish_status(struct call *c, int status, const char *msg)
+{
+    cfr_rpc_ctx_finish(c->ctx, status, msg, NULL, 0, NULL);
+}
+
+/* Packs m and ends the call with OK. */
+static void
+finish_msg(struct call *c, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *p = cfr_malloc(n > 0 ? n : 1);
+    if (p == NULL) {
+        finish_status(c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    protobuf_c_message_pack(m, p);
+    cfr_rpc_ctx_finish(c->ctx, CFR_RPC_OK, NULL, p, n, NULL);
+    cfr_free(p);
+}
+
+static int
+send_msg(struct call *c, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    int rc;
+    uint8_t *p = cfr_malloc(n > 0 ? n : 1);
+    if (p == NULL) {
+        return CFR_ERR(&c->err, CFR_ENOMEM, "out of memory");
+    }
+    protobuf_c_message_pack(m, p);
+    rc = cfr_rpc_ctx_send(c->ctx, p, n, &c->err);
+    cfr_free(p);
+    return rc;
+}
+
+/*
+ * The caller's tenant. When it does not exist and create is false,
+ * returns CFR_ENOTFOUND; handlers then answer as for an empty tenant.
+ */
+static int
+tenant_of(struct call *c, bool create, struct vault_tenant **t_r)
+{
+    *t_r = vault_store_tenant(c->srv->store, c->peer->tenant, create, &c->err);
+    return *t_r != NULL ? 0 : (c->err.code != 0 ? c->err.code : CFR_EINTERNAL);
+}
+
+static int
+check_len(struct call *c, const ProtobufCBinaryData *b, size_t want,
+          const char *what)
+{
+    if (b->len != want) {
+        return CFR_ERR(&c->err, CFR_EINVAL, "%s: %zu bytes, want %zu", what,
+                       b->len, want);
+    }
+    return 0;
+}
+
+static const char *
+hex_id(const uint8_t *id, char out[2 * VAULT_ID_LEN + 1])
+{
+    return cfr_hex_encode(id, VAULT_ID_LEN, out);
+}
+
+/* ---- Missing ------------------------------------------------------------ */
+
+static void
+h_missing(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len, n_missing = 0;
+    const uint8_t *req_p;
+    Coffer__V1__MissingRequest *req = NULL;
+    Coffer__V1__MissingResponse resp = COFFER__V1__MISSING_RESPONSE__INIT;
+    uint8_t(*ids)[VAULT_ID_LEN] = NULL;
+    uint32_t *missing = NULL;
+    struct vault_tenant *t = NULL;
+    const uint8_t *lease = NULL;
+    int rc;
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__missing_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "MissingRequest: malformed protobuf");
+        goto out;
+    }
+    if (req->n_ids > VAULT_IDS_MAX) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "MissingRequest: more than 4096 ids");
+        goto out;
+    }
+    if (req->lease_id.len != 0) {
+        if (check_len(&c, &req->lease_id, VAULT_LEASE_LEN, "lease_id") != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        lease = req->lease_id.data;
+    }
+    ids = cfr_calloc(req->n_ids + 1, VAULT_ID_LEN);
+    missing = cfr_calloc(req->n_ids + 1, sizeof(*missing));
+    if (ids == NULL || missing == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_ids; i++) {
+        if (check_len(&c, &req->ids[i], VAULT_ID_LEN, "id") != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        memcpy(ids[i], req->ids[i].data, VAULT_ID_LEN);
+    }
+    rc = tenant_of(&c, false, &t);
+    if (rc == 0) {
+        rc = vault_store_missing(t, lease, (const void *)ids, req->n_ids,
+                                 missing, &n_missing, &c.err);
+    } else if (rc == CFR_ENOTFOUND && lease == NULL) {
+        /* A tenant with no data lacks everything. */
+        for (size_t i = 0; i < req->n_ids; i++) {
+            missing[i] = (uint32_t)i;
+        }
+        n_missing = req->n_ids;
+        rc = 0;
+    }
+    if (rc != 0) {
+        /* An unknown or expired lease is the client's state, not a 404. */
+        finish_err(&c, rc == CFR_ENOTFOUND ? CFR_RPC_FAILED_PRECONDITION
+                                           : status_for(rc));
+        goto out;
+    }
+    resp.n_missing = n_missing;
+    resp.missing = missing;
+    finish_msg(&c, &resp.base);
+out:
+    cfr_free(ids);
+    cfr_free(missing);
+    coffer__v1__missing_request__free_unpacked(req, NULL);
+}
+
+/* ---- OpenLease ---------------------------------------------------------- */
+
+static void
+h_open_lease(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__OpenLeaseRequest *req = NULL;
+    Coffer__V1__OpenLeaseResponse resp = COFFER__V1__OPEN_LEASE_RESPONSE__INIT;
+    struct vault_tenant *t = NULL;
+    uint8_t lease[VAULT_LEASE_LEN];
+    int64_t ttl, expires = 0;
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__open_lease_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "OpenLeaseRequest: malformed protobuf");
+        goto out;
+    }
+    if (req->session_public.len > 64) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "session_public: longer than 64 bytes");
+        goto out;
+    }
+    ttl = c.srv->cfg->lease_ttl_ms;
+    if (req->ttl_ms != 0 && req->ttl_ms < (uint64_t)ttl) {
+        ttl = (int64_t)req->ttl_ms;
+    }
+    /* The agent's first lease creates its tenant's database. */
+    if (tenant_of(&c, true, &t) != 0 ||
+        vault_lease_open(t, req->session_public.data, req->session_public.len,
+                         ttl, lease, &expires, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    resp.lease_id.data = lease;
+    resp.lease_id.len = sizeof(lease);
+    resp.expires_ms = expires;
+    finish_msg(&c, &resp.base);
+out:
+    coffer__v1__open_lease_request__free_unpacked(req, NULL);
+}
+
+/* ---- PutObjects --------------------------------------------------------- */
+
+/* Stores one stream message as one synced batch (invariant 3). */
+static int
+put_one(struct call *c, struct vault_tenant *t,
+        const Coffer__V1__PutObjectsRequest *req, struct vault_put_stats *sum)
+{
+    struct vault_object *objs = NULL;
+    struct vault_put_stats st = {0};
+    int rc = 0;
+
+    if (req->lease_id.len != VAULT_LEASE_LEN) {
+        rc = CFR_ERR(&c->err, CFR_EINVAL, "lease_id: %zu bytes, want %d",
+                     req->lease_id.len, VAULT_LEASE_LEN);
+        goto out;
+    }
+    if (req->n_objects > VAULT_IDS_MAX) {
+        rc = CFR_ERR(&c->err, CFR_EINVAL, "more than %d objects in a message",
+                     VAULT_IDS_MAX);
+        goto out;
+    }
+    if (req->n_objects == 0) {
+        goto out;
+    }
+    objs = cfr_calloc(req->n_objects, sizeof(*objs));
+    if (objs == NULL) {
+        rc = CFR_ERR(&c->err, CFR_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_objects; i++) {
+        const Coffer__V1__Object *o = req->objects[i];
+        if (o->id.len != VAULT_ID_LEN) {
+            rc = CFR_ERR(&c->err, CFR_EINVAL, "object %zu: id of %zu bytes", i,
+                         o->id.len);
+            goto out;
+        }
+        if (o->kind != COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED &&
+            o->kind != COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE) {
+            rc = CFR_ERR(&c->err, CFR_EINVAL, "object %zu: unknown kind %d", i,
+                         (int)o->kind);
+            goto out;
+        }
+        if (o->data.len > VAULT_OBJECT_MAX) {
+            rc = CFR_ERR(&c->err, CFR_ELIMIT, "object %zu: %zu bytes", i,
+                         o->data.len);
+            goto out;
+        }
+        objs[i].id = o->id.data;
+        objs[i].kind = o->kind == COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
+                           ? VAULT_OBJ_SEALED
+                           : VAULT_OBJ_REF_PAGE;
+        objs[i].data = o->data.data;
+        objs[i].len = o->data.len;
+    }
+    if ((rc = vault_store_put(t, req->lease_id.data, objs, req->n_objects, &st,
+                              &c->err)) != 0) {
+        goto out;
+    }
+    sum->stored += st.stored;
+    sum->already_present += st.already_present;
+    sum->bytes += st.bytes;
+    atomic_fetch_add(&c->srv->put_objects, st.stored);
+    atomic_fetch_add(&c->srv->put_bytes, st.bytes);
+out:
+    cfr_free(objs);
+    return rc;
+}
+
+static void
+h_put_objects(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    struct vault_tenant *t = NULL;
+    struct vault_put_stats sum = {0};
+    Coffer__V1__PutObjectsResponse resp =
+        COFFER__V1__PUT_OBJECTS_RESPONSE__INIT;
+    int rc;
+
+    call_init(&c, ctx, arg);
+    if ((rc = tenant_of(&c, false, &t)) != 0) {
+        /* No tenant yet means no lease could have been opened. */
+        finish_err(&c, rc == CFR_ENOTFOUND ? CFR_RPC_FAILED_PRECONDITION
+                                           : status_for(rc));
+        goto out;
+    }
+    for (;;) {
+        const uint8_t *msg;
+        size_t len;
+        Coffer__V1__PutObjectsRequest *req;
+        rc = cfr_rpc_ctx_recv(ctx, &msg, &len, &c.err);
+        if (rc == 0) {
+            break;
+        }
+        if (rc < 0) {
+            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+            goto out;
+        }
+        req = coffer__v1__put_objects_request__unpack(NULL, len, msg);
+        if (req == NULL) {
+            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                          "PutObjectsRequest: malformed protobuf");
+            goto out;
+        }
+        rc = put_one(&c, t, req, &sum);
+        coffer__v1__put_objects_request__free_unpacked(req, NULL);
+        if (rc != 0) {
+            finish_err(&c, rc == CFR_ENOTFOUND ? CFR_RPC_FAILED_PRECONDITION
+                                               : status_for(rc));
+            goto out;
+        }
+    }
+    resp.stored = sum.stored;
+    resp.already_present = sum.already_present;
+    resp.bytes = sum.bytes;
+    finish_msg(&c, &resp.base);
+out:
+    return;
+}
+
+/* ---- GetObjects --------------------------------------------------------- */
+
+struct get_batch {
+    Coffer__V1__Object *objs;
+    Coffer__V1__Object **ptrs;
+    uint8_t **data;
+    ProtobufCBinaryData *missing;
+    size_t n_objs, n_missing, bytes;
+};
+
+static void
+batch_clear(struct get_batch *b)
+{
+    for (size_t i = 0; i < b->n_objs; i++) {
+        cfr_free_null(&b->data[i]);
+    }
+    b->n_objs = 0;
+    b->n_missing = 0;
+    b->bytes = 0;
+}
+
+static int
+batch_send(struct call *c, struct get_batch *b)
+{
+    Coffer__V1__GetObjectsResponse resp =
+        COFFER__V1__GET_OBJECTS_RESPONSE__INIT;
+    int rc;
+    resp.n_objects = b->n_objs;
+    resp.objects = b->ptrs;
+    resp.n_missing = b->n_missing;
+    resp.missing = b->missing;
+    rc = send_msg(c, &resp.base);
+    atomic_fetch_add(&c->srv->get_objects, b->n_objs);
+    atomic_fetch_add(&c->srv->get_bytes, b->bytes);
+    batch_clear(b);
+    return rc;
+}
+
+static void
+h_get_objects(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len, n;
+    const uint8_t *req_p;
+    Coffer__V1__GetObjectsRequest *req = NULL;
+    struct vault_tenant *t = NULL;
+    struct get_batch b;
+    struct cfr_buf obj;
+    bool sent = false;
+    int rc;
+
+    memset(&b, 0, sizeof(b));
+    cfr_buf_init(&obj, VAULT_OBJECT_MAX);
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__get_objects_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "GetObjectsRequest: malformed protobuf");
+        goto out;
+    }
+    n = req->n_ids;
+    if (n > VAULT_IDS_MAX) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "GetObjectsRequest: more than 4096 ids");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (check_len(&c, &req->ids[i], VAULT_ID_LEN, "id") != 0) {
+            finish_code(&c);
+            goto out;
+        }
+    }
+    b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
+    b.ptrs = cfr_calloc(n + 1, sizeof(void *));
+    b.data = cfr_calloc(n + 1, sizeof(*b.data));
+    b.missing = cfr_calloc(n + 1, sizeof(*b.missing));
+    if (b.objs == NULL || b.ptrs == NULL || b.data == NULL ||
+        b.missing == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = tenant_of(&c, false, &t);
+    if (rc != 0 && rc != CFR_ENOTFOUND) {
+        finish_code(&c);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        enum vault_object_kind kind = VAULT_OBJ_SEALED;
+        const uint8_t *id = req->ids[i].data;
+        if (cfr_rpc_ctx_cancelled(ctx)) {
+            finish_status(&c, CFR_RPC_CANCELLED, "call cancelled");
+            goto out;
+        }
+        rc = t == NULL ? CFR_ENOTFOUND
+                       : vault_store_get(t, id, &obj, &kind, &c.err);
+        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+            if (rc == CFR_ECORRUPT) {
+                /* Listed as missing so the reader fetches it elsewhere. */
+                char hex[2 * VAULT_ID_LEN + 1];
+                atomic_fetch_add(&c.srv->corrupt_reads, 1);
+                cfr_log(CFR_LOG_ERROR, "vault.corrupt", "tenant=%s id=%s",
+                        c.peer->tenant, hex_id(id, hex));
+            }
+            b.missing[b.n_missing++] = req->ids[i];
+            continue;
+        }
+        if (rc != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        {
+            Coffer__V1__Object init = COFFER__V1__OBJECT__INIT;
+            size_t k = b.n_objs++;
+            b.data[k] = cfr_buf_steal(&obj, &len);
+            cfr_buf_init(&obj, VAULT_OBJECT_MAX);
+            b.objs[k] = init;
+            b.objs[k].id = req->ids[i];
+            b.objs[k].kind =
+                kind == VAULT_OBJ_SEALED
+                    ? COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
+                    : COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
+            b.objs[k].data.data = b.data[k];
+            b.objs[k].data.len = len;
+            b.ptrs[k] = &b.objs[k];
+            b.bytes += len;
+        }
+        /* Batches of a few MiB keep memory flat and the client fed. */
+        if (b.bytes >= c.srv->cfg->get_batch_bytes) {
+            if (batch_send(&c, &b) != 0) {
+                finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+                goto out;
+            }
+            sent = true;
+        }
+    }
+    if (b.n_objs > 0 || b.n_missing > 0 || !sent) {
+        if (batch_send(&c, &b) != 0) {
+            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+            goto out;
+        }
+    }
+    finish_status(&c, CFR_RPC_OK, NULL);
+out:
+    if (b.data != NULL) {
+        batch_clear(&b);
+    }
+    cfr_free(b.objs);
+    cfr_free(b.ptrs);
+    cfr_free(b.data);
+    cfr_free(b.missing);
+    cfr_buf_fini(&obj);
+    coffer__v1__get_objects_request__free_unpacked(req, NULL);
+}
+
+/* ---- Commit and ListSnapshots ------------------------------------------- */
+
+static void
+record_fill(Coffer__V1__SnapshotRecord *r, Coffer__V1__TreeRoot *root,
+            const struct vault_snapshot *s)
+{
+    Coffer__V1__SnapshotRecord rinit = COFFER__V1__SNAPSHOT_RECORD__INIT;
+    Coffer__V1__TreeRoot tinit = COFFER__V1__TREE_ROOT__INIT;
+    *r = rinit;
+    *root = tinit;
+    root->id.data = (uint8_t *)s->refs.id;
+    root->id.len = VAULT_ID_LEN;
+    root->height = s->refs.height;
+    root->entries = s->refs.entries;
+    r->header_id.data = (uint8_t *)s->header_id;
+    r->header_id.len = VAULT_ID_LEN;
+    r->mailbox_id.data = (uint8_t *)s->mailbox_id;
+    r->mailbox_id.len = VAULT_ID_LEN;
+    r->received_ms = s->received_ms;
+    r->refs = root;
+    r->flags = s->flags;
+    r->held = s->held;
+}
+
+static void
+h_commit(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__CommitRequest *req = NULL;
+    Coffer__V1__CommitResponse resp = COFFER__V1__COMMIT_RESPONSE__INIT;
+    Coffer__V1__SnapshotRecord rec;
+    Coffer__V1__TreeRoot root;
+    struct vault_tenant *t = NULL;
+    struct vault_commit cm;
+    struct vault_snapshot snap;
+    bool already = false;
+    int rc;
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__commit_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "CommitRequest: malformed protobuf");
+        goto out;
+    }
+    if (check_len(&c, &req->lease_id, VAULT_LEASE_LEN, "lease_id") != 0 ||
+        check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0 ||
+        check_len(&c, &req->header_id, VAULT_ID_LEN, "header_id") != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    if (req->refs == NULL || req->refs->id.len != VAULT_ID_LEN) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "refs: a 32-byte root ID is required");
+        goto out;
+    }
+    if (req->header.len == 0 || req->header.len > VAULT_HEADER_MAX) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "header: empty or longer than 8192 bytes");
+        goto out;
+    }
+    memset(&cm, 0, sizeof(cm));
+    cm.lease_id = req->lease_id.data;
+    cm.mailbox_id = req->mailbox_id.data;
+    cm.header_id = req->header_id.data;
+    cm.header = req->header.data;
+    cm.header_len = req->header.len;
+    memcpy(cm.refs.id, req->refs->id.data, VAULT_ID_LEN);
+    cm.refs.height = req->refs->height;
+    cm.refs.entries = req->refs->entries;
+    cm.flags = req->flags;
+    cm.hold_previous = req->hold_previous;
+    if ((rc = tenant_of(&c, false, &t)) != 0 ||
+        (rc = vault_store_commit(t, &cm, &snap, &already, &c.err)) != 0) {
+        /*
+         * Missing objects (another tenant's included) and unknown leases
+         * are both the client's state to fix.
+         */
+        finish_err(&c, rc == CFR_ENOTFOUND ? CFR_RPC_FAILED_PRECONDITION
+                                           : status_for(rc));
+        goto out;
+    }
+    atomic_fetch_add(&c.srv->commits, already ? 0 : 1);
+    record_fill(&rec, &root, &snap);
+    resp.snapshot = &rec;
+    resp.already_committed = already;
+    finish_msg(&c, &resp.base);
+out:
+    coffer__v1__commit_request__free_unpacked(req, NULL);
+}
+
+struct snap_list {
+    struct vault_snapshot *snaps;
+    uint8_t **headers;
+    size_t *header_lens;
+    size_t n, alloc, bytes;
+    struct cfr_err *err;
+};
+
+static int
+snap_collect(void *ctx, const struct vault_snapshot *s, const uint8_t *header,
+             size_t header_len)
+{
+    struct snap_list *l = ctx;
+    if (l->n == l->alloc) {
+        size_t na = l->alloc ? 2 * l->alloc : 64, sz;
+        void *p;
+        if (na > SNAP_LIST_MAX || !cfr_mul_ok(na, sizeof(*l->snaps), &sz)) {
+            return CFR_ERR(l->err, CFR_ELIMIT, "too many snapshots to list");
+        }
+        if ((p = cfr_realloc(l->snaps, sz)) == NULL) {
+            return CFR_ERR(l->err, CFR_ENOMEM, "out of memory");
+        }
+        l->snaps = p;
+        if ((p = cfr_realloc(l->headers, na * sizeof(*l->headers))) == NULL) {
+            return CFR_ERR(l->err, CFR_ENOMEM, "out of memory");
+        }
+        l->headers = p;
+        if ((p = cfr_realloc(l->header_lens, na * sizeof(size_t))) == NULL) {
+            return CFR_ERR(l->err, CFR_ENOMEM, "out of memory");
+        }
+        l->header_lens = p;
+        l->alloc = na;
+    }
+    l->snaps[l->n] = *s;
+    l->headers[l->n] = NULL;
+    l->header_lens[l->n] = 0;
+    if (header != NULL && header_len > 0) {
+        l->headers[l->n] = cfr_malloc(header_len);
+        if (l->headers[l->n] == NULL) {
+            return CFR_ERR(l->err, CFR_ENOMEM, "out of memory");
+        }
+        memcpy(l->headers[l->n], header, header_len);
+        l->header_lens[l->n] = header_len;
+    }
+    l->n++;
+    return 0;
+}
+
+static void
+h_list_snapshots(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__ListSnapshotsRequest *req = NULL;
+    Coffer__V1__ListSnapshotsResponse resp =
+        COFFER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
+    Coffer__V1__SnapshotRecord *recs = NULL, **ptrs = NULL;
+    Coffer__V1__TreeRoot *roots = NULL;
+    struct vault_tenant *t = NULL;
+    struct snap_list l;
+    int rc;
+
+    memset(&l, 0, sizeof(l));
+    call_init(&c, ctx, arg);
+    l.err = &c.err;
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__list_snapshots_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "ListSnapshotsRequest: malformed protobuf");
+        goto out;
+    }
+    if (req->mailbox_id.len != 0 &&
+        check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    rc = tenant_of(&c, false, &t);
+    if (rc != 0 && rc != CFR_ENOTFOUND) {
+        finish_code(&c);
+        goto out;
+    }
+    if (t != NULL &&
+        vault_store_snapshots(
+            t, req->mailbox_id.len != 0 ? req->mailbox_id.data : NULL,
+            req->with_headers, snap_collect, &l, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    recs = cfr_calloc(l.n + 1, sizeof(*recs));
+    ptrs = cfr_calloc(l.n + 1, sizeof(void *));
+    roots = cfr_calloc(l.n + 1, sizeof(*roots));
+    if (recs == NULL || ptrs == NULL || roots == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        record_fill(&recs[i], &roots[i], &l.snaps[i]);
+        if (l.headers[i] != NULL) {
+            recs[i].header.data = l.headers[i];
+            recs[i].header.len = l.header_lens[i];
+        }
+        ptrs[i] = &recs[i];
+    }
+    resp.n_snapshots = l.n;
+    resp.snapshots = ptrs;
+    finish_msg(&c, &resp.base);
+out:
+    for (size_t i = 0; i < l.n; i++) {
+        cfr_free(l.headers[i]);
+    }
+    cfr_free(l.snaps);
+    cfr_free(l.headers);
+    cfr_free(l.header_lens);
+    cfr_free(recs);
+    cfr_free(ptrs);
+    cfr_free(roots);
+    coffer__v1__list_snapshots_request__free_unpacked(req, NULL);
+}
+
+/* ---- Admin -------------------------------------------------------------- */
+
+static void
+count_maint(struct vault_server *srv, const struct vault_maint_stats *ms)
+{
+    atomic_fetch_add(&srv->snaps_removed, ms->snapshots_removed);
+    atomic_fetch_add(&srv->objs_removed, ms->objects_removed);
+    atomic_fetch_add(&srv->bytes_removed, ms->bytes_removed);
+}
+
+static void
+scrub_bad(void *ctx, const uint8_t id[VAULT_ID_LEN], const struct cfr_err *why)
+{
+    const char *tenant = ctx;
+    char hex[2 * VAULT_ID_LEN + 1];
+    char q[CFR_ERR_MSG_MAX + 8];
+    cfr_log(CFR_LOG_ERROR, "vault.scrub.bad", "tenant=%s id=%s why=%s", tenant,
+            hex_id(id, hex), cfr_log_quote(why->msg, q, sizeof(q)));
+}
+
+/* The tenant's retention window: its registry entry, else the default. */
+static int64_t
+tenant_retention(struct vault_server *srv, const char *name)
+{
+    struct vault_sysdb_tenant *rec = cfr_calloc(1, sizeof(*rec));
+    struct cfr_err err;
+    int64_t ms = srv->cfg->retention_ms;
+    if (rec != NULL &&
+        vault_sysdb_tenant_get(srv->sysdb, name, rec, &err) == 0 &&
+        rec->retention_ms > 0) {
+        ms = rec->retention_ms;
+    }
+    cfr_free(rec);
+    return ms;
+}
+
+/* Stores a new retention window for the caller's tenant in the registry. */
+static int
+set_retention(struct call *c, int64_t ms)
+{
+    struct vault_sysdb_tenant *rec = cfr_calloc(1, sizeof(*rec));
+    int rc;
+    if (rec == NULL) {
+        return CFR_ERR(&c->err, CFR_ENOMEM, "out of memory");
+    }
+    rc = vault_sysdb_tenant_get(c->srv->sysdb, c->peer->tenant, rec, &c->err);
+    if (rc == 0) {
+        rec->retention_ms = ms;
+        rc = vault_sysdb_tenant_update(c->srv->sysdb, rec, NULL, &c->err);
+    } else if (rc == CFR_ENOTFOUND) {
+        memset(rec, 0, sizeof(*rec));
+        snprintf(rec->name, sizeof(rec->name), "%s", c->peer->tenant);
+        rec->retention_ms = ms;
+        rc = vault_sysdb_tenant_create(c->srv->sysdb, rec, &c->err);
+    }
+    cfr_free(rec);
+    return rc;
+}
+
+/*
+ * The second factor of a destructive operation (invariant 5). Returns true
+ * when op with args may run now; otherwise the call has been answered:
+ * with a pending approval (a new request), or with a refusal.
+ *   totp set:        verified now (a wrong code counts as a denial);
+ *   approval_id set: consumed now, once, if a second admin approved it
+ *                    for exactly this op and args;
+ *   neither:         a pending request is recorded and its ID returned.
+ */
+static bool
+second_factor(struct call *c, const Coffer__V1__AdminRequest *req,
+              const char *op, const char *args)
+{
+    struct vault_server *srv = c->srv;
+    char hex[VAULT_SYSDB_APPROVAL_HEX], q[CFR_RPC_NAME_MAX + 8];
+    uint8_t id[VAULT_SYSDB_APPROVAL_ID_LEN];
+    int rc;
+
+    if (req->totp != NULL && req->totp[0] != '\0') {
+        rc = vault_sysdb_totp_verify(srv->sysdb, c->peer->tenant, c->peer->uri,
+                                     c->peer->cn, req->totp, &c->err);
+        if (rc == 0) {
+            cfr_log(CFR_LOG_WARN, "vault.second_factor",
+                    "tenant=%s principal=%s op=%s method=totp", c->peer->tenant,
+                    cfr_log_quote(c->peer->cn, q, sizeof(q)), op);
+            return true;
+        }
+        count_denial(srv, c->peer);
+        finish_status(c, CFR_RPC_PERMISSION_DENIED, "second factor rejected");
+        return false;
+    }
+    if (req->approval_id.len != 0) {
+        if (req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
+            finish_status(c, CFR_RPC_INVALID_ARGUMENT,
+                          "approval_id: 16 bytes expected");
+            return false;
+        }
+        cfr_hex_encode(req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN, hex);
+        rc = vault_sysdb_approval_consume(srv->sysdb, c->peer->tenant, hex, op,
+                                          args, &c->err);
+        if (rc == 0) {
+            cfr_log(CFR_LOG_WARN, "vault.second_factor",
+                    "tenant=%s principal=%s op=%s method=approval id=%s",
+                    c->peer->tenant, cfr_log_quote(c->peer->cn, q, sizeof(q)),
+                    op, hex);
+            return true;
+        }
+        finish_err(c, rc == CFR_ENOTFOUND || rc == CFR_EDENIED
+                          ? CFR_RPC_FAILED_PRECONDITION
+                          : status_for(rc));
+        return false;
+    }
+    rc = vault_sysdb_approval_request(srv->sysdb, c->peer->tenant, c->peer->uri,
+                                      c->peer->cn, op, args, hex, &c->err);
+    if (rc != 0 || cfr_hex_decode(hex, id, sizeof(id)) != 0) {
+        if (rc == 0) {
+            CFR_ERR(&c->err, CFR_EINTERNAL, "approval id %s is not hex", hex);
+        }
+        finish_code(c);
+        return false;
+    }
+    cfr_log(CFR_LOG_WARN, "vault.approval.requested",
+            "tenant=%s principal=%s op=%s args=%s id=%s", c->peer->tenant,
+            cfr_log_quote(c->peer->cn, q, sizeof(q)), op, args, hex);
+    {
+        struct cfr_notify_field f[] = {{"principal", c->peer->cn},
+                                       {"op", op},
+                                       {"args", args},
+                                       {"approval_id", hex}};
+        notify_event(srv, "vault.approval.requested", c->peer->tenant, true, f,
+                     sizeof(f) / sizeof(f[0]));
+    }
+    {
+        Coffer__V1__AdminResponse resp = COFFER__V1__ADMIN_RESPONSE__INIT;
+        resp.pending = true;
+        resp.approval_id.data = id;
+        resp.approval_id.len = sizeof(id);
+        finish_msg(c, &resp.base);
+    }
+    return false;
+}
+
+static void
+h_admin(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__AdminRequest *req = NULL;
+    Coffer__V1__AdminResponse resp = COFFER__V1__ADMIN_RESPONSE__INIT;
+    struct vault_tenant *t = NULL;
+    struct vault_maint_stats ms = {0};
+    char reason[160], who[CFR_RPC_NAME_MAX + 8], cn[CFR_RPC_NAME_MAX + 8];
+    char args[128], hex[2 * VAULT_ID_LEN + 1];
+    int rc = 0;
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__admin_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "AdminRequest: malformed protobuf");
+        goto out;
+    }
+    cfr_log(CFR_LOG_WARN, "vault.admin",
+            "tenant=%s identity=%s principal=%s op=%d reason=%s",
+            c.peer->tenant, cfr_log_quote(c.peer->uri, who, sizeof(who)),
+            cfr_log_quote(c.peer->cn, cn, sizeof(cn)), (int)req->op,
+            cfr_log_quote(req->reason, reason, sizeof(reason)));
+    /* Arguments are checked before any second factor is spent on them. */
+    switch (req->op) {
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE:
+        if (req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
+            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                          "approval_id: 16 bytes expected");
+            goto out;
+        }
+        {
+            char id[VAULT_SYSDB_APPROVAL_HEX];
+            cfr_hex_encode(req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN,
+                           id);
+            rc = vault_sysdb_approval_approve(c.srv->sysdb, c.peer->tenant, id,
+                                              c.peer->uri, c.peer->cn, &c.err);
+            if (rc != 0) {
+                finish_err(&c, rc == CFR_EDENIED ? CFR_RPC_PERMISSION_DENIED
+                                                 : status_for(rc));
+                goto out;
+            }
+            cfr_log(CFR_LOG_WARN, "vault.approval.approved",
+                    "tenant=%s principal=%s id=%s", c.peer->tenant,
+                    cfr_log_quote(c.peer->cn, who, sizeof(who)), id);
+        }
+        finish_msg(&c, &resp.base);
+        goto out;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION:
+        if (req->retention_ms < CFR_MS_PER_HOUR ||
+            req->retention_ms > 3650 * CFR_MS_PER_DAY) {
+            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                          "retention_ms: between 1 hour and 10 years");
+            goto out;
+        }
+        snprintf(args, sizeof(args), "retention_ms=%lld",
+                 (long long)req->retention_ms);
+        /* Only shortening can lose data, so only it needs a second factor. */
+        if (req->retention_ms < tenant_retention(c.srv, c.peer->tenant) &&
+            !second_factor(&c, req, "retention", args)) {
+            goto out;
+        }
+        if (set_retention(&c, req->retention_ms) != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        cfr_log(CFR_LOG_WARN, "vault.retention.changed", "tenant=%s %s",
+                c.peer->tenant, args);
+        {
+            struct cfr_notify_field f[] = {{"principal", c.peer->cn},
+                                           {"change", args}};
+            notify_event(c.srv, "vault.retention.changed", c.peer->tenant, true,
+                         f, 2);
+        }
+        finish_msg(&c, &resp.base);
+        goto out;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE:
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD:
+        if (check_len(&c, &req->header_id, VAULT_ID_LEN, "header_id") != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        snprintf(args, sizeof(args), "header=%s",
+                 hex_id(req->header_id.data, hex));
+        if (req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE &&
+            !second_factor(&c, req, "release", args)) {
+            goto out;
+        }
+        break;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX:
+        if (check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        snprintf(args, sizeof(args), "mailbox=%s",
+                 hex_id(req->mailbox_id.data, hex));
+        if (!second_factor(&c, req, "purge", args)) {
+            goto out;
+        }
+        break;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION:
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_GC:
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB:
+        break;
+    default:
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT, "unknown admin op");
+        goto out;
+    }
+    if (tenant_of(&c, false, &t) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    switch (req->op) {
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION:
+        rc = vault_store_retention(t, tenant_retention(c.srv, c.peer->tenant),
+                                   &ms, &c.err);
+        break;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD:
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE:
+        rc = vault_store_hold(t, req->header_id.data,
+                              req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD,
+                              &c.err);
+        break;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX:
+        rc = vault_store_purge_mailbox(t, req->mailbox_id.data, &ms, &c.err);
+        break;
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_GC:
+        rc = vault_store_gc(t, &ms, &c.err);
+        break;
+    default: /* SCRUB, the only one left after the first switch */
+        rc = vault_store_scrub(t, scrub_bad, (void *)c.peer->tenant, &ms,
+                               &c.err);
+        break;
+    }
+    if (rc != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    count_maint(c.srv, &ms);
+    if (req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX ||
+        req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD ||
+        req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE) {
+        const char *ev = req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX
+                             ? "vault.purge"
+                         : req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD
+                             ? "vault.hold"
+                             : "vault.release";
+        char removed[32];
+        snprintf(removed, sizeof(removed), "%" PRIu64, ms.snapshots_removed);
+        struct cfr_notify_field f[] = {{"principal", c.peer->cn},
+                                       {"target", args},
+                                       {"snapshots_removed", removed}};
+        cfr_log(CFR_LOG_WARN, ev, "tenant=%s %s snapshots_removed=%s",
+                c.peer->tenant, args, removed);
+        notify_event(c.srv, ev, c.peer->tenant, true, f, 3);
+    }
+    resp.snapshots_removed = ms.snapshots_removed;
+    resp.objects_removed = ms.objects_removed;
+    resp.bytes_removed = ms.bytes_removed;
+    resp.bad_objects = ms.bad_objects;
+    finish_msg(&c, &resp.base);
+out:
+    coffer__v1__admin_request__free_unpacked(req, NULL);
+}
+
+/* ---- Audit and Health --------------------------------------------------- */
+
+#define AUDIT_LIMIT_DEFAULT 1000
+#define AUDIT_LIMIT_MAX     10000
+
+struct audit_list {
+    char prefix[CFR_RPC_TENANT_MAX + 32]; /* the tenant's identity URIs */
+    size_t n, limit;
+    Coffer__V1__AuditEntry *entries;
+    Coffer__V1__AuditEntry **ptrs;
+    char (*strs)[5][VAULT_SYSDB_TEXT_MAX];
+};
+
+static int
+audit_collect(void *ctx, const struct vault_sysdb_audit *rec)
+{
+    struct audit_list *l = ctx;
+    Coffer__V1__AuditEntry init = COFFER__V1__AUDIT_ENTRY__INIT;
+    Coffer__V1__AuditEntry *e;
+    char(*s)[VAULT_SYSDB_TEXT_MAX];
+
+    /* Only records of the caller's own tenant (identity URIs are stored
+     * verbatim: they hold no byte that quoting changes). */
+    if (strncmp(rec->identity, l->prefix, strlen(l->prefix)) != 0) {
+        return 0;
+    }
+    if (l->n >= l->limit) {
+        return 1;
+    }
+    e = &l->entries[l->n];
+    s = l->strs[l->n];
+    *e = init;
+    e->time_ms = rec->time_ms;
+    snprintf(s[0], VAULT_SYSDB_TEXT_MAX, "%s", rec->identity);
+    snprintf(s[1], VAULT_SYSDB_TEXT_MAX, "%s", rec->peer);
+    snprintf(s[2], VAULT_SYSDB_TEXT_MAX, "%s", rec->method);
+    snprintf(s[3], VAULT_SYSDB_TEXT_MAX, "%s",
+             cfr_rpc_status_name(rec->status));
+    snprintf(s[4], VAULT_SYSDB_TEXT_MAX, "%s", rec->detail);
+    e->identity = s[0];
+    e->peer = s[1];
+    e->method = s[2];
+    e->decision =
+        (char *)(rec->decision == VAULT_AUDIT_ALLOW ? "allowed" : "denied");
+    e->status = s[3];
+    e->detail = s[4];
+    l->ptrs[l->n] = e;
+    l->n++;
+    return 0;
+}
+
+static void
+h_audit(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__AuditRequest *req = NULL;
+    Coffer__V1__AuditResponse resp = COFFER__V1__AUDIT_RESPONSE__INIT;
+    struct audit_list l;
+
+    memset(&l, 0, sizeof(l));
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__audit_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "AuditRequest: malformed protobuf");
+        goto out;
+    }
+    l.limit = req->limit == 0                ? AUDIT_LIMIT_DEFAULT
+              : req->limit > AUDIT_LIMIT_MAX ? AUDIT_LIMIT_MAX
+                                             : req->limit;
+    snprintf(l.prefix, sizeof(l.prefix), "coffer://tenant/%s/", c.peer->tenant);
+    l.entries = cfr_calloc(l.limit, sizeof(*l.entries));
+    l.ptrs = cfr_calloc(l.limit, sizeof(void *));
+    l.strs = cfr_calloc(l.limit, sizeof(*l.strs));
+    if (l.entries == NULL || l.ptrs == NULL || l.strs == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /* Records queued by the calls just before this one are included. */
+    if (vault_sysdb_audit_sync(c.srv->sysdb, &c.err) != 0 ||
+        vault_sysdb_audit_query(c.srv->sysdb, req->since_ms, INT64_MAX, 0,
+                                audit_collect, &l, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    resp.n_entries = l.n;
+    resp.entries = l.ptrs;
+    finish_msg(&c, &resp.base);
+out:
+    cfr_free(l.entries);
+    cfr_free(l.ptrs);
+    cfr_free(l.strs);
+    coffer__v1__audit_request__free_unpacked(req, NULL);
+}
+
+static void
+h_health(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__HealthRequest *req = NULL;
+    Coffer__V1__HealthResponse resp = COFFER__V1__HEALTH_RESPONSE__INIT;
+    struct vault_tenant *t = NULL;
+    struct vault_tenant_stats ts;
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    req = coffer__v1__health_request__unpack(NULL, len, req_p);
+    if (req == NULL) {
+        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
+                      "HealthRequest: malformed protobuf");
+        goto out;
+    }
+    resp.version = (char *)VAULT_VERSION;
+    resp.region = (char *)c.srv->cfg->region;
+    resp.time_ms = cfr_clock_now_ms(c.srv->clock);
+    if (vault_authz_sees_stats(c.role) && tenant_of(&c, false, &t) == 0 &&
+        vault_store_stats(t, &ts, &c.err) == 0) {
+        resp.objects = ts.objects;
+        resp.snapshots = ts.snapshots;
+        resp.bytes = ts.object_bytes;
+    }
+    finish_msg(&c, &resp.base);
+out:
+    coffer__v1__health_request__free_unpacked(req, NULL);
+}
+
+/* ---- authorization and audit hooks -------------------------------------- */
+
+/*
+ * The rate-limit key of a peer address: "ipv4:10.0.0.1:40112" without its
+ * port, since every connection has a new one.
+ */
+static const char *
+addr_key(const char *addr, char out[CFR_RPC_ADDR_MAX])
+{
+    char *colon;
+    snprintf(out, CFR_RPC_ADDR_MAX, "%s", addr);
+    colon = strrchr(out, ':');
+    if (colon != NULL && colon != out && strchr(out, ':') != colon) {
+        *colon = '\0';
+    }
+    return out;
+}
+
+static int
+authz_hook(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
+{
+    struct vault_server *srv = ctx;
+    enum vault_method m = vault_authz_method(method);
+    char addr[CFR_RPC_ADDR_MAX];
+    int64_t retry = 0;
+
+    bool denied = false;
+    struct cfr_err err;
+
+    /* A locked-out identity or address gets no work done at all. */
+    if (cfr_ratelimit_check(srv->rl, peer->uri, addr_key(peer->addr, addr),
+                            &retry) != 0) {
+        return CFR_RPC_PERMISSION_DENIED;
+    }
+    /* A revoked identity is refused; an unreadable list refuses all. */
+    if (vault_sysdb_deny_check(srv->sysdb, peer->uri, NULL, &denied, &err) !=
+            0 ||
+        denied) {
+        return CFR_RPC_PERMISSION_DENIED;
+    }
+    return vault_authz_allowed(vault_authz_role(peer->role), m)
+               ? CFR_RPC_OK
+               : CFR_RPC_PERMISSION_DENIED;
+}
+
+/* Counts a denial against the caller; logs a lockout once, when it starts. */
+static void
+count_denial(struct vault_server *srv, const struct cfr_rpc_peer *peer)
+{
+    char addr[CFR_RPC_ADDR_MAX], q[CFR_RPC_NAME_MAX + 8];
+    unsigned bits = cfr_ratelimit_fail(srv->rl, peer->uri[0] ? peer->uri : NULL,
+                                       addr_key(peer->addr, addr));
+    if (bits & (CFR_RATELIMIT_LOCKED_IDENTITY | CFR_RATELIMIT_LOCKED_ADDRESS)) {
+        cfr_log(CFR_LOG_WARN, "vault.lockout",
+                "identity=%s addr=%s locked_identity=%d locked_address=%d "
+                "lockout_ms=%lld",
+                cfr_log_quote(peer->uri[0] ? peer->uri : "-", q, sizeof(q)),
+                addr, (bits & CFR_RATELIMIT_LOCKED_IDENTITY) ? 1 : 0,
+                (bits & CFR_RATELIMIT_LOCKED_ADDRESS) ? 1 : 0,
+                (long long)srv->cfg->lockout_ms);
+        struct cfr_notify_field f[] = {
+            {"identity", peer->uri[0] ? peer->uri : "-"},
+            {"addr", addr},
+            {"locked",
+             (bits & CFR_RATELIMIT_LOCKED_IDENTITY) ? "identity" : "address"},
+        };
+        notify_event(srv, "vault.lockout",
+                     peer->has_identity ? peer->tenant : NULL, false, f,
+                     sizeof(f) / sizeof(f[0]));
+    }
+}
+
+static void
+audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
+{
+    struct vault_server *srv = ctx;
+    static const char *const decisions[] = {"allowed", "denied", "no-method",
+                                            "overloaded"};
+    enum vault_method m = vault_authz_method(rec->method);
+    char uri[CFR_RPC_NAME_MAX + 8], meth[CFR_RPC_METHOD_MAX + 8];
+    char detail[CFR_ERR_MSG_MAX + 8], addr[CFR_RPC_ADDR_MAX + 8];
+    unsigned d = (unsigned)rec->decision < 4 ? (unsigned)rec->decision : 1;
+
+    if (rec->decision == CFR_RPC_NO_METHOD) {
+        atomic_fetch_add(&srv->unknown_method, 1);
+    } else if (rec->decision == CFR_RPC_OVERLOADED) {
+        atomic_fetch_add(&srv->overloaded, 1);
+    } else if (m < VAULT_M_COUNT) {
+        enum outcome o = rec->decision == CFR_RPC_DENIED ? OUT_DENIED
+                         : rec->status == CFR_RPC_OK     ? OUT_OK
+                                                         : OUT_ERROR;
+        atomic_fetch_add(&srv->calls[m][o], 1);
+    }
+    if (rec->decision == CFR_RPC_DENIED) {
+        if (!rec->peer->has_identity) {
+            atomic_fetch_add(&srv->unauthenticated, 1);
+        }
+        count_denial(srv, rec->peer);
+    }
+    {
+        struct vault_sysdb_audit ar;
+        struct cfr_err err;
+        memset(&ar, 0, sizeof(ar));
+        snprintf(ar.identity, sizeof(ar.identity), "%s",
+                 rec->peer->uri[0] ? rec->peer->uri : "-");
+        snprintf(ar.peer, sizeof(ar.peer), "%s", rec->peer->addr);
+        snprintf(ar.method, sizeof(ar.method), "%s", rec->method);
+        ar.decision = rec->decision == CFR_RPC_ALLOWED ? VAULT_AUDIT_ALLOW
+                                                       : VAULT_AUDIT_DENY;
+        ar.status = rec->status;
+        snprintf(ar.detail, sizeof(ar.detail), "%s%s", decisions[d],
+                 rec->detail != NULL && rec->detail[0] ? ": " : "");
+        if (rec->detail != NULL) {
+            size_t used = strlen(ar.detail);
+            snprintf(ar.detail + used, sizeof(ar.detail) - used, "%s",
+                     rec->detail);
+        }
+        /* Queued, never blocking (rpc.h); a full queue is logged there. */
+        if (vault_sysdb_audit_submit(srv->sysdb, &ar, &err) == CFR_EIO) {
+            atomic_store(&srv->failed, true);
+        }
+    }
+    cfr_log(rec->decision == CFR_RPC_ALLOWED ? CFR_LOG_INFO : CFR_LOG_WARN,
+            "vault.audit",
+            "decision=%s method=%s status=%s tenant=%s role=%s identity=%s "
+            "peer=%s detail=%s",
+            decisions[d], cfr_log_quote(rec->method, meth, sizeof(meth)),
+            cfr_rpc_status_name(rec->status),
+            rec->peer->has_identity ? rec->peer->tenant : "-",
+            rec->peer->has_identity ? rec->peer->role : "-",
+            cfr_log_quote(rec->peer->uri[0] ? rec->peer->uri : "-", uri,
+                          sizeof(uri)),
+            cfr_log_quote(rec->peer->addr, addr, sizeof(addr)),
+            cfr_log_quote(rec->detail != NULL ? rec->detail : "", detail,
+                          sizeof(detail)));
+}
+
+/* ---- maintenance and statistics ----------------------------------------- */
+
+struct maint_ctx {
+    struct vault_server *srv;
+};
+
+static int
+maint_tenant(void *ctx, const char *name)
+{
+    struct vault_server *srv = ((struct maint_ctx *)ctx)->srv;
+    struct cfr_err err;
+    struct vault_maint_stats rs = {0}, gs = {0};
+    struct vault_tenant *t;
+
+    cfr_err_clear(&err);
+    t = vault_store_tenant(srv->store, name, false, &err);
+    if (t == NULL ||
+        vault_store_retention(t, srv->cfg->retention_ms, &rs, &err) != 0 ||
+        vault_store_gc(t, &gs, &err) != 0) {
+        atomic_fetch_add(&srv->maint_errors, 1);
+        cfr_log_err(CFR_LOG_ERROR, "vault.maintenance", &err);
+        if (err.code == CFR_EIO) {
+            atomic_store(&srv->failed, true);
+        }
+        /* One tenant's trouble must not starve the others. */
+        return 0;
+    }
+    count_maint(srv, &rs);
+    count_maint(srv, &gs);
+    cfr_log(CFR_LOG_INFO, "vault.maintenance",
+            "tenant=%s snapshots_removed=%" PRIu64 " objects_removed=%" PRIu64
+            " bytes_removed=%" PRIu64,
+            name, rs.snapshots_removed, gs.objects_removed, gs.bytes_removed);
+    return 0;
+}
+
+static void
+run_maintenance(struct vault_server *srv)
+{
+    struct maint_ctx mc = {srv};
+    struct cfr_err err;
+    cfr_err_clear(&err);
+    uint64_t purged = 0, approvals = 0;
+    if (vault_store_tenants(srv->store, maint_tenant, &mc, &err) != 0) {
+        atomic_fetch_add(&srv->maint_errors, 1);
+        cfr_log_err(CFR_LOG_ERROR, "vault.maintenance", &err);
+    }
+    /* Audit records are kept audit.keep, then removed from disk. */
+    if (vault_sysdb_audit_purge(srv->sysdb, &purged, &err) != 0 ||
+        vault_sysdb_approval_purge(srv->sysdb, &approvals, &err) != 0) {
+        atomic_fetch_add(&srv->maint_errors, 1);
+        cfr_log_err(CFR_LOG_ERROR, "vault.maintenance", &err);
+    } else if (purged > 0 || approvals > 0) {
+        cfr_log(CFR_LOG_INFO, "vault.audit.purged",
+                "records=%" PRIu64 " approvals=%" PRIu64, purged, approvals);
+    }
+    atomic_fetch_add(&srv->maint_runs, 1);
+}
+
+struct stats_ctx {
+    struct vault_server *srv;
+    FILE *f;
+};
+
+static int
+stats_tenant(void *ctx, const char *name)
+{
+    struct vault_server *srv = ((struct stats_ctx *)ctx)->srv;
+    FILE *f = ((struct stats_ctx *)ctx)->f;
+    struct cfr_err err;
+    struct vault_tenant_stats ts;
+    struct vault_tenant *t = vault_store_tenant(srv->store, name, false, &err);
+    if (t == NULL || vault_store_stats(t, &ts, &err) != 0) {
+        return 0;
+    }
+    /* Tenant names are [a-z0-9._-]: safe inside a label value. */
+    fprintf(f,
+            "coffer_vault_tenant_objects{tenant=\"%s\"} %" PRIu64 "\n"
+            "coffer_vault_tenant_object_bytes{tenant=\"%s\"} %" PRIu64 "\n"
+            "coffer_vault_tenant_snapshots{tenant=\"%s\"} %" PRIu64 "\n"
+            "coffer_vault_tenant_live_leases{tenant=\"%s\"} %" PRIu64 "\n",
+            name, ts.objects, name, ts.object_bytes, name, ts.snapshots, name,
+            ts.live_leases);
+    return 0;
+}
+
+static void
+counter(FILE *f, const char *name, const char *help, uint64_t v)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help,
+            name, name, v);
+}
+
+/*
+ * Writes the Prometheus textfile atomically (temporary file, rename), so a
+ * collector never reads half a file.
+ */
+static void
+write_stats(struct vault_server *srv, bool up)
+{
+    static const char *const outcomes[] = {"ok", "error", "denied"};
+    char tmp[4096];
+    FILE *f;
+    struct stats_ctx sc;
+    struct cfr_ratelimit_stats rls;
+    struct cfr_err err;
+
+    if (srv->cfg->stats_file == NULL) {
+        return;
+    }
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", srv->cfg->stats_file) >=
+        (int)sizeof(tmp)) {
+        return;
+    }
+    if ((f = fopen(tmp, "w")) == NULL) {
+        cfr_log(CFR_LOG_WARN, "vault.stats", "path=%s error=open_failed", tmp);
+        return;
+    }
+    fprintf(f, "# HELP coffer_vault_up 1 while the vault serves.\n"
+               "# TYPE coffer_vault_up gauge\n");
+    fprintf(f, "coffer_vault_up %d\n", up ? 1 : 0);
+    fprintf(f,
+            "# TYPE coffer_vault_start_time_seconds gauge\n"
+            "coffer_vault_start_time_seconds %" PRId64 "\n",
+            srv->start_ms / 1000);
+    fprintf(f, "# TYPE coffer_vault_failed gauge\ncoffer_vault_failed %d\n",
+            atomic_load(&srv->failed) ? 1 : 0);
+    fprintf(f, "# HELP coffer_vault_calls_total Calls by method and "
+               "outcome.\n# TYPE coffer_vault_calls_total counter\n");
+    for (int m = 0; m < VAULT_M_COUNT; m++) {
+        for (int o = 0; o < OUT_COUNT; o++) {
+            fprintf(f,
+                    "coffer_vault_calls_total{method=\"%s\",outcome=\"%s\"} "
+                    "%" PRIu64 "\n",
+                    vault_authz_name((enum vault_method)m), outcomes[o],
+                    (uint64_t)atomic_load(&srv->calls[m][o]));
+        }
+    }
+    counter(f, "coffer_vault_unknown_method_total", "Calls to unknown paths.",
+            atomic_load(&srv->unknown_method));
+    counter(f, "coffer_vault_overloaded_total",
+            "Calls refused at the concurrency limit.",
+            atomic_load(&srv->overloaded));
+    counter(f, "coffer_vault_unauthenticated_total",
+            "Calls without a coffer identity.",
+            atomic_load(&srv->unauthenticated));
+    counter(f, "coffer_vault_put_objects_total", "Objects stored.",
+            atomic_load(&srv->put_objects));
+    counter(f, "coffer_vault_put_bytes_total", "Bytes stored.",
+            atomic_load(&srv->put_bytes));
+    counter(f, "coffer_vault_get_objects_total", "Objects served.",
+            atomic_load(&srv->get_objects));
+    counter(f, "coffer_vault_get_bytes_total", "Bytes served.",
+            atomic_load(&srv->get_bytes));
+    counter(f, "coffer_vault_commits_total", "Snapshots committed.",
+            atomic_load(&srv->commits));
+    counter(f, "coffer_vault_corrupt_reads_total",
+            "Objects that failed their checksum on read.",
+            atomic_load(&srv->corrupt_reads));
+    counter(f, "coffer_vault_maintenance_runs_total",
+            "Scheduled retention and GC passes.",
+            atomic_load(&srv->maint_runs));
+    counter(f, "coffer_vault_maintenance_errors_total",
+            "Tenants whose scheduled pass failed.",
+            atomic_load(&srv->maint_errors));
+    counter(f, "coffer_vault_snapshots_removed_total",
+            "Snapshots dropped by retention.",
+            atomic_load(&srv->snaps_removed));
+    counter(f, "coffer_vault_objects_removed_total", "Objects deleted by GC.",
+            atomic_load(&srv->objs_removed));
+    counter(f, "coffer_vault_bytes_removed_total", "Bytes deleted by GC.",
+            atomic_load(&srv->bytes_removed));
+    if (srv->notify != NULL) {
+        struct cfr_notify_stats ns;
+        cfr_notify_stats(srv->notify, &ns);
+        counter(f, "coffer_vault_notifications_posted_total",
+                "Security notifications queued.", ns.posted);
+        counter(f, "coffer_vault_notifications_dropped_total",
+                "Notifications refused: queue full.", ns.dropped);
+        counter(f, "coffer_vault_notifications_failed_total",
+                "Deliveries given up after retries.", ns.failed);
+    }
+    cfr_ratelimit_stats(srv->rl, &rls);
+    counter(f, "coffer_vault_lockouts_total",
+            "Lockouts started (identity or address).", rls.lockouts);
+    counter(f, "coffer_vault_locked_refusals_total",
+            "Calls refused while locked out.", rls.refused);
+    counter(f, "coffer_vault_failures_dropped_total",
+            "Denials past the evaluation cap, not evaluated.", rls.dropped);
+    sc.srv = srv;
+    sc.f = f;
+    cfr_err_clear(&err);
+    (void)vault_store_tenants(srv->store, stats_tenant, &sc, &err);
+    if (fclose(f) != 0 || rename(tmp, srv->cfg->stats_file) != 0) {
+        cfr_log(CFR_LOG_WARN, "vault.stats", "path=%s error=write_failed",
+                srv->cfg->stats_file);
+        (void)remove(tmp);
+    }
+}
+
+static struct timespec
+deadline_after(int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+static void *
+maint_main(void *arg)
+{
+    struct vault_server *srv = arg;
+    const struct vault_config *cfg = srv->cfg;
+    int64_t now = cfr_clock_mono_ms(srv->clock);
+    int64_t next_maint = cfg->schedule_ms > 0 ? now + cfg->schedule_ms : -1;
+    int64_t next_stats = now;
+
+    for (;;) {
+        int64_t wait;
+        bool stop;
+        now = cfr_clock_mono_ms(srv->clock);
+        if (cfg->stats_file != NULL && now >= next_stats) {
+            write_stats(srv, true);
+            next_stats = now + cfg->stats_interval_ms;
+        }
+        if (next_maint >= 0 && now >= next_maint) {
+            run_maintenance(srv);
+            next_maint = cfr_clock_mono_ms(srv->clock) + cfg->schedule_ms;
+        }
+        now = cfr_clock_mono_ms(srv->clock);
+        wait = cfg->stats_file != NULL ? next_stats - now : INT64_C(3600000);
+        if (next_maint >= 0 && next_maint - now < wait) {
+            wait = next_maint - now;
+        }
+        if (wait < 1) {
+            wait = 1;
+        }
+        struct timespec dl = deadline_after(wait);
+        pthread_mutex_lock(&srv->mu);
+        while (!srv->stop_req) {
+            if (pthread_cond_timedwait(&srv->cv, &srv->mu, &dl) == ETIMEDOUT) {
+                break;
+            }
+        }
+        stop = srv->stop_req;
+        pthread_mutex_unlock(&srv->mu);
+        if (stop) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static cfr_rpc_handler_fn *const handlers[VAULT_M_COUNT] = {
+    [VAULT_M_MISSING] = h_missing,
+    [VAULT_M_OPEN_LEASE] = h_open_lease,
+    [VAULT_M_PUT_OBJECTS] = h_put_objects,
+    [VAULT_M_GET_OBJECTS] = h_get_objects,
+    [VAULT_M_COMMIT] = h_commit,
+    [VAULT_M_LIST_SNAPSHOTS] = h_list_snapshots,
+    [VAULT_M_ADMIN] = h_admin,
+    [VAULT_M_AUDIT] = h_audit,
+    [VAULT_M_HEALTH] = h_health,
+};
+
+static enum cfr_rpc_kind
+kind_of(enum vault_method m)
+{
+    if (m == VAULT_M_PUT_OBJECTS) {
+        return CFR_RPC_KIND_CLIENT_STREAM;
+    }
+    if (m == VAULT_M_GET_OBJECTS) {
+        return CFR_RPC_KIND_SERVER_STREAM;
+    }
+    return CFR_RPC_KIND_UNARY;
+}
+
+int
+vault_server_new(const struct vault_server_opts *opts,
+                 struct vault_server **srv_r, struct cfr_err *err)
+{
+    struct vault_server *srv = NULL;
+    struct cfr_rpc_server_opts ro;
+    pthread_condattr_t ca;
+    int rc = 0;
+
+    *srv_r = NULL;
+    srv = cfr_calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "out of memory");
+        goto out;
+    }
+    srv->cfg = opts->cfg;
+    srv->store = opts->store;
+    srv->sysdb = opts->sysdb;
+    srv->notify = opts->notify;
+    srv->clock = opts->clock;
+    srv->start_ms = cfr_clock_now_ms(opts->clock);
+    atomic_init(&srv->failed, false);
+    pthread_mutex_init(&srv->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    memset(&ro, 0, sizeof(ro));
+    ro.listen_addr = opts->cfg->listen;
+    ro.cert_pem = opts->cert_pem;
+    ro.key_pem = opts->key_pem;
+    ro.client_ca_pem = opts->client_ca_pem;
+    ro.max_msg = opts->cfg->max_msg;
+    ro.max_calls = opts->cfg->max_calls;
+    ro.workers = opts->cfg->workers;
+    ro.authz = authz_hook;
+    ro.authz_ctx = srv;
+    ro.audit = audit_hook;
+    ro.audit_ctx = srv;
+    {
+        struct cfr_ratelimit_opts rlo = {
+            .max_failures = opts->cfg->max_failures,
+            .window_ms = opts->cfg->failure_window_ms,
+            .lockout_ms = opts->cfg->lockout_ms,
+        };
+        if ((srv->rl = cfr_ratelimit_new(&rlo, opts->clock, err)) == NULL) {
+            rc = err != NULL && err->code != 0 ? err->code : CFR_ENOMEM;
+            goto out;
+        }
+    }
+    if ((rc = cfr_rpc_server_new(&ro, &srv->rpc, err)) != 0) {
+        goto out;
+    }
+    srv->port = cfr_rpc_server_port(srv->rpc);
+    for (int m = 0; m < VAULT_M_COUNT; m++) {
+        if ((rc = cfr_rpc_server_add_method(
+                 srv->rpc, vault_authz_path((enum vault_method)m),
+                 kind_of((enum vault_method)m), handlers[m], srv, err)) != 0) {
+            goto out;
+        }
+    }
+    *srv_r = srv;
+    srv = NULL;
+out:
+    vault_server_free(srv);
+    return rc;
+}
+
+int
+vault_server_port(const struct vault_server *srv)
+{
+    return srv->port;
+}
+
+int
+vault_server_start(struct vault_server *srv, struct cfr_err *err)
+{
+    int rc;
+    if ((rc = cfr_rpc_server_start(srv->rpc, err)) != 0) {
+        goto out;
+    }
+    srv->started = true;
+    if (pthread_create(&srv->maint, NULL, maint_main, srv) != 0) {
+        rc = CFR_ERR(err, CFR_EIO, "cannot start the maintenance thread");
+        goto out;
+    }
+    srv->maint_running = true;
+out:
+    return rc;
+}
+
+bool
+vault_server_failed(const struct vault_server *srv)
+{
+    return atomic_load(&((struct vault_server *)srv)->failed) ||
+           vault_sysdb_failed(((struct vault_server *)srv)->sysdb);
+}
+
+void
+vault_server_stop(struct vault_server *srv, int64_t grace_ms)
+{
+    if (srv == NULL || srv->stopped) {
+        return;
+    }
+    srv->stopped = true;
+    if (srv->rpc != NULL) {
+        cfr_rpc_server_stop(srv->rpc, grace_ms);
+    }
+    if (srv->maint_running) {
+        pthread_mutex_lock(&srv->mu);
+        srv->stop_req = true;
+        pthread_cond_broadcast(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+        pthread_join(srv->maint, NULL);
+        srv->maint_running = false;
+    }
+    if (srv->started) {
+        write_stats(srv, false);
+    }
+}
+
+void
+vault_server_free(struct vault_server *srv)
+{
+    if (srv == NULL) {
+        return;
+    }
+    vault_server_stop(srv, 0);
+    cfr_rpc_server_free(srv->rpc);
+    cfr_ratelimit_free(srv->rl);
+    pthread_cond_destroy(&srv->cv);
+    pthread_mutex_destroy(&srv->mu);
+    cfr_free(srv);
+}

@@ -10,6 +10,7 @@
 #include "cfg.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <libconfig.h>
 #include <limits.h>
@@ -130,6 +131,18 @@ setting_err(const struct cfr_cfg *cfg, const config_setting_t *s,
                        what);
     }
     return CFR_ERR(err, CFR_ECONFIG, "%s: %s: %s", cfg->name, path, what);
+}
+
+int
+cfr_cfg_fail(const struct cfr_cfg *cfg, const char *path, struct cfr_err *err,
+             const char *fmt, ...)
+{
+    char what[CFR_ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    return setting_err(cfg, lookup(cfg, path), path, err, what);
 }
 
 static int

@@ -67,6 +67,15 @@ int cfr_cfg_string_at(const struct cfr_cfg *cfg, const char *path, size_t i,
 int cfr_cfg_check_keys(const struct cfr_cfg *cfg, const char *path,
                        const char *const *allowed, struct cfr_err *err);
 
+/*
+ * Records a CFR_ECONFIG error about the setting at path, located like the
+ * module's own errors ("file:line: path: <message>"; without the line when
+ * the setting is absent). For checks the caller makes on values it read.
+ */
+int cfr_cfg_fail(const struct cfr_cfg *cfg, const char *path,
+                 struct cfr_err *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Standalone parsers, shared with command-line flags. Return CFR_EINVAL. */
 int cfr_parse_duration_ms(const char *s, int64_t *out);
 int cfr_parse_size(const char *s, uint64_t *out);

@@ -122,7 +122,9 @@ out:
 bool
 vault_authz_allowed(enum vault_role role, enum vault_method m)
 {
-    if (role == VAULT_ROLE_NONE || (unsigned)m >= VAULT_M_COUNT) {
+    /* Roles index bits of a 32-bit mask: anything else is no role. */
+    if (role == VAULT_ROLE_NONE || (unsigned)role >= 32 ||
+        (unsigned)m >= VAULT_M_COUNT) {
         return false;
     }
     return (matrix[m] & (1u << role)) != 0;

@@ -60,7 +60,7 @@ read_notify(struct vault_config *c, struct cfr_err *err)
         return rc;
     }
     if (n > sizeof(c->notify_mail_to) / sizeof(c->notify_mail_to[0])) {
-        return CFR_ERR(err, CFR_ECONFIG, "notify.mail_to: at most 8 addresses");
+        return cfr_cfg_fail(cfg, "notify.mail_to", err, "at most 8 addresses");
     }
     for (size_t i = 0; i < n; i++) {
         if ((rc = cfr_cfg_string_at(cfg, "notify.mail_to", i,
@@ -70,9 +70,8 @@ read_notify(struct vault_config *c, struct cfr_err *err)
     }
     c->notify_n_mail_to = n;
     if (n > 0 && (c->notify_smtp_url == NULL || c->notify_smtp_from == NULL)) {
-        return CFR_ERR(err, CFR_ECONFIG,
-                       "notify.mail_to: needs notify.smtp_url and "
-                       "notify.smtp_from");
+        return cfr_cfg_fail(cfg, "notify.mail_to", err,
+                            "needs notify.smtp_url and notify.smtp_from");
     }
     return 0;
 }
@@ -90,23 +89,40 @@ opt_string(const struct cfr_cfg *cfg, const char *path, const char **out,
 }
 
 static int
-check_listen(const char *listen, struct cfr_err *err)
+check_listen(const struct cfr_cfg *cfg, const char *listen, struct cfr_err *err)
 {
+    /* One address only: "host:port" or "[v6]:port", port 0..65535. */
     const char *colon = strrchr(listen, ':');
     if (colon == NULL || colon == listen || colon[1] == '\0') {
-        return CFR_ERR(err, CFR_ECONFIG,
-                       "listen: \"%s\" is not host:port (one port only)",
-                       listen);
+        return cfr_cfg_fail(cfg, "listen", err,
+                            "\"%s\" is not host:port (one port only)", listen);
     }
-    for (const char *p = colon + 1; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9') {
-            return CFR_ERR(err, CFR_ECONFIG,
-                           "listen: \"%s\": port is not a number", listen);
+    size_t host_len = (size_t)(colon - listen);
+    bool bracketed = listen[0] == '[' && listen[host_len - 1] == ']';
+    for (size_t i = 0; i < host_len; i++) {
+        char ch = listen[i];
+        bool bad = ch == ',' || ch == ' ' || ch == '\t' ||
+                   (ch == ':' && !bracketed) ||
+                   ((ch == '[' || ch == ']') && !bracketed);
+        if (bad) {
+            return cfr_cfg_fail(cfg, "listen", err,
+                                "\"%s\" is not one host:port (write IPv6 "
+                                "addresses as [addr]:port)",
+                                listen);
         }
     }
-    if (strlen(colon + 1) > 5) {
-        return CFR_ERR(err, CFR_ECONFIG, "listen: \"%s\": port out of range",
-                       listen);
+    unsigned long port = 0;
+    for (const char *p = colon + 1; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9' || port > 65535) {
+            return cfr_cfg_fail(cfg, "listen", err,
+                                "\"%s\": port is not a number in 0..65535",
+                                listen);
+        }
+        port = port * 10 + (unsigned long)(*p - '0');
+    }
+    if (port > 65535) {
+        return cfr_cfg_fail(cfg, "listen", err,
+                            "\"%s\": port is not a number in 0..65535", listen);
     }
     return 0;
 }
@@ -131,7 +147,7 @@ read_all(struct vault_config *c, struct cfr_err *err)
         goto out;
     }
     if ((rc = cfr_cfg_string(cfg, "listen", NULL, &c->listen, err)) != 0 ||
-        (rc = check_listen(c->listen, err)) != 0 ||
+        (rc = check_listen(cfg, c->listen, err)) != 0 ||
         (rc = opt_string(cfg, "port_file", &c->port_file, err)) != 0 ||
         (rc = cfr_cfg_string(cfg, "data_dir", NULL, &c->data_dir, err)) != 0 ||
         (rc = cfr_cfg_string(cfg, "region", "default", &c->region, err)) != 0 ||
@@ -212,8 +228,8 @@ read_all(struct vault_config *c, struct cfr_err *err)
     }
     if (cfr_cfg_has(cfg, "test_clock_offset")) {
         if (!c->test_mode) {
-            rc = CFR_ERR(err, CFR_ECONFIG,
-                         "test_clock_offset: allowed only with --test-mode");
+            rc = cfr_cfg_fail(cfg, "test_clock_offset", err,
+                              "allowed only with --test-mode");
             goto out;
         }
         if ((rc = cfr_cfg_duration_ms(cfg, "test_clock_offset", NULL, 0,

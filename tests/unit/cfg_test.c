@@ -101,6 +101,17 @@ test_cfg_errors_name_line_and_setting(void **state)
     assert_non_null(strstr(err.msg, ":7: vault.cache: unknown setting"));
     cfr_cfg_free(cfg);
 
+    /* A caller's own check is located like the module's. */
+    cfg = cfr_cfg_load_string(sample, &err);
+    assert_non_null(cfg);
+    assert_int_equal(cfr_cfg_fail(cfg, "vault.listen", &err, "port %d", 7),
+                     CFR_ECONFIG);
+    assert_string_equal(err.msg, "<string>:2: vault.listen: port 7");
+    assert_int_equal(cfr_cfg_fail(cfg, "vault.absent", &err, "needed"),
+                     CFR_ECONFIG);
+    assert_string_equal(err.msg, "<string>: vault.absent: needed");
+    cfr_cfg_free(cfg);
+
     cfg = cfr_cfg_load_string("a = \"x\"; b = ;", &err);
     assert_null(cfg);
     assert_int_equal(err.code, CFR_ECONFIG);

@@ -48,12 +48,11 @@
 #include "log.h"               /* structured log lines */
 #include "mem.h"               /* cfr_malloc and friends */
 #include "ratelimit.h"         /* lockout after repeated denials */
+#include "request.h"           /* request decoding and bounds */
 #include "rpc.h"               /* transport */
 #include "sysdb.h"             /* audit, deny list, approvals, tenants */
 
-/* The largest object a vault accepts: 64 MiB of plain plus overhead. */
-#define VAULT_OBJECT_MAX (((size_t)64 << 20) + ((size_t)1 << 20))
-#define SNAP_LIST_MAX    ((size_t)1 << 20)
+#define SNAP_LIST_MAX ((size_t)1 << 20)
 
 enum outcome { OUT_OK = 0, OUT_ERROR, OUT_DENIED, OUT_COUNT };
 
@@ -261,17 +260,6 @@ tenant_of(struct call *c, bool create, struct vault_tenant **t_r)
     return *t_r != NULL ? 0 : (c->err.code != 0 ? c->err.code : CFR_EINTERNAL);
 }
 
-static int
-check_len(struct call *c, const ProtobufCBinaryData *b, size_t want,
-          const char *what)
-{
-    if (b->len != want) {
-        return CFR_ERR(&c->err, CFR_EINVAL, "%s: %zu bytes, want %zu", what,
-                       b->len, want);
-    }
-    return 0;
-}
-
 static const char *
 hex_id(const uint8_t *id, char out[2 * VAULT_ID_LEN + 1])
 {
@@ -296,22 +284,11 @@ h_missing(struct cfr_rpc_ctx *ctx, void *arg)
 
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__missing_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "MissingRequest: malformed protobuf");
-        goto out;
-    }
-    if (req->n_ids > VAULT_IDS_MAX) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "MissingRequest: more than 4096 ids");
+    if (vault_request_decode_missing(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     if (req->lease_id.len != 0) {
-        if (check_len(&c, &req->lease_id, VAULT_LEASE_LEN, "lease_id") != 0) {
-            finish_code(&c);
-            goto out;
-        }
         lease = req->lease_id.data;
     }
     ids = cfr_calloc(req->n_ids + 1, VAULT_ID_LEN);
@@ -321,10 +298,6 @@ h_missing(struct cfr_rpc_ctx *ctx, void *arg)
         goto out;
     }
     for (size_t i = 0; i < req->n_ids; i++) {
-        if (check_len(&c, &req->ids[i], VAULT_ID_LEN, "id") != 0) {
-            finish_code(&c);
-            goto out;
-        }
         memcpy(ids[i], req->ids[i].data, VAULT_ID_LEN);
     }
     rc = tenant_of(&c, false, &t);
@@ -351,7 +324,7 @@ h_missing(struct cfr_rpc_ctx *ctx, void *arg)
 out:
     cfr_free(ids);
     cfr_free(missing);
-    coffer__v1__missing_request__free_unpacked(req, NULL);
+    vault_request_free_missing(req);
 }
 
 /* ---- OpenLease ---------------------------------------------------------- */
@@ -370,15 +343,8 @@ h_open_lease(struct cfr_rpc_ctx *ctx, void *arg)
 
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__open_lease_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "OpenLeaseRequest: malformed protobuf");
-        goto out;
-    }
-    if (req->session_public.len > 64) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "session_public: longer than 64 bytes");
+    if (vault_request_decode_open_lease(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     ttl = c.srv->cfg->lease_ttl_ms;
@@ -397,7 +363,7 @@ h_open_lease(struct cfr_rpc_ctx *ctx, void *arg)
     resp.expires_ms = expires;
     finish_msg(&c, &resp.base);
 out:
-    coffer__v1__open_lease_request__free_unpacked(req, NULL);
+    vault_request_free_open_lease(req);
 }
 
 /* ---- PutObjects --------------------------------------------------------- */
@@ -411,16 +377,6 @@ put_one(struct call *c, struct vault_tenant *t,
     struct vault_put_stats st = {0};
     int rc = 0;
 
-    if (req->lease_id.len != VAULT_LEASE_LEN) {
-        rc = CFR_ERR(&c->err, CFR_EINVAL, "lease_id: %zu bytes, want %d",
-                     req->lease_id.len, VAULT_LEASE_LEN);
-        goto out;
-    }
-    if (req->n_objects > VAULT_IDS_MAX) {
-        rc = CFR_ERR(&c->err, CFR_EINVAL, "more than %d objects in a message",
-                     VAULT_IDS_MAX);
-        goto out;
-    }
     if (req->n_objects == 0) {
         goto out;
     }
@@ -431,22 +387,6 @@ put_one(struct call *c, struct vault_tenant *t,
     }
     for (size_t i = 0; i < req->n_objects; i++) {
         const Coffer__V1__Object *o = req->objects[i];
-        if (o->id.len != VAULT_ID_LEN) {
-            rc = CFR_ERR(&c->err, CFR_EINVAL, "object %zu: id of %zu bytes", i,
-                         o->id.len);
-            goto out;
-        }
-        if (o->kind != COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED &&
-            o->kind != COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE) {
-            rc = CFR_ERR(&c->err, CFR_EINVAL, "object %zu: unknown kind %d", i,
-                         (int)o->kind);
-            goto out;
-        }
-        if (o->data.len > VAULT_OBJECT_MAX) {
-            rc = CFR_ERR(&c->err, CFR_ELIMIT, "object %zu: %zu bytes", i,
-                         o->data.len);
-            goto out;
-        }
         objs[i].id = o->id.data;
         objs[i].kind = o->kind == COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
                            ? VAULT_OBJ_SEALED
@@ -497,14 +437,12 @@ h_put_objects(struct cfr_rpc_ctx *ctx, void *arg)
             finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
             goto out;
         }
-        req = coffer__v1__put_objects_request__unpack(NULL, len, msg);
-        if (req == NULL) {
-            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                          "PutObjectsRequest: malformed protobuf");
+        if (vault_request_decode_put_objects(msg, len, &req, &c.err) != 0) {
+            finish_code(&c);
             goto out;
         }
         rc = put_one(&c, t, req, &sum);
-        coffer__v1__put_objects_request__free_unpacked(req, NULL);
+        vault_request_free_put_objects(req);
         if (rc != 0) {
             finish_err(&c, rc == CFR_ENOTFOUND ? CFR_RPC_FAILED_PRECONDITION
                                                : status_for(rc));
@@ -574,24 +512,11 @@ h_get_objects(struct cfr_rpc_ctx *ctx, void *arg)
     cfr_buf_init(&obj, VAULT_OBJECT_MAX);
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__get_objects_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "GetObjectsRequest: malformed protobuf");
+    if (vault_request_decode_get_objects(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     n = req->n_ids;
-    if (n > VAULT_IDS_MAX) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "GetObjectsRequest: more than 4096 ids");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (check_len(&c, &req->ids[i], VAULT_ID_LEN, "id") != 0) {
-            finish_code(&c);
-            goto out;
-        }
-    }
     b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
     b.ptrs = cfr_calloc(n + 1, sizeof(void *));
     b.data = cfr_calloc(n + 1, sizeof(*b.data));
@@ -671,7 +596,7 @@ out:
     cfr_free(b.data);
     cfr_free(b.missing);
     cfr_buf_fini(&obj);
-    coffer__v1__get_objects_request__free_unpacked(req, NULL);
+    vault_request_free_get_objects(req);
 }
 
 /* ---- Commit and ListSnapshots ------------------------------------------- */
@@ -716,26 +641,8 @@ h_commit(struct cfr_rpc_ctx *ctx, void *arg)
 
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__commit_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "CommitRequest: malformed protobuf");
-        goto out;
-    }
-    if (check_len(&c, &req->lease_id, VAULT_LEASE_LEN, "lease_id") != 0 ||
-        check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0 ||
-        check_len(&c, &req->header_id, VAULT_ID_LEN, "header_id") != 0) {
+    if (vault_request_decode_commit(req_p, len, &req, &c.err) != 0) {
         finish_code(&c);
-        goto out;
-    }
-    if (req->refs == NULL || req->refs->id.len != VAULT_ID_LEN) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "refs: a 32-byte root ID is required");
-        goto out;
-    }
-    if (req->header.len == 0 || req->header.len > VAULT_HEADER_MAX) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "header: empty or longer than 8192 bytes");
         goto out;
     }
     memset(&cm, 0, sizeof(cm));
@@ -765,7 +672,7 @@ h_commit(struct cfr_rpc_ctx *ctx, void *arg)
     resp.already_committed = already;
     finish_msg(&c, &resp.base);
 out:
-    coffer__v1__commit_request__free_unpacked(req, NULL);
+    vault_request_free_commit(req);
 }
 
 struct snap_list {
@@ -835,14 +742,7 @@ h_list_snapshots(struct cfr_rpc_ctx *ctx, void *arg)
     call_init(&c, ctx, arg);
     l.err = &c.err;
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__list_snapshots_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "ListSnapshotsRequest: malformed protobuf");
-        goto out;
-    }
-    if (req->mailbox_id.len != 0 &&
-        check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0) {
+    if (vault_request_decode_list_snapshots(req_p, len, &req, &c.err) != 0) {
         finish_code(&c);
         goto out;
     }
@@ -886,7 +786,7 @@ out:
     cfr_free(recs);
     cfr_free(ptrs);
     cfr_free(roots);
-    coffer__v1__list_snapshots_request__free_unpacked(req, NULL);
+    vault_request_free_list_snapshots(req);
 }
 
 /* ---- Admin -------------------------------------------------------------- */
@@ -1046,10 +946,8 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
 
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__admin_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "AdminRequest: malformed protobuf");
+    if (vault_request_decode_admin(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     cfr_log(CFR_LOG_WARN, "vault.admin",
@@ -1057,38 +955,28 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
             c.peer->tenant, cfr_log_quote(c.peer->uri, who, sizeof(who)),
             cfr_log_quote(c.peer->cn, cn, sizeof(cn)), (int)req->op,
             cfr_log_quote(req->reason, reason, sizeof(reason)));
-    /* Arguments are checked before any second factor is spent on them. */
+    /*
+     * Arguments were checked by the decoder, before any second factor is
+     * spent on them.
+     */
     switch (req->op) {
-    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE:
-        if (req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
-            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                          "approval_id: 16 bytes expected");
+    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE: {
+        char id[VAULT_SYSDB_APPROVAL_HEX];
+        cfr_hex_encode(req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN, id);
+        rc = vault_sysdb_approval_approve(c.srv->sysdb, c.peer->tenant, id,
+                                          c.peer->uri, c.peer->cn, &c.err);
+        if (rc != 0) {
+            finish_err(&c, rc == CFR_EDENIED ? CFR_RPC_PERMISSION_DENIED
+                                             : status_for(rc));
             goto out;
         }
-        {
-            char id[VAULT_SYSDB_APPROVAL_HEX];
-            cfr_hex_encode(req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN,
-                           id);
-            rc = vault_sysdb_approval_approve(c.srv->sysdb, c.peer->tenant, id,
-                                              c.peer->uri, c.peer->cn, &c.err);
-            if (rc != 0) {
-                finish_err(&c, rc == CFR_EDENIED ? CFR_RPC_PERMISSION_DENIED
-                                                 : status_for(rc));
-                goto out;
-            }
-            cfr_log(CFR_LOG_WARN, "vault.approval.approved",
-                    "tenant=%s principal=%s id=%s", c.peer->tenant,
-                    cfr_log_quote(c.peer->cn, who, sizeof(who)), id);
-        }
+        cfr_log(CFR_LOG_WARN, "vault.approval.approved",
+                "tenant=%s principal=%s id=%s", c.peer->tenant,
+                cfr_log_quote(c.peer->cn, who, sizeof(who)), id);
+    }
         finish_msg(&c, &resp.base);
         goto out;
     case COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION:
-        if (req->retention_ms < CFR_MS_PER_HOUR ||
-            req->retention_ms > 3650 * CFR_MS_PER_DAY) {
-            finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                          "retention_ms: between 1 hour and 10 years");
-            goto out;
-        }
         snprintf(args, sizeof(args), "retention_ms=%lld",
                  (long long)req->retention_ms);
         /* Only shortening can lose data, so only it needs a second factor. */
@@ -1112,10 +1000,6 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
         goto out;
     case COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE:
     case COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD:
-        if (check_len(&c, &req->header_id, VAULT_ID_LEN, "header_id") != 0) {
-            finish_code(&c);
-            goto out;
-        }
         snprintf(args, sizeof(args), "header=%s",
                  hex_id(req->header_id.data, hex));
         if (req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE &&
@@ -1124,23 +1008,14 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
         }
         break;
     case COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX:
-        if (check_len(&c, &req->mailbox_id, VAULT_ID_LEN, "mailbox_id") != 0) {
-            finish_code(&c);
-            goto out;
-        }
         snprintf(args, sizeof(args), "mailbox=%s",
                  hex_id(req->mailbox_id.data, hex));
         if (!second_factor(&c, req, "purge", args)) {
             goto out;
         }
         break;
-    case COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION:
-    case COFFER__V1__ADMIN_OP__ADMIN_OP_GC:
-    case COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB:
+    default: /* APPLY_RETENTION, GC, SCRUB (the decoder refused the rest) */
         break;
-    default:
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT, "unknown admin op");
-        goto out;
     }
     if (tenant_of(&c, false, &t) != 0) {
         finish_code(&c);
@@ -1196,7 +1071,7 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
     resp.bad_objects = ms.bad_objects;
     finish_msg(&c, &resp.base);
 out:
-    coffer__v1__admin_request__free_unpacked(req, NULL);
+    vault_request_free_admin(req);
 }
 
 /* ---- Audit and Health --------------------------------------------------- */
@@ -1263,10 +1138,8 @@ h_audit(struct cfr_rpc_ctx *ctx, void *arg)
     memset(&l, 0, sizeof(l));
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__audit_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "AuditRequest: malformed protobuf");
+    if (vault_request_decode_audit(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     l.limit = req->limit == 0                ? AUDIT_LIMIT_DEFAULT
@@ -1294,7 +1167,7 @@ out:
     cfr_free(l.entries);
     cfr_free(l.ptrs);
     cfr_free(l.strs);
-    coffer__v1__audit_request__free_unpacked(req, NULL);
+    vault_request_free_audit(req);
 }
 
 static void
@@ -1310,10 +1183,8 @@ h_health(struct cfr_rpc_ctx *ctx, void *arg)
 
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
-    req = coffer__v1__health_request__unpack(NULL, len, req_p);
-    if (req == NULL) {
-        finish_status(&c, CFR_RPC_INVALID_ARGUMENT,
-                      "HealthRequest: malformed protobuf");
+    if (vault_request_decode_health(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
         goto out;
     }
     resp.version = (char *)VAULT_VERSION;
@@ -1327,7 +1198,7 @@ h_health(struct cfr_rpc_ctx *ctx, void *arg)
     }
     finish_msg(&c, &resp.base);
 out:
-    coffer__v1__health_request__free_unpacked(req, NULL);
+    vault_request_free_health(req);
 }
 
 /* ---- authorization and audit hooks -------------------------------------- */

@@ -927,11 +927,20 @@ issue_check(const struct vault_pki_issue_opts *o, char *uri, size_t uri_size,
         if (o->tenant == NULL) {
             return CFR_ERR(err, CFR_EINVAL, "role %s needs --tenant", role);
         }
-        if (o->ndns + o->nips > 0 || o->name != NULL) {
+        if (o->ndns + o->nips > 0) {
             return CFR_ERR(err, CFR_EINVAL,
-                           "--dns, --ip and --name apply to role vault only");
+                           "--dns and --ip apply to role vault only");
         }
         if ((rc = vault_pki_name_check("tenant", o->tenant, err)) != 0) {
+            return rc;
+        }
+        /*
+         * --name names the person or host holding the certificate. It
+         * becomes the CN, which the vault uses to tell two admins of one
+         * tenant apart when one approves the other's destructive request.
+         */
+        if (o->name != NULL &&
+            (rc = vault_pki_name_check("holder name", o->name, err)) != 0) {
             return rc;
         }
         snprintf(uri, uri_size, "coffer://tenant/%s/role/%s", o->tenant, role);
@@ -941,7 +950,7 @@ issue_check(const struct vault_pki_issue_opts *o, char *uri, size_t uri_size,
             return CFR_ERR(err, CFR_EINTERNAL,
                            "identity %s does not parse back", uri);
         }
-        *cn_r = role;
+        *cn_r = o->name != NULL ? o->name : role;
         *ou_r = o->tenant;
         return 0;
     }

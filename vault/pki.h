@@ -111,7 +111,10 @@ struct vault_pki_issue_opts {
     const char *ca_dir;
     enum vault_pki_role role;
     const char *tenant; /* required for every role but vault, refused there */
-    const char *name;   /* vault only: NULL = the first DNS name */
+    /* vault: its name (NULL = the first DNS name); other roles: the
+     * holder's name, the certificate's CN (NULL = the role), which tells
+     * two admins apart for approvals. */
+    const char *name;
     const char *const *dns;
     size_t ndns;
     const char *const *ips; /* IPv4 or IPv6 literals */

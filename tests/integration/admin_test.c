@@ -323,6 +323,43 @@ test_admin_issue_each_client_role(void **state)
     }
 }
 
+/*
+ * Two admins of one tenant must be told apart for approvals: --name puts
+ * the holder's name in the CN, and without it the CN is the role.
+ */
+static void
+test_admin_issue_named_admins(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"alice", "bob.ops"};
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(admin("cert issue --ca %s --role admin --tenant acme "
+                               "--name %s --out %s/admin-%s --days 20",
+                               ca_dir, names[i], dir, names[i]),
+                         0);
+        assert_non_null(strstr(out, "identity: tenant=acme role=admin\n"));
+        assert_int_equal(run("cd %s && openssl x509 -in admin-%s.pem -noout "
+                             "-subject -nameopt RFC2253",
+                             dir, names[i]),
+                         0);
+        char want[96];
+        snprintf(want, sizeof(want), "CN=%s,OU=acme,O=Coffer", names[i]);
+        assert_non_null(strstr(out, want));
+    }
+    /* The default CN is the role. */
+    assert_int_equal(run("cd %s && openssl x509 -in admin.pem -noout -subject "
+                         "-nameopt RFC2253",
+                         dir),
+                     0);
+    assert_non_null(strstr(out, "CN=admin,OU=0acme,O=Coffer"));
+    /* Holder names follow the identity rules. */
+    assert_int_equal(admin("cert issue --ca %s --role admin --tenant acme "
+                           "--name 'Alice Smith' --out %s/admin-bad",
+                           ca_dir, dir),
+                     2);
+    assert_false(exists("admin-bad.pem"));
+}
+
 static void
 test_admin_issue_vault(void **state)
 {
@@ -724,6 +761,7 @@ main(void)
         cmocka_unit_test(test_admin_ca_init),
         cmocka_unit_test(test_admin_ca_refuses_existing),
         cmocka_unit_test(test_admin_issue_each_client_role),
+        cmocka_unit_test(test_admin_issue_named_admins),
         cmocka_unit_test(test_admin_issue_vault),
         cmocka_unit_test(test_admin_issue_from_csr),
         cmocka_unit_test(test_admin_refusals),

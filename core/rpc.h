@@ -62,11 +62,15 @@ const char *cfr_rpc_status_name(int status);
 /* The libcoffer error code a gRPC status maps to (0 for CFR_RPC_OK). */
 int cfr_rpc_status_code(int status);
 
-#define CFR_RPC_METHOD_MAX 128
-#define CFR_RPC_TENANT_MAX 64 /* bytes of a tenant name, NUL included */
-#define CFR_RPC_ROLE_MAX   32
-#define CFR_RPC_NAME_MAX   256 /* SAN URI or CN, NUL included */
-#define CFR_RPC_ADDR_MAX   128
+#define CFR_RPC_METHOD_MAX      128
+#define CFR_RPC_TENANT_MAX      64 /* bytes of a tenant name, NUL included */
+#define CFR_RPC_ROLE_MAX        32
+#define CFR_RPC_NAME_MAX        256 /* SAN URI or CN, NUL included */
+#define CFR_RPC_ADDR_MAX        128
+#define CFR_RPC_FINGERPRINT_LEN 64 /* hex digits of a SHA-256 */
+
+/* The vault's own operators: coffer://operator/<name>, no tenant. */
+#define CFR_RPC_ROLE_OPERATOR "operator"
 
 /* Largest message either side accepts unless configured otherwise. */
 #define CFR_RPC_MSG_MAX_DEFAULT (8u * 1024u * 1024u)
@@ -81,7 +85,8 @@ void cfr_rpc_global_fini(void);
  * The authenticated peer of a server call. uri and cn are copied from the
  * verified client certificate (empty when absent); tenant and role are set,
  * and has_identity is true, only when uri has the exact form
- * coffer://tenant/<tenant>/role/<role> (docs/FORMAT.md).
+ * coffer://tenant/<tenant>/role/<role> (docs/FORMAT.md), or
+ * coffer://operator/<name>: role CFR_RPC_ROLE_OPERATOR with an empty tenant.
  */
 struct cfr_rpc_peer {
     bool authenticated; /* TLS verified a client certificate */
@@ -91,11 +96,16 @@ struct cfr_rpc_peer {
     char tenant[CFR_RPC_TENANT_MAX];
     char role[CFR_RPC_ROLE_MAX];
     char addr[CFR_RPC_ADDR_MAX]; /* "ipv4:127.0.0.1:40112" */
+    /* SHA-256 of the client certificate (DER), lower-case hex; "" when
+     * the peer sent none. What a deny list names to revoke one
+     * certificate rather than every holder of an identity. */
+    char fingerprint[CFR_RPC_FINGERPRINT_LEN + 1];
 };
 
 /*
  * Parses a coffer identity URI into tenant and role. Returns 0, or
- * CFR_EAUTH when uri is not exactly of the documented form. Exposed so the
+ * CFR_EAUTH when uri is not exactly of a documented form (above; an
+ * operator yields an empty tenant). Exposed so the
  * credential tooling and the tests use the same rule as the server.
  */
 int cfr_rpc_identity_parse(const char *uri, char tenant[CFR_RPC_TENANT_MAX],

@@ -24,6 +24,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <grpc/byte_buffer.h>        /* grpc_raw_byte_buffer_create */
@@ -180,9 +181,22 @@ cfr_rpc_identity_parse(const char *uri, char tenant[CFR_RPC_TENANT_MAX],
 {
     static const char pre[] = "coffer://tenant/";
     static const char mid[] = "/role/";
+    static const char operator_pre[] = "coffer://operator/";
     int rc = CFR_EAUTH;
     tenant[0] = '\0';
     role[0] = '\0';
+    if (uri != NULL &&
+        strncmp(uri, operator_pre, sizeof(operator_pre) - 1) == 0) {
+        /* An operator acts on the vault, never inside a tenant: the empty
+         * tenant keeps it out of every tenant-scoped check. */
+        char name[CFR_RPC_TENANT_MAX];
+        const char *nm = uri + sizeof(operator_pre) - 1;
+        if (identity_segment(nm, strlen(nm), name, sizeof(name)) != 0) {
+            snprintf(role, CFR_RPC_ROLE_MAX, "%s", CFR_RPC_ROLE_OPERATOR);
+            rc = 0;
+        }
+        goto out;
+    }
     if (uri == NULL || strncmp(uri, pre, sizeof(pre) - 1) != 0) {
         goto out;
     }

@@ -30,43 +30,6 @@
 
 #define FILE_MAX ((size_t)1 << 20)
 
-/*
- * The extra identities: a second test CA, trusted by the vault next to
- * the script's CA (the vault's client CA file holds both). The script
- * deletes its CA key, so extra leaves need a CA of their own.
- */
-static const char extra_pki[] =
-    "set -eu\n"
-    "cd \"$1\"\n"
-    "umask 077\n"
-    "newkey() { openssl genpkey -algorithm EC -pkeyopt "
-    "ec_paramgen_curve:P-256 -out \"$1\" 2>/dev/null; }\n"
-    "newkey ca2.key\n"
-    "openssl req -x509 -new -key ca2.key -out ca2.pem -days 30 "
-    "-subj '/O=Coffer test/CN=Coffer test CA 2' "
-    "-addext 'basicConstraints=critical,CA:TRUE' "
-    "-addext 'keyUsage=critical,keyCertSign,cRLSign' 2>/dev/null\n"
-    "leaf() {\n"
-    "  newkey \"$1.key\"\n"
-    "  openssl req -new -key \"$1.key\" -out \"$1.csr\" "
-    "-subj \"/O=Coffer test/CN=$1\" 2>/dev/null\n"
-    "  printf 'basicConstraints=critical,CA:FALSE\\n"
-    "keyUsage=critical,digitalSignature\\nextendedKeyUsage=clientAuth\\n"
-    "subjectAltName=URI:%s\\n' \"$2\" > \"$1.ext\"\n"
-    "  openssl x509 -req -in \"$1.csr\" -CA ca2.pem -CAkey ca2.key "
-    "-CAcreateserial -days 30 -sha256 -extfile \"$1.ext\" -out \"$1.pem\" "
-    "2>/dev/null\n"
-    "  rm -f \"$1.csr\" \"$1.ext\"\n"
-    "}\n"
-    "leaf acme-admin coffer://tenant/acme/role/admin\n"
-    "leaf acme-admin2 coffer://tenant/acme/role/admin\n"
-    "leaf acme-restore coffer://tenant/acme/role/restore\n"
-    "leaf acme-auditor coffer://tenant/acme/role/auditor\n"
-    "leaf globex-agent coffer://tenant/globex/role/agent\n"
-    "rm -f ca2.key ca2.srl\n"
-    "cat ca.pem ca2.pem > clients-ca.pem\n"
-    "chmod 644 ./*.pem\n";
-
 static void
 sleep_ms(long ms)
 {
@@ -118,8 +81,7 @@ vs_env_path(const struct vs_env *env, const char *name, char *out, size_t n)
 int
 vs_env_init(struct vs_env *env)
 {
-    char cmd[4 * VS_PATH_MAX], script[2 * VS_PATH_MAX];
-    FILE *f;
+    char cmd[4 * VS_PATH_MAX];
 
     memset(env, 0, sizeof(*env));
     snprintf(env->dir, sizeof(env->dir), "/tmp/coffer-vault-test-XXXXXX");
@@ -130,18 +92,6 @@ vs_env_init(struct vs_env *env)
     snprintf(cmd, sizeof(cmd), "bash %s %s", COFFER_PKI_SCRIPT, env->dir);
     if (system(cmd) != 0) {
         fprintf(stderr, "vault_support: %s failed\n", cmd);
-        return -1;
-    }
-    vs_env_path(env, "extra-pki.sh", script, sizeof(script));
-    if ((f = fopen(script, "w")) == NULL) {
-        perror(script);
-        return -1;
-    }
-    fputs(extra_pki, f);
-    fclose(f);
-    snprintf(cmd, sizeof(cmd), "bash %s %s", script, env->dir);
-    if (system(cmd) != 0) {
-        fprintf(stderr, "vault_support: extra PKI failed\n");
         return -1;
     }
     return 0;

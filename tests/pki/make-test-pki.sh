@@ -6,17 +6,26 @@
 # DIR must exist (the tests pass a fresh mkdtemp directory). Nothing here is
 # ever committed: every key is created on the spot and dies with DIR.
 #
-# Files written (PEM; keys are mode 0600):
+# Files written (PEM; keys are mode 0600). Names are acme's unless said:
 #   ca.pem                 the test CA clients and server trust
-#   server.pem server.key  SAN DNS:localhost, IP:127.0.0.1
+#   clients-ca.pem         what a vault trusts for clients (same CA)
+#   server.pem server.key  SAN DNS:localhost, IP:127.0.0.1 (serverAuth)
 #   agent.pem agent.key    SAN URI:coffer://tenant/acme/role/agent
+#   agent2.pem agent2.key  a second acme agent (CN "acme agent 2"), the
+#                          one tests revoke
 #   restore.pem restore.key SAN URI:coffer://tenant/globex/role/restore
+#   acme-admin acme-admin2 two acme admins, CN "acme-admin" / "acme-admin2"
+#   acme-restore acme-auditor  acme's restore and auditor identities
+#   globex-agent           SAN URI:coffer://tenant/globex/role/agent
+#   operator operator2     SAN URI:coffer://operator/alice and .../bob,
+#                          CN alice / bob: vault-wide operators
 #   noid.pem noid.key      valid chain, but only a CN: no coffer identity
 #   twoid.pem twoid.key    two coffer URIs: ambiguous, so no identity
 #   expired.pem expired.key coffer identity, validity ended in 2020
+#   notyet.pem notyet.key  coffer identity, valid only from 2099
+#   serveronly.pem .key    coffer identity, but extendedKeyUsage serverAuth
 #   rogue-ca.pem           a second, unrelated CA
 #   rogue.pem rogue.key    coffer identity signed by the rogue CA
-set -euo pipefail
 
 dir=${1:?usage: make-test-pki.sh DIR}
 [ -d "$dir" ] || { echo "make-test-pki: $dir is not a directory" >&2; exit 1; }
@@ -68,23 +77,36 @@ mkleaf twoid ca "two identities" clientAuth \
     "URI:coffer://tenant/acme/role/agent,URI:coffer://tenant/acme/role/admin"
 mkleaf rogue rogue-ca "rogue agent" clientAuth \
     "URI:coffer://tenant/acme/role/agent"
+mkleaf agent2 ca "acme agent 2" clientAuth "URI:coffer://tenant/acme/role/agent"
+for role in admin admin2 restore auditor; do
+    mkleaf "acme-$role" ca "acme-$role" clientAuth \
+        "URI:coffer://tenant/acme/role/${role%2}"
+done
+mkleaf globex-agent ca "globex-agent" clientAuth \
+    "URI:coffer://tenant/globex/role/agent"
+mkleaf operator ca alice clientAuth "URI:coffer://operator/alice"
+mkleaf operator2 ca bob clientAuth "URI:coffer://operator/bob"
+mkleaf serveronly ca "server-only agent" serverAuth \
+    "URI:coffer://tenant/acme/role/agent"
 
-# openssl x509 cannot back-date a certificate, openssl ca can: a minimal CA
-# database just for the expired leaf, valid for one day in 2020.
-mkdir -p expired-ca
-: > expired-ca/index.txt
-echo 1000 > expired-ca/serial
-cat > expired-ca/ca.cnf <<CNF
+# openssl x509 cannot date a certificate outside "now", openssl ca can: a
+# minimal CA database just for the leaves valid one day in 2020 (expired)
+# and one day in 2099 (not yet valid).
+mkdir -p dated-ca
+: > dated-ca/index.txt
+echo 1000 > dated-ca/serial
+cat > dated-ca/ca.cnf <<CNF
 [ca]
 default_ca = test
 [test]
-database = expired-ca/index.txt
-serial = expired-ca/serial
-new_certs_dir = expired-ca
+database = dated-ca/index.txt
+serial = dated-ca/serial
+new_certs_dir = dated-ca
 default_md = sha256
 policy = any
 copy_extensions = none
 x509_extensions = leaf
+unique_subject = no
 [any]
 commonName = supplied
 [leaf]
@@ -93,13 +115,28 @@ keyUsage = critical,digitalSignature
 extendedKeyUsage = clientAuth
 subjectAltName = URI:coffer://tenant/acme/role/agent
 CNF
-newkey expired.key
-openssl req -new -key expired.key -out expired.csr -subj "/CN=expired agent" \
-    2>/dev/null
-openssl ca -batch -config expired-ca/ca.cnf -cert ca.pem -keyfile ca.key \
-    -startdate 20200101000000Z -enddate 20200102000000Z \
-    -in expired.csr -out expired.pem -notext 2>/dev/null
-rm -rf expired-ca expired.csr ca.srl rogue-ca.srl
+dated() {
+    local name=$1 from=$2 until=$3
+    newkey "$name.key"
+    openssl req -new -key "$name.key" -out "$name.csr" \
+        -subj "/CN=$name agent" 2>/dev/null
+    openssl ca -batch -config dated-ca/ca.cnf -cert ca.pem -keyfile ca.key \
+        -startdate "$from" -enddate "$until" \
+        -in "$name.csr" -out "$name.pem" -notext 2>/dev/null
+    rm -f "$name.csr"
+}
+dated expired 20200101000000Z 20200102000000Z
+dated notyet 20990101000000Z 20990102000000Z
+rm -rf dated-ca ca.srl rogue-ca.srl
+cp ca.pem clients-ca.pem
+
+# A step that failed quietly must not leave a test with a missing identity.
+for name in server agent agent2 restore acme-admin acme-admin2 acme-restore \
+    acme-auditor globex-agent operator operator2 noid twoid expired notyet \
+    serveronly rogue; do
+    [ -s "$name.pem" ] && [ -s "$name.key" ] ||
+        { echo "make-test-pki: $name was not created" >&2; exit 1; }
+done
 
 # The CA keys are not needed once the leaves exist.
 rm -f ca.key rogue-ca.key

@@ -477,7 +477,16 @@ test_rpc_identity_parse_strict(void **state)
         0);
     assert_string_equal(t, "acme-1.eu");
     assert_string_equal(r, "agent");
+    assert_int_equal(cfr_rpc_identity_parse("coffer://operator/alice", t, r),
+                     0);
+    assert_string_equal(t, "");
+    assert_string_equal(r, CFR_RPC_ROLE_OPERATOR);
     const char *bad[] = {
+        "coffer://operator/",
+        "coffer://operator/Alice",
+        "coffer://operator/alice/role/admin",
+        "coffer://operator/.alice",
+        "coffer://vault/eu-1",
         "coffer://tenant/acme/role/",
         "coffer://tenant//role/agent",
         "coffer://tenant/Acme/role/agent",

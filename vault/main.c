@@ -369,8 +369,13 @@ out:
     if (clock != NULL) {
         cfr_clock_free(clock);
     }
+    /* Only a vault that served says it stopped; start-up refusals have
+     * already named their problem. */
     if (code == EXIT_OK) {
         cfr_log(CFR_LOG_INFO, "vault.stopped", "exit=0");
+    } else if (code == EXIT_RUNTIME) {
+        cfr_log(CFR_LOG_ERROR, "vault.stopped",
+                "exit=%d reason=storage_write_failed", code);
     }
     cfr_free(cert);
     if (key != NULL) {

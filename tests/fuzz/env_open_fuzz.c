@@ -23,39 +23,11 @@
 #include "id.h"
 #include "keys.h"
 #include "keys_int.h"
+#include "test_random.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_PLAIN ((size_t)1 << 20)
-
-/* BLAKE2b-256(seed || counter) blocks, as in env_test.c. */
-struct det_random {
-    uint8_t seed[32];
-    uint64_t counter;
-    uint8_t block[32];
-    size_t used;
-};
-
-static void
-det_fill(void *ctx, uint8_t *buf, size_t n)
-{
-    struct det_random *d = ctx;
-    while (n > 0) {
-        if (d->used == sizeof(d->block)) {
-            uint8_t in[40];
-            memcpy(in, d->seed, 32);
-            cfr_put_le64(in + 32, d->counter++);
-            cfr_id_plain(in, sizeof(in), d->block);
-            d->used = 0;
-        }
-        size_t take = sizeof(d->block) - d->used;
-        take = take < n ? take : n;
-        memcpy(buf, d->block + d->used, take);
-        d->used += take;
-        buf += take;
-        n -= take;
-    }
-}
 
 static struct cfr_keyring *kr;
 static struct cfr_opener *op;

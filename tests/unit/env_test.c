@@ -33,40 +33,13 @@
 #include "keys.h"
 #include "keys_int.h"
 #include "mem.h"
+#include "test_files.h"
+#include "test_random.h"
 
 static const int64_t T0 = INT64_C(1767225600000);
 static const struct cfr_kdf_params MIN_PARAMS = {CFR_KDF_OPS_MIN,
                                                  CFR_KDF_MEM_MIN};
 #define BUF_CAP (CFR_ENV_PLAIN_MAX + (1u << 20))
-
-/* A fixed random stream: BLAKE2b-256(seed || counter) blocks. */
-struct det_random {
-    uint8_t seed[32];
-    uint64_t counter;
-    uint8_t block[32];
-    size_t used;
-};
-
-static void
-det_fill(void *ctx, uint8_t *buf, size_t n)
-{
-    struct det_random *d = ctx;
-    while (n > 0) {
-        if (d->used == sizeof(d->block)) {
-            uint8_t in[40];
-            memcpy(in, d->seed, 32);
-            cfr_put_le64(in + 32, d->counter++);
-            cfr_id_plain(in, sizeof(in), d->block);
-            d->used = 0;
-        }
-        size_t take = sizeof(d->block) - d->used;
-        take = take < n ? take : n;
-        memcpy(buf, d->block + d->used, take);
-        d->used += take;
-        buf += take;
-        n -= take;
-    }
-}
 
 static void
 det_init(struct det_random *d, const char *label)
@@ -90,65 +63,6 @@ fill_text(uint8_t *p, size_t n, unsigned salt)
         size_t take = (size_t)k < n - off ? (size_t)k : n - off;
         memcpy(p + off, line, take);
         off += take;
-    }
-}
-
-static const char *
-vec_path(const char *name)
-{
-    static char paths[4][4096];
-    static unsigned next;
-    char *path = paths[next++ % 4];
-    snprintf(path, sizeof(paths[0]), "%s/%s", COFFER_VECTORS_DIR, name);
-    return path;
-}
-
-static void
-read_file(const char *path, struct cfr_buf *b)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_msg("cannot open %s", path);
-    }
-    cfr_buf_init(b, 64u << 20);
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
-        assert_int_equal(cfr_buf_append(b, tmp, n, NULL), 0);
-    }
-    fclose(f);
-}
-
-static void
-write_file(const char *path, const uint8_t *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-static void
-vec_field(const char *file, const char *name, char *out, size_t out_size)
-{
-    FILE *f = fopen(vec_path(file), "r");
-    assert_non_null(f);
-    char line[1024];
-    size_t nlen = strlen(name);
-    bool found = false;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, name, nlen) == 0 && line[nlen] == ' ') {
-            size_t vlen = strcspn(line + nlen + 1, "\n");
-            assert_true(vlen < out_size);
-            memcpy(out, line + nlen + 1, vlen);
-            out[vlen] = '\0';
-            found = true;
-            break;
-        }
-    }
-    fclose(f);
-    if (!found) {
-        fail_msg("vector field %s missing from %s", name, file);
     }
 }
 

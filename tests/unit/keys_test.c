@@ -30,40 +30,13 @@
 #include "keys_int.h"
 #include "mem.h"
 #include "secret.h"
+#include "test_files.h"
+#include "test_random.h"
 
 static const struct cfr_kdf_params MIN_PARAMS = {CFR_KDF_OPS_MIN,
                                                  CFR_KDF_MEM_MIN};
 static const int64_t T0 = INT64_C(1767225600000); /* 2026-01-01T00:00Z */
 static const int64_t DAY = INT64_C(86400000);
-
-/* A fixed random stream: BLAKE2b-256(seed || counter) blocks. */
-struct det_random {
-    uint8_t seed[32];
-    uint64_t counter;
-    uint8_t block[32];
-    size_t used;
-};
-
-static void
-det_fill(void *ctx, uint8_t *buf, size_t n)
-{
-    struct det_random *d = ctx;
-    while (n > 0) {
-        if (d->used == sizeof(d->block)) {
-            uint8_t in[40];
-            memcpy(in, d->seed, 32);
-            cfr_put_le64(in + 32, d->counter++);
-            cfr_id_plain(in, sizeof(in), d->block);
-            d->used = 0;
-        }
-        size_t take = sizeof(d->block) - d->used;
-        take = take < n ? take : n;
-        memcpy(buf, d->block + d->used, take);
-        d->used += take;
-        buf += take;
-        n -= take;
-    }
-}
 
 static void
 det_start(struct det_random *d, const char *label)
@@ -72,72 +45,6 @@ det_start(struct det_random *d, const char *label)
     cfr_id_plain(label, strlen(label), d->seed);
     d->used = sizeof(d->block);
     cfr_keys_test_set_random(det_fill, d);
-}
-
-static char *
-vec_path(const char *name)
-{
-    static char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", COFFER_VECTORS_DIR, name);
-    return path;
-}
-
-static void
-read_file(const char *path, struct cfr_buf *b)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    cfr_buf_init(b, 64u << 20);
-    uint8_t tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof(tmp), f)) > 0) {
-        assert_int_equal(cfr_buf_append(b, tmp, n, NULL), 0);
-    }
-    fclose(f);
-}
-
-static void
-write_file(const char *path, const uint8_t *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(p, 1, n, f), n);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* Looks up "name value..." in a vectors text file; value is the rest of
- * the line. */
-static void
-vec_field(const char *file, const char *name, char *out, size_t out_size)
-{
-    FILE *f = fopen(vec_path(file), "r");
-    assert_non_null(f);
-    char line[1024];
-    size_t nlen = strlen(name);
-    bool found = false;
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strncmp(line, name, nlen) == 0 && line[nlen] == ' ') {
-            size_t vlen = strcspn(line + nlen + 1, "\n");
-            assert_true(vlen < out_size);
-            memcpy(out, line + nlen + 1, vlen);
-            out[vlen] = '\0';
-            found = true;
-            break;
-        }
-    }
-    fclose(f);
-    if (!found) {
-        fail_msg("vector field %s missing from %s", name, file);
-    }
-}
-
-static void
-assert_hex(const uint8_t *p, size_t n, const char *hex)
-{
-    char got[256];
-    assert_true(2 * n + 1 <= sizeof(got));
-    cfr_hex_encode(p, n, got);
-    assert_string_equal(got, hex);
 }
 
 /* Everything a keyring exposes that two equal keyrings must share. */

@@ -82,14 +82,43 @@ void cfr_rpc_global_fini(void);
 /* ---- peers and authorization ---------------------------------------- */
 
 /*
- * The authenticated peer of a server call. uri and cn are copied from the
- * verified client certificate (empty when absent); tenant and role are set,
- * and has_identity is true, only when uri has the exact form
- * coffer://tenant/<tenant>/role/<role> (docs/FORMAT.md), or
- * coffer://operator/<name>: role CFR_RPC_ROLE_OPERATOR with an empty tenant.
+ * What the server made of the client certificate. The TLS handshake only
+ * proves that the client holds the key of the certificate it sent (if
+ * any); whether that certificate is acceptable is decided per call by
+ * rpc_server.c against the configured client CA, so that every refusal is
+ * a call the server can answer, audit and count. (The verdict on the same
+ * certificate bytes is reused for at most 60 s, never past the chain's
+ * earliest notAfter.) Never renumbered.
+ */
+enum cfr_rpc_cert_status {
+    CFR_RPC_CERT_NONE = 0,          /* the client sent no certificate */
+    CFR_RPC_CERT_OK = 1,            /* chains to the client CA, in date,
+                                     * usable for client authentication */
+    CFR_RPC_CERT_UNTRUSTED = 2,     /* not issued by the client CA */
+    CFR_RPC_CERT_EXPIRED = 3,       /* notAfter passed (leaf or chain) */
+    CFR_RPC_CERT_NOT_YET_VALID = 4, /* notBefore still ahead */
+    CFR_RPC_CERT_BAD_USAGE = 5,     /* extendedKeyUsage lacks clientAuth */
+    CFR_RPC_CERT_INVALID = 6,       /* unparsable, or any other failure */
+};
+
+/* "none", "ok", "untrusted", "expired", "not-yet-valid", "bad-usage",
+ * "invalid"; "invalid" for an unknown value too. */
+const char *cfr_rpc_cert_status_name(int status);
+
+#define CFR_RPC_CERT_REASON_MAX 96
+
+/*
+ * The peer of a server call. cert_status says what the client certificate
+ * was worth; fingerprint is filled whenever a certificate was sent, also a
+ * refused one (the audit names it). Only a CFR_RPC_CERT_OK certificate
+ * sets authenticated and yields uri and cn (copied from it, empty when
+ * absent); tenant and role are set, and has_identity is true, only when
+ * uri has the exact form coffer://tenant/<tenant>/role/<role>
+ * (docs/FORMAT.md), or coffer://operator/<name>: role
+ * CFR_RPC_ROLE_OPERATOR with an empty tenant.
  */
 struct cfr_rpc_peer {
-    bool authenticated; /* TLS verified a client certificate */
+    bool authenticated; /* cert_status is CFR_RPC_CERT_OK */
     bool has_identity;  /* tenant and role were parsed from uri */
     char uri[CFR_RPC_NAME_MAX];
     char cn[CFR_RPC_NAME_MAX];
@@ -100,6 +129,9 @@ struct cfr_rpc_peer {
      * the peer sent none. What a deny list names to revoke one
      * certificate rather than every holder of an identity. */
     char fingerprint[CFR_RPC_FINGERPRINT_LEN + 1];
+    enum cfr_rpc_cert_status cert_status;
+    /* Why, in a few words ("certificate has expired"); "ok" when OK. */
+    char cert_reason[CFR_RPC_CERT_REASON_MAX];
 };
 
 /*
@@ -115,7 +147,8 @@ int cfr_rpc_identity_parse(const char *uri, char tenant[CFR_RPC_TENANT_MAX],
  * Decides whether peer may call method. Returns CFR_RPC_OK to allow,
  * CFR_RPC_PERMISSION_DENIED or CFR_RPC_UNAUTHENTICATED to refuse; any other
  * value is treated as PERMISSION_DENIED (fail closed). Only peers with
- * has_identity reach it: the others are refused UNAUTHENTICATED first.
+ * an OK certificate and has_identity reach it: the others are refused
+ * UNAUTHENTICATED first (decision CFR_RPC_DENIED, audited).
  * Runs on a worker thread, before the handler, and may block briefly.
  */
 typedef int cfr_rpc_authz_fn(void *ctx, const struct cfr_rpc_peer *peer,
@@ -123,9 +156,11 @@ typedef int cfr_rpc_authz_fn(void *ctx, const struct cfr_rpc_peer *peer,
 
 enum cfr_rpc_decision {
     CFR_RPC_ALLOWED = 0,    /* the handler ran */
-    CFR_RPC_DENIED = 1,     /* identity missing or the hook refused */
+    CFR_RPC_DENIED = 1,     /* certificate refused, identity missing or the
+                             * hook refused */
     CFR_RPC_NO_METHOD = 2,  /* unknown path: UNIMPLEMENTED */
     CFR_RPC_OVERLOADED = 3, /* max concurrent calls: RESOURCE_EXHAUSTED */
+    CFR_RPC_TLS_FAILED = 4, /* a TLS handshake failed: no call existed */
 };
 
 /*
@@ -134,7 +169,19 @@ enum cfr_rpc_decision {
  * status for allowed ones. status is the code sent (or CANCELLED when the
  * call died first). Everything is borrowed for the duration of the
  * callback. It may run on any server thread, concurrently, including the
- * completion-queue threads: it must not block (queue the record instead).
+ * completion-queue threads and gRPC's own threads (from inside gRPC's
+ * log function, for CFR_RPC_TLS_FAILED): it must not block (queue the
+ * record instead), and must not call gRPC or a server function.
+ *
+ * A failed TLS handshake (TLS 1.1 or older, no shared cipher, bytes that
+ * are not TLS, a connection closed or timed out mid-handshake) never
+ * becomes a call; it is reported as decision CFR_RPC_TLS_FAILED with
+ * method "", status CFR_RPC_UNAVAILABLE (what the client sees), detail
+ * "TLS handshake failed: <cause>" and a peer with cert_status NONE. gRPC
+ * 1.51 reports these failures only through its log (see rpc_server.c),
+ * which names the peer address for socket failures (a hang-up) but never
+ * for TLS protocol failures: addr is "" then. The report is process-wide,
+ * so with several servers in one process each running server gets it.
  */
 struct cfr_rpc_audit {
     const struct cfr_rpc_peer *peer;
@@ -168,7 +215,7 @@ struct cfr_rpc_server_opts {
     const char *listen_addr;   /* "127.0.0.1:0" picks a free port */
     const char *cert_pem;      /* server certificate chain */
     const char *key_pem;       /* its private key */
-    const char *client_ca_pem; /* CA that client certificates chain to */
+    const char *client_ca_pem; /* CA(s) client certificates chain to */
     size_t max_msg;            /* per received message; 0 = default */
     unsigned max_calls;        /* concurrent calls; 0 = 64 */
     unsigned workers;          /* handler threads; 0 = 4 */
@@ -183,16 +230,24 @@ struct cfr_rpc_server_opts {
 };
 
 /*
- * Creates a server bound to opts->listen_addr with mutual TLS required.
- * PEM strings are copied. Returns 0 and an owned server in *srv_r.
- * CFR_EINVAL for bad options, CFR_EIO when the address cannot be bound
- * (address reuse is off: a second server on a port fails here).
+ * Creates a server bound to opts->listen_addr, TLS 1.2 or 1.3 only (gRPC
+ * 1.51's fixed range; 1.3 when the client offers it). TLS asks for a
+ * client certificate and proves its key is held; each call then verifies
+ * it against client_ca_pem (struct cfr_rpc_peer). PEM strings are copied.
+ * Returns 0 and an owned server in *srv_r. CFR_EINVAL for bad options,
+ * CFR_ECONFIG when client_ca_pem holds no certificate, CFR_EIO when the
+ * address cannot be bound (address reuse is off: a second server on a
+ * port fails here).
  */
 int cfr_rpc_server_new(const struct cfr_rpc_server_opts *opts,
                        struct cfr_rpc_server **srv_r, struct cfr_err *err);
 
 /* The bound port (useful after asking for port 0). */
 int cfr_rpc_server_port(const struct cfr_rpc_server *srv);
+
+/* TLS handshakes that failed while srv was running (CFR_RPC_TLS_FAILED
+ * records delivered to it); for the statistics. Thread-safe. */
+uint64_t cfr_rpc_server_tls_failures(const struct cfr_rpc_server *srv);
 
 /* Registers a method before start; path is copied, arg is borrowed. */
 int cfr_rpc_server_add_method(struct cfr_rpc_server *srv, const char *path,
@@ -323,5 +378,13 @@ int cfr_rpc_sstream_next(struct cfr_rpc_call *call, struct cfr_buf *msg,
 
 /* Frees a call, cancelling it when unfinished. Accepts NULL. */
 void cfr_rpc_call_free(struct cfr_rpc_call *call);
+
+/*
+ * Cancels call from any thread, while its owner may be blocked in a send,
+ * finish or next on it: that wait then ends and reports CANCELLED. The
+ * caller must make sure the call is not freed meanwhile (a lock shared
+ * with the owner). Accepts NULL.
+ */
+void cfr_rpc_call_cancel(struct cfr_rpc_call *call);
 
 #endif /* CFR_RPC_H */

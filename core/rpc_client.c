@@ -37,6 +37,7 @@
 
 #include "log.h"
 #include "mem.h"
+#include "rpc_int.h" /* the server's handshake-failure observer */
 
 #define CLIENT_KEEPALIVE_MS_DEFAULT 60000
 #define CLIENT_KEEPALIVE_TO_DEFAULT 20000
@@ -52,6 +53,7 @@ static unsigned global_refs;
 static void
 grpc_log_to_cfr(gpr_log_func_args *args)
 {
+    cfr_rpc_server_observe_grpc_log(args->file, args->message);
     enum cfr_log_level level = CFR_LOG_DEBUG;
     if (args->severity == GPR_LOG_SEVERITY_ERROR) {
         level = CFR_LOG_WARN;
@@ -73,6 +75,9 @@ cfr_rpc_global_init(struct cfr_err *err)
     pthread_mutex_lock(&global_mu);
     if (global_refs++ == 0) {
         gpr_set_log_function(grpc_log_to_cfr);
+        /* The server learns of failed TLS handshakes only from a DEBUG
+         * line (rpc_server.c); grpc_init keeps a verbosity set before it. */
+        gpr_set_log_verbosity(GPR_LOG_SEVERITY_DEBUG);
         grpc_init();
     }
     pthread_mutex_unlock(&global_mu);
@@ -448,6 +453,15 @@ cfr_rpc_call_free(struct cfr_rpc_call *c)
         grpc_completion_queue_destroy(c->cq);
     }
     cfr_free(c);
+}
+
+void
+cfr_rpc_call_cancel(struct cfr_rpc_call *c)
+{
+    /* grpc_call_cancel may be called from any thread, at any time. */
+    if (c != NULL && c->call != NULL) {
+        grpc_call_cancel(c->call, NULL);
+    }
 }
 
 /* Returns an owned byte buffer holding a copy of msg. */

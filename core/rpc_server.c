@@ -35,6 +35,44 @@
  *  6. Every call that reached the server is audited exactly once.
  *  7. A received message larger than max_msg never reaches a handler (gRPC
  *     checks it, and the copy into a capped buffer checks again).
+ *  8. Only a peer whose certificate verified here (cert_verify) and that
+ *     carries one coffer identity reaches the authorization hook; the
+ *     others are refused UNAUTHENTICATED on the CQ thread, audited as
+ *     CFR_RPC_DENIED, without taking a slot.
+ *
+ * Client certificates. TLS is configured with
+ * GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY: the handshake asks
+ * for a certificate, accepts none, and lets any certificate through its
+ * chain check (gRPC installs an always-yes OpenSSL verify callback), so a
+ * missing, foreign, expired or misused certificate still yields a call we
+ * can refuse with a reason, audit and count. What TLS still guarantees:
+ * a client that sends a certificate must sign the handshake transcript
+ * with that certificate's key (CertificateVerify, RFC 8446 4.4.3 and RFC
+ * 5246 7.4.8, checked by OpenSSL whatever the verify callback says; gRPC's
+ * grpc_security_constants.h: "The client's key certificate pair must be
+ * valid for the SSL connection to be established"). So a certificate seen
+ * here is possessed by the peer, and verifying it against the client CA
+ * (X509_verify_cert, purpose SSL client, current time) for every call is
+ * the check TLS used to do, plus expiry taking effect on long-lived
+ * connections. One verification costs about 0.5 ms with OpenSSL 3.0
+ * (mostly parsing), so the verdict is cached per server, keyed by the
+ * exact certificate bytes the peer sent (leaf and chain: the verdict is a
+ * function of those, the fixed CA store and the time), for at most
+ * CERT_CACHE_TTL_MS and never past the earliest notAfter of the verified
+ * chain. A hit costs a hash of those bytes and a compare.
+ *
+ * Failed handshakes. They never become calls, and gRPC 1.51's C API has no
+ * hook for them: the only trace is the log line "Handshaking failed: <error>"
+ * at DEBUG from chttp2_server.cc, once per failed connection (the
+ * OpenSSL cause, if any, sits in an ERROR line just before it from
+ * ssl_transport_security.cc, also on client-side failures). rpc_client.c's
+ * process-wide gRPC log function passes every line to
+ * cfr_rpc_server_observe_grpc_log, which turns that one into a
+ * CFR_RPC_TLS_FAILED record. The error text names the peer
+ * (target_address) only when the socket itself failed (closed, reset);
+ * for a TLS protocol failure (old version, no shared cipher, not TLS at
+ * all) 1.51 logs no address, so the record has none. A line caused by a
+ * listener shutting down is not a failure and is dropped.
  */
 #include "rpc.h"
 
@@ -51,9 +89,19 @@
 #include <grpc/support/alloc.h>      /* gpr_free */
 #include <grpc/support/time.h>       /* deadlines */
 
+#include <openssl/bio.h>      /* PEM from memory */
+#include <openssl/err.h>      /* ERR_clear_error */
+#include <openssl/evp.h>      /* SHA-256 fingerprints */
+#include <openssl/pem.h>      /* PEM_read_bio_X509 */
+#include <openssl/x509.h>     /* certificates */
+#include <openssl/x509_vfy.h> /* X509_STORE, X509_verify_cert */
+#include <openssl/x509v3.h>   /* X509_PURPOSE_SSL_CLIENT */
+
+#include "buf.h" /* cfr_hex_encode */
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "rpc_int.h" /* cfr_rpc_server_observe_grpc_log */
 
 #define SERVER_MAX_CALLS_DEFAULT  64
 #define SERVER_WORKERS_DEFAULT    4
@@ -65,6 +113,11 @@
 #define SERVER_ARMED_UNKNOWN      2
 #define SERVER_THREADS_MAX        256
 #define SERVER_DETAIL_MAX         160
+#define CERT_CHAIN_MAX            8 /* extra certs taken from a peer */
+#define CERT_PEM_MAX              (128 * 1024) /* a peer's chain, as PEM */
+#define CERT_CACHE_SLOTS          256
+#define CERT_CACHE_KEY_MAX        (16 * 1024) /* larger chains: not cached */
+#define CERT_CACHE_TTL_MS         60000
 
 enum tag_kind {
     TK_NEW,
@@ -124,8 +177,25 @@ struct cfr_rpc_ctx {
     struct cfr_buf msg; /* the request, then each received message */
 };
 
+/* One cached verdict on a certificate (leaf and chain PEM as sent). */
+struct cert_slot {
+    uint64_t hash;
+    int64_t until_ms; /* real time; the slot is empty or stale after it */
+    size_t leaf_len, chain_len;
+    uint8_t *key; /* leaf then chain bytes, CERT_CACHE_KEY_MAX; owned */
+    enum cfr_rpc_cert_status status;
+    char reason[CFR_RPC_CERT_REASON_MAX];
+    char fingerprint[CFR_RPC_FINGERPRINT_LEN + 1];
+};
+
 struct cfr_rpc_server {
     grpc_server *server;
+    X509_STORE *ca_store; /* the client CA(s); shared read-only by threads */
+    pthread_mutex_t cert_mu;
+    struct cert_slot *cert_cache; /* CERT_CACHE_SLOTS, under cert_mu */
+    atomic_uint_fast64_t tls_failures;
+    struct cfr_rpc_server *tls_next; /* in tls_servers, under tls_mu */
+    bool tls_listed;                 /* under tls_mu */
     grpc_completion_queue *cq;
     int port;
     struct method *methods;
@@ -215,17 +285,9 @@ ctx_audit(struct cfr_rpc_ctx *c, int status, const char *detail)
     c->audited = true;
     struct cfr_rpc_server *srv = c->srv;
     char qm[CFR_RPC_METHOD_MAX + 8], qp[CFR_RPC_NAME_MAX + 8];
-    cfr_log(CFR_LOG_INFO, "rpc.audit",
-            "method=%s peer=%s tenant=%s role=%s addr=%s decision=%d "
-            "status=%s",
-            cfr_log_quote(c->path, qm, sizeof(qm)),
-            cfr_log_quote(c->peer.uri[0] ? c->peer.uri : c->peer.cn, qp,
-                          sizeof(qp)),
-            c->peer.has_identity ? c->peer.tenant : "-",
-            c->peer.has_identity ? c->peer.role : "-",
-            c->peer.addr[0] ? c->peer.addr : "-", (int)c->decision,
-            cfr_rpc_status_name(status));
     if (srv->audit != NULL) {
+        /* The owner's callback records the call (the vault writes
+         * vault.audit with the same fields); one line per call is enough. */
         struct cfr_rpc_audit rec = {
             .peer = &c->peer,
             .method = c->path,
@@ -234,7 +296,20 @@ ctx_audit(struct cfr_rpc_ctx *c, int status, const char *detail)
             .detail = detail != NULL ? detail : "",
         };
         srv->audit(srv->audit_ctx, &rec);
+        return;
     }
+    cfr_log(CFR_LOG_INFO, "rpc.audit",
+            "method=%s peer=%s tenant=%s role=%s addr=%s decision=%d "
+            "status=%s cert=%s fingerprint=%s",
+            cfr_log_quote(c->path, qm, sizeof(qm)),
+            cfr_log_quote(c->peer.uri[0] ? c->peer.uri : c->peer.cn, qp,
+                          sizeof(qp)),
+            c->peer.has_identity ? c->peer.tenant : "-",
+            c->peer.has_identity ? c->peer.role : "-",
+            c->peer.addr[0] ? c->peer.addr : "-", (int)c->decision,
+            cfr_rpc_status_name(status),
+            cfr_rpc_cert_status_name((int)c->peer.cert_status),
+            c->peer.fingerprint[0] ? c->peer.fingerprint : "-");
 }
 
 /* Runs when the last batch and hold are gone (invariant 1). */
@@ -373,6 +448,306 @@ ctx_reject(struct cfr_rpc_ctx *c, enum cfr_rpc_decision decision, int status,
     grpc_slice_unref(d);
 }
 
+/* ---- client certificates ------------------------------------------------ */
+
+const char *
+cfr_rpc_cert_status_name(int status)
+{
+    static const char *const names[] = {
+        "none",          "ok",        "untrusted", "expired",
+        "not-yet-valid", "bad-usage", "invalid",
+    };
+    if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0])) {
+        return "invalid";
+    }
+    return names[status];
+}
+
+/* Certificates never carry a passphrase; never prompt on a terminal. */
+static int
+pem_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return -1;
+}
+
+/* Every certificate of a PEM text into a new store (owned, in *st_r). */
+static int
+ca_store_new(const char *pem, X509_STORE **st_r, struct cfr_err *err)
+{
+    int rc = 0;
+    X509_STORE *st = NULL;
+    BIO *bio = NULL;
+    size_t n = 0;
+    size_t len = strlen(pem);
+
+    *st_r = NULL;
+    if (len > INT_MAX || (bio = BIO_new_mem_buf(pem, (int)len)) == NULL ||
+        (st = X509_STORE_new()) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "rpc server: out of memory");
+        goto out;
+    }
+    X509 *x;
+    while ((x = PEM_read_bio_X509(bio, NULL, pem_no_passphrase, NULL)) !=
+           NULL) {
+        int ok = X509_STORE_add_cert(st, x);
+        X509_free(x);
+        if (ok != 1) {
+            rc = CFR_ERR(err, CFR_ECONFIG,
+                         "rpc server: client CA certificate refused");
+            goto out;
+        }
+        n++;
+    }
+    if (n == 0) {
+        rc = CFR_ERR(err, CFR_ECONFIG,
+                     "rpc server: the client CA PEM holds no certificate");
+        goto out;
+    }
+    *st_r = st;
+    st = NULL;
+out:
+    BIO_free(bio);
+    X509_STORE_free(st);
+    ERR_clear_error(); /* the PEM reader ends on a "no start line" error */
+    return rc;
+}
+
+static void
+cert_set(struct cfr_rpc_peer *p, enum cfr_rpc_cert_status status,
+         const char *reason, int depth)
+{
+    p->cert_status = status;
+    if (depth > 0) {
+        snprintf(p->cert_reason, sizeof(p->cert_reason),
+                 "%s (issuer, depth %d)", reason, depth);
+    } else {
+        snprintf(p->cert_reason, sizeof(p->cert_reason), "%s", reason);
+    }
+}
+
+/* OpenSSL's verdict in our terms. */
+static enum cfr_rpc_cert_status
+cert_status_of(int x509_error)
+{
+    switch (x509_error) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return CFR_RPC_CERT_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return CFR_RPC_CERT_NOT_YET_VALID;
+    case X509_V_ERR_INVALID_PURPOSE:
+        return CFR_RPC_CERT_BAD_USAGE;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_REJECTED:
+        return CFR_RPC_CERT_UNTRUSTED;
+    default:
+        return CFR_RPC_CERT_INVALID;
+    }
+}
+
+/* The earliest notAfter of a verified chain, in real-time ms. */
+static int64_t
+chain_not_after_ms(X509_STORE_CTX *vc)
+{
+    int64_t min = INT64_MAX;
+    STACK_OF(X509) *chain = X509_STORE_CTX_get0_chain(vc);
+    for (int i = 0; chain != NULL && i < sk_X509_num(chain); i++) {
+        struct tm tm;
+        const ASN1_TIME *na = X509_get0_notAfter(sk_X509_value(chain, i));
+        if (na == NULL || ASN1_TIME_to_tm(na, &tm) != 1) {
+            return 0; /* unreadable: do not cache */
+        }
+        int64_t ms = (int64_t)timegm(&tm) * 1000;
+        if (ms < min) {
+            min = ms;
+        }
+    }
+    return min;
+}
+
+/*
+ * Verifies the peer's leaf (PEM, not NUL-terminated) against the client
+ * CA, with the rest of the chain it sent as untrusted intermediates, and
+ * sets cert_status, cert_reason and fingerprint; *until_ms_r is how long
+ * (real time) the verdict may be reused. Any thread: the store is only
+ * read, and OpenSSL locks it internally.
+ */
+static void
+cert_verify(X509_STORE *store, const char *leaf_pem, size_t leaf_len,
+            const char *chain_pem, size_t chain_len, struct cfr_rpc_peer *p,
+            int64_t now_ms, int64_t *until_ms_r)
+{
+    BIO *bio = NULL;
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    X509_STORE_CTX *vc = NULL;
+
+    *until_ms_r = now_ms + CERT_CACHE_TTL_MS;
+    cert_set(p, CFR_RPC_CERT_INVALID, "unreadable certificate", 0);
+    if (leaf_len == 0 || leaf_len > CERT_PEM_MAX) {
+        goto out;
+    }
+    if ((bio = BIO_new_mem_buf(leaf_pem, (int)leaf_len)) == NULL) {
+        goto out;
+    }
+    leaf = PEM_read_bio_X509(bio, NULL, pem_no_passphrase, NULL);
+    BIO_free(bio);
+    bio = NULL;
+    if (leaf == NULL) {
+        goto out;
+    }
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (X509_digest(leaf, EVP_sha256(), md, &md_len) != 1 ||
+        md_len * 2 != CFR_RPC_FINGERPRINT_LEN) {
+        goto out;
+    }
+    cfr_hex_encode(md, md_len, p->fingerprint);
+
+    if ((chain = sk_X509_new_null()) == NULL) {
+        goto out;
+    }
+    if (chain_pem != NULL && chain_len > 0 && chain_len <= CERT_PEM_MAX &&
+        (bio = BIO_new_mem_buf(chain_pem, (int)chain_len)) != NULL) {
+        X509 *x;
+        while ((x = PEM_read_bio_X509(bio, NULL, pem_no_passphrase, NULL)) !=
+               NULL) {
+            if (X509_cmp(x, leaf) == 0 ||
+                sk_X509_num(chain) >= CERT_CHAIN_MAX ||
+                !sk_X509_push(chain, x)) {
+                X509_free(x);
+            }
+        }
+    }
+    if ((vc = X509_STORE_CTX_new()) == NULL ||
+        X509_STORE_CTX_init(vc, store, leaf, chain) != 1 ||
+        X509_STORE_CTX_set_purpose(vc, X509_PURPOSE_SSL_CLIENT) != 1) {
+        cert_set(p, CFR_RPC_CERT_INVALID, "cannot set up verification", 0);
+        goto out;
+    }
+    X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(vc), CERT_CHAIN_MAX);
+    if (X509_verify_cert(vc) == 1) {
+        cert_set(p, CFR_RPC_CERT_OK, "ok", 0);
+        int64_t na = chain_not_after_ms(vc);
+        if (na < *until_ms_r) {
+            *until_ms_r = na;
+        }
+    } else {
+        int e = X509_STORE_CTX_get_error(vc);
+        cert_set(p, cert_status_of(e), X509_verify_cert_error_string(e),
+                 X509_STORE_CTX_get_error_depth(vc));
+    }
+out:
+    X509_STORE_CTX_free(vc);
+    sk_X509_pop_free(chain, X509_free);
+    X509_free(leaf);
+    BIO_free(bio);
+    ERR_clear_error(); /* per-thread queue: leave nothing for the next user */
+}
+
+/* FNV-1a 64 over certificate bytes: a slot index, never a security check
+ * (a hit compares every byte). */
+static uint64_t
+cert_hash(uint64_t h, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+/* cert_verify through the server's cache (see the top of this file). */
+static void
+cert_check(struct cfr_rpc_server *srv, const char *leaf, size_t leaf_len,
+           const char *chain, size_t chain_len, struct cfr_rpc_peer *p)
+{
+    int64_t now = cfr_clock_now_ms(cfr_clock_system());
+    bool cacheable = srv->cert_cache != NULL &&
+                     leaf_len <= CERT_CACHE_KEY_MAX &&
+                     chain_len <= CERT_CACHE_KEY_MAX - leaf_len;
+    uint64_t h =
+        cert_hash(cert_hash(UINT64_C(0xcbf29ce484222325), leaf, leaf_len),
+                  chain, chain_len);
+    struct cert_slot *s =
+        cacheable ? &srv->cert_cache[h % CERT_CACHE_SLOTS] : NULL;
+    if (s != NULL) {
+        bool hit = false;
+        pthread_mutex_lock(&srv->cert_mu);
+        if (s->until_ms > now && s->hash == h && s->leaf_len == leaf_len &&
+            s->chain_len == chain_len && s->key != NULL &&
+            memcmp(s->key, leaf, leaf_len) == 0 &&
+            (chain_len == 0 ||
+             memcmp(s->key + leaf_len, chain, chain_len) == 0)) {
+            p->cert_status = s->status;
+            memcpy(p->cert_reason, s->reason, sizeof(p->cert_reason));
+            memcpy(p->fingerprint, s->fingerprint, sizeof(p->fingerprint));
+            hit = true;
+        }
+        pthread_mutex_unlock(&srv->cert_mu);
+        if (hit) {
+            return;
+        }
+    }
+    int64_t until = 0;
+    cert_verify(srv->ca_store, leaf, leaf_len, chain, chain_len, p, now,
+                &until);
+    if (s == NULL || until <= now) {
+        return;
+    }
+    pthread_mutex_lock(&srv->cert_mu);
+    if (s->key == NULL) {
+        s->key = cfr_malloc(CERT_CACHE_KEY_MAX);
+    }
+    if (s->key != NULL) {
+        memcpy(s->key, leaf, leaf_len);
+        if (chain_len > 0) {
+            memcpy(s->key + leaf_len, chain, chain_len);
+        }
+        s->hash = h;
+        s->leaf_len = leaf_len;
+        s->chain_len = chain_len;
+        s->until_ms = until;
+        s->status = p->cert_status;
+        memcpy(s->reason, p->cert_reason, sizeof(s->reason));
+        memcpy(s->fingerprint, p->fingerprint, sizeof(s->fingerprint));
+    }
+    pthread_mutex_unlock(&srv->cert_mu);
+}
+
+/* What a refused peer is told (and the audit records); NULL to go on. */
+static const char *
+peer_refusal(const struct cfr_rpc_peer *p)
+{
+    switch (p->cert_status) {
+    case CFR_RPC_CERT_OK:
+        return p->has_identity
+                   ? NULL
+                   : "client certificate carries no coffer identity";
+    case CFR_RPC_CERT_NONE:
+        return "no client certificate";
+    case CFR_RPC_CERT_UNTRUSTED:
+        return "client certificate not issued by a trusted CA";
+    case CFR_RPC_CERT_EXPIRED:
+        return "client certificate expired";
+    case CFR_RPC_CERT_NOT_YET_VALID:
+        return "client certificate not yet valid";
+    case CFR_RPC_CERT_BAD_USAGE:
+        return "client certificate not valid for client authentication";
+    default:
+        return "client certificate invalid";
+    }
+}
+
 /* ---- peers -------------------------------------------------------------- */
 
 /* Copies a property value if it fits and holds no NUL; else "". */
@@ -389,15 +764,26 @@ prop_copy(const grpc_auth_property *p, char *out, size_t out_size)
     return true;
 }
 
+static const grpc_auth_property *
+prop_first(const grpc_auth_context *ac, const char *name)
+{
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ac, name);
+    return grpc_auth_property_iterator_next(&it);
+}
+
 /*
- * Identifies the peer from the verified certificate. A certificate with
- * more than one coffer URI is ambiguous and gets no identity.
+ * Identifies the peer: verifies its certificate (cert_verify), then, only
+ * for a good one, takes CN and URIs from gRPC's properties, which describe
+ * that same leaf. A certificate with more than one coffer URI is ambiguous
+ * and gets no identity.
  */
 static void
 peer_fill(struct cfr_rpc_ctx *c)
 {
     struct cfr_rpc_peer *p = &c->peer;
     memset(p, 0, sizeof(*p));
+    cert_set(p, CFR_RPC_CERT_NONE, "no client certificate", 0);
     char *addr = grpc_call_get_peer(c->call);
     if (addr != NULL) {
         size_t l = strlen(addr);
@@ -410,19 +796,27 @@ peer_fill(struct cfr_rpc_ctx *c)
     if (ac == NULL) {
         return;
     }
-    p->authenticated = grpc_auth_context_peer_is_authenticated(ac) != 0;
+    const grpc_auth_property *leaf =
+        prop_first(ac, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    if (leaf == NULL || leaf->value == NULL || leaf->value_length == 0) {
+        goto out;
+    }
+    const grpc_auth_property *chain =
+        prop_first(ac, GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME);
+    cert_check(c->srv, leaf->value, leaf->value_length,
+               chain != NULL ? chain->value : NULL,
+               chain != NULL ? chain->value_length : 0, p);
+    p->authenticated = p->cert_status == CFR_RPC_CERT_OK;
     if (!p->authenticated) {
         goto out;
     }
-    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(
-        ac, GRPC_X509_CN_PROPERTY_NAME);
-    const grpc_auth_property *prop = grpc_auth_property_iterator_next(&it);
+    const grpc_auth_property *prop = prop_first(ac, GRPC_X509_CN_PROPERTY_NAME);
     if (prop != NULL) {
         (void)prop_copy(prop, p->cn, sizeof(p->cn));
     }
     int found = 0;
-    it = grpc_auth_context_find_properties_by_name(ac,
-                                                   GRPC_PEER_URI_PROPERTY_NAME);
+    grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(
+        ac, GRPC_PEER_URI_PROPERTY_NAME);
     while ((prop = grpc_auth_property_iterator_next(&it)) != NULL) {
         char uri[CFR_RPC_NAME_MAX], t[CFR_RPC_TENANT_MAX], r[CFR_RPC_ROLE_MAX];
         if (!prop_copy(prop, uri, sizeof(uri))) {
@@ -446,6 +840,153 @@ peer_fill(struct cfr_rpc_ctx *c)
     }
 out:
     grpc_auth_context_release(ac);
+}
+
+/* ---- failed TLS handshakes ---------------------------------------------- */
+
+static pthread_mutex_t tls_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cfr_rpc_server *tls_servers; /* running, under tls_mu */
+
+static void
+tls_list(struct cfr_rpc_server *srv, bool add)
+{
+    pthread_mutex_lock(&tls_mu);
+    if (add && !srv->tls_listed) {
+        srv->tls_next = tls_servers;
+        tls_servers = srv;
+        srv->tls_listed = true;
+    } else if (!add && srv->tls_listed) {
+        struct cfr_rpc_server **pp = &tls_servers;
+        while (*pp != srv) {
+            pp = &(*pp)->tls_next;
+        }
+        *pp = srv->tls_next;
+        srv->tls_listed = false;
+    }
+    pthread_mutex_unlock(&tls_mu);
+}
+
+/* Copies s[0..n) into out as printable ASCII (at most out_size - 1). */
+static void
+copy_printable(char *out, size_t out_size, const char *s, size_t n)
+{
+    size_t i = 0;
+    for (; i < n && i + 1 < out_size; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        out[i] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[i] = '\0';
+}
+
+/*
+ * Reduces gRPC's error text to a short cause in out; false when the line
+ * is no failure (a listener shutting down, or an OK status logged on the
+ * way out). The peer address, when gRPC put one in, goes to addr.
+ */
+static bool
+tls_cause(const char *e, char *out, size_t out_size, char *addr,
+          size_t addr_size)
+{
+    static const char ssl_tag[] = "SSL routines::";
+    static const char addr_tag[] = "target_address:\"";
+    const char *hit;
+
+    addr[0] = '\0';
+    if (strcmp(e, "OK") == 0 || strstr(e, "Listener stopped serving") != NULL ||
+        strstr(e, "Server is shutting down") != NULL) {
+        return false;
+    }
+    if ((hit = strstr(e, addr_tag)) != NULL) {
+        hit += sizeof(addr_tag) - 1;
+        copy_printable(addr, addr_size, hit, strcspn(hit, "\""));
+    }
+    if ((hit = strstr(e, ssl_tag)) != NULL) {
+        hit += sizeof(ssl_tag) - 1;
+        copy_printable(out, out_size, hit, strcspn(hit, "{}\".,"));
+        size_t l = strlen(out);
+        while (l > 0 && out[l - 1] == ' ') {
+            out[--l] = '\0';
+        }
+    } else if (strstr(e, "timed out") != NULL) {
+        snprintf(out, out_size, "handshake timed out");
+    } else if (strstr(e, "Socket closed") != NULL ||
+               strstr(e, "Connection reset") != NULL ||
+               strstr(e, "Broken pipe") != NULL) {
+        snprintf(out, out_size, "connection closed during the handshake");
+    } else {
+        /* Unknown shape: its first words, without gRPC's "CODE:" prefix. */
+        const char *colon = strchr(e, ':');
+        if (colon != NULL && (size_t)(colon - e) < 20) {
+            e = colon + 1;
+        }
+        copy_printable(out, out_size, e, strcspn(e, "{"));
+        size_t l = strlen(out);
+        while (l > 0 && out[l - 1] == ' ') {
+            out[--l] = '\0';
+        }
+    }
+    if (out[0] == '\0') {
+        snprintf(out, out_size, "unknown cause");
+    }
+    return true;
+}
+
+void
+cfr_rpc_server_observe_grpc_log(const char *file, const char *message)
+{
+    static const char prefix[] = "Handshaking failed: ";
+    static const char src[] = "chttp2_server.cc";
+    if (message == NULL || file == NULL ||
+        strncmp(message, prefix, sizeof(prefix) - 1) != 0) {
+        return;
+    }
+    size_t fl = strlen(file);
+    if (fl < sizeof(src) - 1 ||
+        strcmp(file + fl - (sizeof(src) - 1), src) != 0) {
+        return;
+    }
+    char cause[96], detail[128];
+    struct cfr_rpc_peer peer;
+    memset(&peer, 0, sizeof(peer));
+    peer.cert_status = CFR_RPC_CERT_NONE;
+    if (!tls_cause(message + sizeof(prefix) - 1, cause, sizeof(cause),
+                   peer.addr, sizeof(peer.addr))) {
+        return;
+    }
+    snprintf(detail, sizeof(detail), "TLS handshake failed: %s", cause);
+    struct cfr_rpc_audit rec = {
+        .peer = &peer,
+        .method = "",
+        .decision = CFR_RPC_TLS_FAILED,
+        .status = CFR_RPC_UNAVAILABLE,
+        .detail = detail,
+    };
+    char qd[sizeof(detail) + 8];
+    cfr_log(CFR_LOG_INFO, "rpc.audit",
+            "method=- peer=- tenant=- role=- addr=%s decision=%d status=%s "
+            "cert=none fingerprint=- detail=%s",
+            peer.addr[0] ? peer.addr : "-", (int)CFR_RPC_TLS_FAILED,
+            cfr_rpc_status_name(CFR_RPC_UNAVAILABLE),
+            cfr_log_quote(detail, qd, sizeof(qd)));
+    /* Under tls_mu so that no server is freed while it hears of this. */
+    pthread_mutex_lock(&tls_mu);
+    for (struct cfr_rpc_server *srv = tls_servers; srv != NULL;
+         srv = srv->tls_next) {
+        if (atomic_load(&srv->stopping)) {
+            continue;
+        }
+        atomic_fetch_add(&srv->tls_failures, 1);
+        if (srv->audit != NULL) {
+            srv->audit(srv->audit_ctx, &rec);
+        }
+    }
+    pthread_mutex_unlock(&tls_mu);
+}
+
+uint64_t
+cfr_rpc_server_tls_failures(const struct cfr_rpc_server *srv)
+{
+    return atomic_load(&srv->tls_failures);
 }
 
 /* ---- CQ threads --------------------------------------------------------- */
@@ -496,6 +1037,12 @@ on_new(struct cfr_rpc_ctx *c)
     close_op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     close_op.data.recv_close_on_server.cancelled = &c->cancelled;
     if (!ctx_start(c, &close_op, 1, &c->t_close)) {
+        goto out;
+    }
+    /* Before the method check, so a stranger learns nothing about paths. */
+    const char *why = peer_refusal(&c->peer);
+    if (why != NULL) {
+        ctx_reject(c, CFR_RPC_DENIED, CFR_RPC_UNAUTHENTICATED, why);
         goto out;
     }
     if (c->m == NULL) {
@@ -898,6 +1445,10 @@ cfr_rpc_server_new(const struct cfr_rpc_server_opts *opts,
     srv->nworkers = opts->workers ? opts->workers : SERVER_WORKERS_DEFAULT;
     srv->ncq = opts->cq_threads ? opts->cq_threads : SERVER_CQ_THREADS_DEFAULT;
     atomic_init(&srv->stopping, false);
+    atomic_init(&srv->tls_failures, 0);
+    pthread_mutex_init(&srv->cert_mu, NULL);
+    /* Without a cache every call verifies: slower, never wrong. */
+    srv->cert_cache = cfr_calloc(CERT_CACHE_SLOTS, sizeof(struct cert_slot));
     pthread_mutex_init(&srv->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -943,10 +1494,15 @@ cfr_rpc_server_new(const struct cfr_rpc_server_opts *opts,
     srv->cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 
+    if ((rc = ca_store_new(opts->client_ca_pem, &srv->ca_store, err)) != 0) {
+        goto out;
+    }
+    /* Verification moves to peer_fill (see the top of this file); the CA
+     * still goes to gRPC, which names it in the certificate request. */
     grpc_ssl_pem_key_cert_pair pair = {opts->key_pem, opts->cert_pem};
     creds = grpc_ssl_server_credentials_create_ex(
         opts->client_ca_pem, &pair, 1,
-        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+        GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_BUT_DONT_VERIFY, NULL);
     if (creds == NULL) {
         rc = CFR_ERR(err, CFR_ECONFIG, "rpc server: bad TLS credentials");
         goto out;
@@ -1033,6 +1589,7 @@ cfr_rpc_server_start(struct cfr_rpc_server *srv, struct cfr_err *err)
     }
     grpc_server_start(srv->server);
     srv->started = true;
+    tls_list(srv, true);
     for (struct method *m = srv->methods; m != NULL; m = m->next) {
         for (int i = 0; i < SERVER_ARMED_PER_METHOD; i++) {
             arm(srv, m);
@@ -1115,6 +1672,7 @@ cfr_rpc_server_stop(struct cfr_rpc_server *srv, int64_t grace_ms)
     }
     srv->stopped = true;
     atomic_store(&srv->stopping, true);
+    tls_list(srv, false);
     int64_t t0 = cfr_clock_mono_ms(cfr_clock_system());
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
     if (srv->cq_started == 0) {
@@ -1173,6 +1731,13 @@ cfr_rpc_server_free(struct cfr_rpc_server *srv)
         srv->methods = m->next;
         cfr_free(m);
     }
+    tls_list(srv, false); /* a server stopped early was never listed */
+    X509_STORE_free(srv->ca_store);
+    for (size_t i = 0; srv->cert_cache != NULL && i < CERT_CACHE_SLOTS; i++) {
+        cfr_free(srv->cert_cache[i].key);
+    }
+    cfr_free(srv->cert_cache);
+    pthread_mutex_destroy(&srv->cert_mu);
     cfr_free(srv->cq_thr);
     cfr_free(srv->wk_thr);
     pthread_mutex_destroy(&srv->mu);

@@ -5,7 +5,9 @@
  * directory at start. One shared server serves most tests; the concurrency
  * limit and shutdown tests start their own. Handlers, the authorization
  * hook and the audit sink record what they saw so that each test checks the
- * server side as well as the client's answer.
+ * server side as well as the client's answer. Certificate fingerprints are
+ * checked against `openssl x509 -fingerprint -sha256`, and failed TLS
+ * handshakes are provoked with `openssl s_client` and raw sockets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,11 +15,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +32,7 @@
 #include "log.h"
 #include "mem.h"
 #include "rpc.h"
+#include "rpc_int.h" /* cfr_rpc_server_observe_grpc_log */
 
 #define M_ECHO   "/coffer.v1.Test/Echo"
 #define M_SUM    "/coffer.v1.Test/Sum"
@@ -45,11 +52,13 @@ static char *pem_ca, *pem_server, *pem_server_key;
 static char *pem_agent, *pem_agent_key, *pem_restore, *pem_restore_key;
 static char *pem_noid, *pem_noid_key, *pem_expired, *pem_expired_key;
 static char *pem_rogue, *pem_rogue_key, *pem_twoid, *pem_twoid_key;
+static char *pem_notyet, *pem_notyet_key, *pem_serveronly, *pem_serveronly_key;
 
 static struct cfr_rpc_server *main_srv;
 static char main_target[64];
 
 static atomic_int handler_runs;
+static atomic_int authz_runs;
 static atomic_int slow_started;
 static atomic_int slow_done;
 static atomic_int slow_saw_cancel;
@@ -63,6 +72,12 @@ static struct cfr_rpc_peer seen_peer;
 struct audit_rec {
     char method[CFR_RPC_METHOD_MAX];
     char tenant[CFR_RPC_TENANT_MAX];
+    char uri[CFR_RPC_NAME_MAX];
+    char addr[CFR_RPC_ADDR_MAX];
+    char fingerprint[CFR_RPC_FINGERPRINT_LEN + 1];
+    char detail[160];
+    enum cfr_rpc_cert_status cert_status;
+    bool authenticated;
     enum cfr_rpc_decision decision;
     int status;
 };
@@ -125,17 +140,41 @@ audit_count(const char *method, enum cfr_rpc_decision d, int status)
     return n;
 }
 
-/* Audit records of the methods a refused client would have called. */
+/* The number of audit records so far: a mark for audit_find. */
 static int
-audit_total(void)
+audit_mark(void)
 {
-    int n = 0;
     pthread_mutex_lock(&audit_mu);
-    for (int i = 0; i < naudits; i++) {
-        n += strcmp(audits[i].method, M_ECHO) == 0;
-    }
+    int n = naudits;
     pthread_mutex_unlock(&audit_mu);
     return n;
+}
+
+/*
+ * Polls (up to 3 s, or not at all when n is 0) for the n-th record with
+ * decision d at or after mark and copies it to out; returns how many such
+ * records exist by then.
+ */
+static int
+audit_find(int mark, enum cfr_rpc_decision d, int n, struct audit_rec *out)
+{
+    int found = 0;
+    for (int w = 0; w < (n > 0 ? 300 : 1); w++) {
+        found = 0;
+        pthread_mutex_lock(&audit_mu);
+        for (int i = mark; i < naudits; i++) {
+            if (audits[i].decision == d && ++found == n && n > 0 &&
+                out != NULL) {
+                *out = audits[i];
+            }
+        }
+        pthread_mutex_unlock(&audit_mu);
+        if (found >= n) {
+            break;
+        }
+        sleep_ms(10);
+    }
+    return found;
 }
 
 /* Allowed calls are audited once their status is out: poll briefly. */
@@ -159,7 +198,12 @@ static int
 authz(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
 {
     (void)ctx;
-    (void)peer;
+    atomic_fetch_add(&authz_runs, 1);
+    /* Only a verified certificate with one identity may get here. */
+    if (peer->cert_status != CFR_RPC_CERT_OK || !peer->authenticated ||
+        !peer->has_identity || strlen(peer->fingerprint) != 64) {
+        return CFR_RPC_PERMISSION_DENIED;
+    }
     return strcmp(method, M_SECRET) == 0 ? CFR_RPC_PERMISSION_DENIED
                                          : CFR_RPC_OK;
 }
@@ -173,6 +217,13 @@ audit(void *ctx, const struct cfr_rpc_audit *rec)
         struct audit_rec *a = &audits[naudits++];
         snprintf(a->method, sizeof(a->method), "%s", rec->method);
         snprintf(a->tenant, sizeof(a->tenant), "%s", rec->peer->tenant);
+        snprintf(a->uri, sizeof(a->uri), "%s", rec->peer->uri);
+        snprintf(a->addr, sizeof(a->addr), "%s", rec->peer->addr);
+        snprintf(a->fingerprint, sizeof(a->fingerprint), "%s",
+                 rec->peer->fingerprint);
+        snprintf(a->detail, sizeof(a->detail), "%s", rec->detail);
+        a->cert_status = rec->peer->cert_status;
+        a->authenticated = rec->peer->authenticated;
         a->decision = rec->decision;
         a->status = rec->status;
     }
@@ -384,6 +435,35 @@ slurp(const char *name)
     return s;
 }
 
+/*
+ * The SHA-256 fingerprint of <pki_dir>/<name> as openssl prints it
+ * ("sha256 Fingerprint=AB:CD:..."), reduced to 64 lower-case hex digits.
+ */
+static void
+openssl_fingerprint(const char *name, char out[CFR_RPC_FINGERPRINT_LEN + 1])
+{
+    char cmd[256], line[256];
+    out[0] = '\0';
+    snprintf(cmd, sizeof(cmd),
+             "openssl x509 -noout -fingerprint -sha256 -in %s/%s", pki_dir,
+             name);
+    FILE *p = popen(cmd, "r");
+    if (p == NULL) {
+        return;
+    }
+    if (fgets(line, sizeof(line), p) != NULL) {
+        const char *eq = strchr(line, '=');
+        size_t n = 0;
+        for (const char *c = eq != NULL ? eq + 1 : ""; *c != '\0'; c++) {
+            if (isxdigit((unsigned char)*c) && n < CFR_RPC_FINGERPRINT_LEN) {
+                out[n++] = (char)tolower((unsigned char)*c);
+            }
+        }
+        out[n] = '\0';
+    }
+    pclose(p);
+}
+
 /* Passes log lines to stderr and counts gRPC's TLS version refusals. */
 static atomic_int tls_version_refusals;
 
@@ -415,14 +495,18 @@ group_setup(void **state)
         fprintf(stderr, "make-test-pki.sh failed\n");
         return -1;
     }
-    char **dst[] = {&pem_ca,        &pem_server,  &pem_server_key,  &pem_agent,
-                    &pem_agent_key, &pem_restore, &pem_restore_key, &pem_noid,
-                    &pem_noid_key,  &pem_expired, &pem_expired_key, &pem_rogue,
-                    &pem_rogue_key, &pem_twoid,   &pem_twoid_key};
+    char **dst[] = {
+        &pem_ca,         &pem_server,     &pem_server_key,    &pem_agent,
+        &pem_agent_key,  &pem_restore,    &pem_restore_key,   &pem_noid,
+        &pem_noid_key,   &pem_expired,    &pem_expired_key,   &pem_rogue,
+        &pem_rogue_key,  &pem_twoid,      &pem_twoid_key,     &pem_notyet,
+        &pem_notyet_key, &pem_serveronly, &pem_serveronly_key};
     const char *names[] = {
-        "ca.pem",      "server.pem",  "server.key", "agent.pem", "agent.key",
-        "restore.pem", "restore.key", "noid.pem",   "noid.key",  "expired.pem",
-        "expired.key", "rogue.pem",   "rogue.key",  "twoid.pem", "twoid.key"};
+        "ca.pem",     "server.pem",     "server.key",    "agent.pem",
+        "agent.key",  "restore.pem",    "restore.key",   "noid.pem",
+        "noid.key",   "expired.pem",    "expired.key",   "rogue.pem",
+        "rogue.key",  "twoid.pem",      "twoid.key",     "notyet.pem",
+        "notyet.key", "serveronly.pem", "serveronly.key"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *dst[i] = slurp(names[i]);
         if (*dst[i] == NULL) {
@@ -453,10 +537,12 @@ group_teardown(void **state)
     cfr_log_set_sink(NULL, NULL);
     fprintf(stderr, "rpc_test: grpc_shutdown took %lld ms\n",
             (long long)(now_ms() - t0));
-    char **all[] = {&pem_ca,        &pem_server,  &pem_server_key,  &pem_agent,
-                    &pem_agent_key, &pem_restore, &pem_restore_key, &pem_noid,
-                    &pem_noid_key,  &pem_expired, &pem_expired_key, &pem_rogue,
-                    &pem_rogue_key, &pem_twoid,   &pem_twoid_key};
+    char **all[] = {
+        &pem_ca,         &pem_server,     &pem_server_key,    &pem_agent,
+        &pem_agent_key,  &pem_restore,    &pem_restore_key,   &pem_noid,
+        &pem_noid_key,   &pem_expired,    &pem_expired_key,   &pem_rogue,
+        &pem_rogue_key,  &pem_twoid,      &pem_twoid_key,     &pem_notyet,
+        &pem_notyet_key, &pem_serveronly, &pem_serveronly_key};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
         cfr_free_null(all[i]);
     }
@@ -538,6 +624,12 @@ test_rpc_unary_echo_sees_identity(void **state)
     assert_string_equal(p.uri, "coffer://tenant/acme/role/agent");
     assert_string_equal(p.cn, "acme agent");
     assert_non_null(strstr(p.addr, "127.0.0.1:"));
+    assert_int_equal(p.cert_status, CFR_RPC_CERT_OK);
+    assert_string_equal(p.cert_reason, "ok");
+    char fp[CFR_RPC_FINGERPRINT_LEN + 1];
+    openssl_fingerprint("agent.pem", fp);
+    assert_int_equal(strlen(fp), CFR_RPC_FINGERPRINT_LEN);
+    assert_string_equal(p.fingerprint, fp);
     assert_int_equal(audit_wait(M_ECHO, CFR_RPC_ALLOWED, CFR_RPC_OK, 1) >= 1,
                      1);
 
@@ -560,6 +652,8 @@ test_rpc_unary_echo_sees_identity(void **state)
     pthread_mutex_unlock(&seen_mu);
     assert_string_equal(p.tenant, "globex");
     assert_string_equal(p.role, "restore");
+    openssl_fingerprint("restore.pem", fp);
+    assert_string_equal(p.fingerprint, fp);
     cfr_rpc_client_free(cli);
     cfr_buf_fini(&resp);
 }
@@ -659,16 +753,33 @@ static void
 test_rpc_bad_client_certificates_refused(void **state)
 {
     (void)state;
-    const char *certs[][3] = {
-        {"no certificate", NULL, NULL},
-        {"other CA", pem_rogue, pem_rogue_key},
-        {"expired", pem_expired, pem_expired_key},
+    /* Each one used to die inside the TLS handshake, unseen; now each is
+     * a call refused UNAUTHENTICATED, with its reason, audited with its
+     * status and fingerprint, and never shown to the authorization hook. */
+    struct {
+        const char *what, *cert, *key, *file, *detail;
+        enum cfr_rpc_cert_status status;
+    } cases[] = {
+        {"no certificate", NULL, NULL, NULL, "no client certificate",
+         CFR_RPC_CERT_NONE},
+        {"other CA", pem_rogue, pem_rogue_key, "rogue.pem",
+         "client certificate not issued by a trusted CA",
+         CFR_RPC_CERT_UNTRUSTED},
+        {"expired", pem_expired, pem_expired_key, "expired.pem",
+         "client certificate expired", CFR_RPC_CERT_EXPIRED},
+        {"not yet valid", pem_notyet, pem_notyet_key, "notyet.pem",
+         "client certificate not yet valid", CFR_RPC_CERT_NOT_YET_VALID},
+        {"serverAuth only", pem_serveronly, pem_serveronly_key,
+         "serveronly.pem",
+         "client certificate not valid for client authentication",
+         CFR_RPC_CERT_BAD_USAGE},
     };
     int runs0 = atomic_load(&handler_runs);
-    int audits0 = audit_total();
-    for (size_t i = 0; i < 3; i++) {
+    int authz0 = atomic_load(&authz_runs);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int mark = audit_mark();
         struct cfr_rpc_client *cli = client_for(cfr_rpc_server_port(main_srv),
-                                                certs[i][1], certs[i][2], 0);
+                                                cases[i].cert, cases[i].key, 0);
         assert_non_null(cli);
         struct cfr_buf resp;
         cfr_buf_init(&resp, 64);
@@ -677,30 +788,62 @@ test_rpc_bad_client_certificates_refused(void **state)
         int status = -1;
         int rc =
             cfr_rpc_unary(cli, M_ECHO, "hi", 2, 5000, &resp, &status, &err);
-        fprintf(stderr, "rpc_test: %s -> %s\n", certs[i][0], err.msg);
-        assert_int_equal(rc, CFR_EUNAVAIL);
-        assert_int_equal(status, CFR_RPC_UNAVAILABLE);
-        assert_int_equal(err.code, CFR_EUNAVAIL);
+        fprintf(stderr, "rpc_test: %s -> %s\n", cases[i].what, err.msg);
+        assert_int_equal(rc, CFR_EAUTH);
+        assert_int_equal(status, CFR_RPC_UNAUTHENTICATED);
         assert_non_null(strstr(err.msg, main_target));
-        assert_non_null(strstr(err.msg, "UNAVAILABLE"));
+        assert_non_null(strstr(err.msg, cases[i].detail));
         assert_int_equal(resp.len, 0);
+
+        /* Audited before the answer left: no polling needed. */
+        struct audit_rec a;
+        assert_int_equal(audit_find(mark, CFR_RPC_DENIED, 1, &a), 1);
+        assert_string_equal(a.method, M_ECHO);
+        assert_int_equal(a.status, CFR_RPC_UNAUTHENTICATED);
+        assert_int_equal(a.cert_status, cases[i].status);
+        assert_false(a.authenticated);
+        assert_string_equal(a.detail, cases[i].detail);
+        assert_string_equal(a.uri, ""); /* unverified: no identity taken */
+        assert_string_equal(a.tenant, "");
+        assert_non_null(strstr(a.addr, "127.0.0.1:"));
+        if (cases[i].file != NULL) {
+            char fp[CFR_RPC_FINGERPRINT_LEN + 1];
+            openssl_fingerprint(cases[i].file, fp);
+            assert_int_equal(strlen(fp), CFR_RPC_FINGERPRINT_LEN);
+            assert_string_equal(a.fingerprint, fp);
+        } else {
+            assert_string_equal(a.fingerprint, "");
+        }
+
+        /* A stranger learns nothing about paths: an unknown method is
+         * refused for the certificate first. */
+        cfr_buf_reset(&resp);
+        rc = cfr_rpc_unary(cli, M_NOPE, "hi", 2, 5000, &resp, &status, &err);
+        assert_int_equal(rc, CFR_EAUTH);
+        assert_int_equal(status, CFR_RPC_UNAUTHENTICATED);
+        assert_int_equal(audit_find(mark, CFR_RPC_DENIED, 2, &a), 2);
+        assert_string_equal(a.method, M_NOPE);
+        assert_int_equal(a.cert_status, cases[i].status);
+        assert_int_equal(audit_find(mark, CFR_RPC_NO_METHOD, 0, NULL), 0);
         cfr_buf_fini(&resp);
         cfr_rpc_client_free(cli);
     }
-    sleep_ms(100);
     assert_int_equal(atomic_load(&handler_runs), runs0);
-    assert_int_equal(audit_total(), audits0); /* no call ever existed */
+    assert_int_equal(atomic_load(&authz_runs), authz0);
 }
 
 static void
 test_rpc_certificate_without_identity_unauthenticated(void **state)
 {
     (void)state;
-    /* Only a CN, then two coffer URIs (ambiguous): both have no identity. */
-    const char *certs[][2] = {{pem_noid, pem_noid_key},
-                              {pem_twoid, pem_twoid_key}};
+    /* Only a CN, then two coffer URIs (ambiguous): both verify, both have
+     * no identity. */
+    const char *certs[][3] = {{pem_noid, pem_noid_key, "noid.pem"},
+                              {pem_twoid, pem_twoid_key, "twoid.pem"}};
     int runs0 = atomic_load(&handler_runs);
+    int authz0 = atomic_load(&authz_runs);
     for (int i = 0; i < 2; i++) {
+        int mark = audit_mark();
         struct cfr_rpc_client *cli = client_for(cfr_rpc_server_port(main_srv),
                                                 certs[i][0], certs[i][1], 0);
         assert_non_null(cli);
@@ -712,14 +855,23 @@ test_rpc_certificate_without_identity_unauthenticated(void **state)
             cfr_rpc_unary(cli, M_ECHO, "hi", 2, 5000, &resp, &status, &err);
         assert_int_equal(rc, CFR_EAUTH);
         assert_int_equal(status, CFR_RPC_UNAUTHENTICATED);
+        assert_non_null(strstr(err.msg, "carries no coffer identity"));
         assert_int_equal(resp.len, 0);
-        assert_int_equal(
-            audit_count(M_ECHO, CFR_RPC_DENIED, CFR_RPC_UNAUTHENTICATED),
-            i + 1);
+        struct audit_rec a;
+        assert_int_equal(audit_find(mark, CFR_RPC_DENIED, 1, &a), 1);
+        assert_string_equal(a.method, M_ECHO);
+        assert_int_equal(a.status, CFR_RPC_UNAUTHENTICATED);
+        assert_int_equal(a.cert_status, CFR_RPC_CERT_OK);
+        assert_true(a.authenticated);
+        assert_string_equal(a.tenant, "");
+        char fp[CFR_RPC_FINGERPRINT_LEN + 1];
+        openssl_fingerprint(certs[i][2], fp);
+        assert_string_equal(a.fingerprint, fp);
         cfr_buf_fini(&resp);
         cfr_rpc_client_free(cli);
     }
     assert_int_equal(atomic_load(&handler_runs), runs0);
+    assert_int_equal(atomic_load(&authz_runs), authz0);
 }
 
 /* Runs openssl s_client against the main server; returns its output. */
@@ -747,6 +899,29 @@ s_client(const char *version_flag, bool legacy_ciphers)
     return out;
 }
 
+/* Connects to the main server; returns the socket and our local port. */
+static int
+raw_connect(int *local_port_r)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfr_rpc_server_port(main_srv));
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        close(fd);
+        return -1;
+    }
+    *local_port_r = ntohs(sa.sin_port);
+    return fd;
+}
+
 static void
 test_rpc_tls_below_1_2_refused(void **state)
 {
@@ -754,10 +929,12 @@ test_rpc_tls_below_1_2_refused(void **state)
     /* gRPC 1.51's C API cannot set a minimum version; its default is TLS
      * 1.2, and this proves it. SECLEVEL=0 lets our openssl offer TLS 1.0
      * and 1.1 at all (else it refuses locally: "no protocols available"),
-     * so the refusal must be the server's, which logs it. */
+     * so the refusal must be the server's, which logs and audits it. */
     const char *old[] = {"-tls1_1", "-tls1"};
     for (size_t i = 0; i < 2; i++) {
         int before = atomic_load(&tls_version_refusals);
+        uint64_t failures0 = cfr_rpc_server_tls_failures(main_srv);
+        int mark = audit_mark();
         char *out = s_client(old[i], true);
         assert_non_null(out);
         fprintf(stderr, "rpc_test: s_client %s: %s", old[i], out);
@@ -770,8 +947,19 @@ test_rpc_tls_below_1_2_refused(void **state)
             sleep_ms(10);
         }
         assert_int_equal(atomic_load(&tls_version_refusals), before + 1);
+        struct audit_rec a;
+        assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 1, &a), 1);
+        assert_string_equal(a.detail,
+                            "TLS handshake failed: unsupported protocol");
+        assert_string_equal(a.method, "");
+        assert_int_equal(a.status, CFR_RPC_UNAVAILABLE);
+        assert_int_equal(a.cert_status, CFR_RPC_CERT_NONE);
+        assert_string_equal(a.addr, ""); /* 1.51 does not say */
+        assert_int_equal(cfr_rpc_server_tls_failures(main_srv), failures0 + 1);
         cfr_free(out);
     }
+    int mark = audit_mark();
+    uint64_t failures0 = cfr_rpc_server_tls_failures(main_srv);
     char *out = s_client("-tls1_2", false);
     assert_non_null(out);
     assert_non_null(strstr(out, "CONNECTION ESTABLISHED"));
@@ -782,6 +970,108 @@ test_rpc_tls_below_1_2_refused(void **state)
     assert_non_null(strstr(out, "CONNECTION ESTABLISHED"));
     assert_non_null(strstr(out, "Protocol version: TLSv1.3"));
     cfr_free(out);
+    /* Unspecified, the client and server settle on 1.3. */
+    out = s_client("", false);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "Protocol version: TLSv1.3"));
+    cfr_free(out);
+    /* Completed handshakes are no failures, even when the client then
+     * leaves without a call: a hang-up mid-handshake after them is the
+     * first failure recorded. */
+    int port;
+    int fd = raw_connect(&port);
+    assert_true(fd >= 0);
+    close(fd);
+    struct audit_rec a;
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 1, &a), 1);
+    char want[64];
+    snprintf(want, sizeof(want), "ipv4:127.0.0.1:%d", port);
+    assert_string_equal(a.addr, want);
+    assert_int_equal(cfr_rpc_server_tls_failures(main_srv), failures0 + 1);
+}
+
+static void
+test_rpc_failed_handshakes_audited(void **state)
+{
+    (void)state;
+    uint64_t failures0 = cfr_rpc_server_tls_failures(main_srv);
+    int runs0 = atomic_load(&handler_runs);
+
+    /* Bytes that are not TLS: refused by OpenSSL, no address known. */
+    int mark = audit_mark();
+    int port;
+    int fd = raw_connect(&port);
+    assert_true(fd >= 0);
+    uint8_t junk[300];
+    fill(junk, sizeof(junk), 7);
+    junk[0] = 0x47; /* never a TLS record type */
+    assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+    char buf[64];
+    ssize_t got = read(fd, buf, sizeof(buf)); /* the server closes: EOF */
+    assert_true(got <= 0);
+    close(fd);
+    struct audit_rec a;
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 1, &a), 1);
+    assert_string_equal(a.detail, "TLS handshake failed: wrong version number");
+    assert_int_equal(a.status, CFR_RPC_UNAVAILABLE);
+
+    /* A client that hangs up mid-handshake: the socket error names it. */
+    mark = audit_mark();
+    fd = raw_connect(&port);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "\x16\x03\x01", 3), 3); /* a partial record */
+    close(fd);
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 1, &a), 1);
+    assert_string_equal(a.detail,
+                        "TLS handshake failed: connection closed during the "
+                        "handshake");
+    char want[64];
+    snprintf(want, sizeof(want), "ipv4:127.0.0.1:%d", port);
+    assert_string_equal(a.addr, want);
+    assert_int_equal(cfr_rpc_server_tls_failures(main_srv), failures0 + 2);
+
+    /* The lines gRPC writes are parsed, not trusted: a server shutting a
+     * listener, an OK status and another file's line are no failures; a
+     * timeout and an unknown cause are, with a short printable cause. */
+    mark = audit_mark();
+    const char *file =
+        "./src/core/ext/transport/chttp2/server/chttp2_server.cc";
+    cfr_rpc_server_observe_grpc_log(file, "Handshaking failed: OK");
+    cfr_rpc_server_observe_grpc_log(
+        file, "Handshaking failed: UNKNOWN:Handshake read failed {children:["
+              "UNKNOWN:FD Shutdown {children:[UNKNOWN:Listener stopped "
+              "serving. {}]}]}");
+    cfr_rpc_server_observe_grpc_log("./src/other.cc",
+                                    "Handshaking failed: UNKNOWN:x");
+    cfr_rpc_server_observe_grpc_log(file, "Handshaking went fine");
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 0, NULL), 0);
+    cfr_rpc_server_observe_grpc_log(
+        file, "Handshaking failed: UNKNOWN:Handshake read failed {children:["
+              "UNKNOWN:FD Shutdown {children:[UNKNOWN:Handshake timed out {}]}"
+              "]}");
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 1, &a), 1);
+    assert_string_equal(a.detail, "TLS handshake failed: handshake timed out");
+    cfr_rpc_server_observe_grpc_log(
+        file, "Handshaking failed: INTERNAL:Odd\x01thing {target_address:"
+              "\"ipv6:[::1]:4\"}");
+    assert_int_equal(audit_find(mark, CFR_RPC_TLS_FAILED, 2, &a), 2);
+    assert_string_equal(a.detail, "TLS handshake failed: Odd?thing");
+    assert_string_equal(a.addr, "ipv6:[::1]:4");
+    assert_int_equal(cfr_rpc_server_tls_failures(main_srv), failures0 + 4);
+
+    /* None of it reached a handler, and the server goes on serving. */
+    assert_int_equal(atomic_load(&handler_runs), runs0);
+    struct cfr_rpc_client *cli = agent_client();
+    assert_non_null(cli);
+    struct cfr_buf resp;
+    cfr_buf_init(&resp, 64);
+    struct cfr_err err;
+    int status = -1;
+    assert_int_equal(
+        cfr_rpc_unary(cli, M_ECHO, "ok", 2, 5000, &resp, &status, &err), 0);
+    assert_int_equal(resp.len, 2);
+    cfr_buf_fini(&resp);
+    cfr_rpc_client_free(cli);
 }
 
 static void
@@ -1061,6 +1351,13 @@ test_rpc_port_in_use_and_unstarted_free(void **state)
                                                h_echo, NULL, &err),
                      CFR_EEXIST);
     cfr_rpc_server_free(srv);
+    /* A client CA text without a certificate is a configuration error,
+     * not a server that trusts nobody (or anybody). */
+    o.client_ca_pem = "not a certificate";
+    assert_int_equal(cfr_rpc_server_new(&o, &srv, &err), CFR_ECONFIG);
+    assert_null(srv);
+    assert_non_null(strstr(err.msg, "client CA"));
+    o.client_ca_pem = pem_ca;
     /* No authorization hook: refused, fail closed. */
     o.authz = NULL;
     assert_int_equal(cfr_rpc_server_new(&o, &srv, &err), CFR_EINVAL);
@@ -1077,6 +1374,7 @@ main(void)
         cmocka_unit_test(test_rpc_bad_client_certificates_refused),
         cmocka_unit_test(test_rpc_certificate_without_identity_unauthenticated),
         cmocka_unit_test(test_rpc_tls_below_1_2_refused),
+        cmocka_unit_test(test_rpc_failed_handshakes_audited),
         cmocka_unit_test(test_rpc_authz_denial_and_unknown_method_audited),
         cmocka_unit_test(test_rpc_oversized_message_refused_server_goes_on),
         cmocka_unit_test(test_rpc_deadline_exceeded_promptly),

@@ -8,7 +8,10 @@
  *  2. The agent role is append-only: it never reads object contents back
  *     (GetObjects) and never administers (Admin), so a stolen agent
  *     certificate can neither exfiltrate nor destroy backups.
- *  3. Role names compare byte for byte, like the identity URI they come
+ *  3. Operators manage the vault (System) and may ask Health; nothing
+ *     else. No tenant role may call System, so a tenant certificate can
+ *     never touch the registry, the deny list or another tenant's audit.
+ *  4. Role names compare byte for byte, like the identity URI they come
  *     from (docs/FORMAT.md, "Identity").
  */
 #include "authz.h"
@@ -26,6 +29,7 @@ static const char *const method_names[VAULT_M_COUNT] = {
     [VAULT_M_ADMIN] = "Admin",
     [VAULT_M_AUDIT] = "Audit",
     [VAULT_M_HEALTH] = "Health",
+    [VAULT_M_SYSTEM] = "System",
 };
 
 static const char *const method_paths[VAULT_M_COUNT] = {
@@ -38,6 +42,7 @@ static const char *const method_paths[VAULT_M_COUNT] = {
     [VAULT_M_ADMIN] = VAULT_SERVICE_PREFIX "Admin",
     [VAULT_M_AUDIT] = VAULT_SERVICE_PREFIX "Audit",
     [VAULT_M_HEALTH] = VAULT_SERVICE_PREFIX "Health",
+    [VAULT_M_SYSTEM] = VAULT_SERVICE_PREFIX "System",
 };
 
 #define A (1u << VAULT_ROLE_AGENT)
@@ -45,6 +50,7 @@ static const char *const method_paths[VAULT_M_COUNT] = {
 #define U (1u << VAULT_ROLE_AUDITOR)
 #define D (1u << VAULT_ROLE_ADMIN)
 #define V (1u << VAULT_ROLE_VAULT)
+#define O (1u << VAULT_ROLE_OPERATOR)
 
 /* One bit per role that may call the method. */
 static const unsigned matrix[VAULT_M_COUNT] = {
@@ -56,7 +62,8 @@ static const unsigned matrix[VAULT_M_COUNT] = {
     [VAULT_M_LIST_SNAPSHOTS] = A | R | U | D | V,
     [VAULT_M_ADMIN] = D,
     [VAULT_M_AUDIT] = U | D,
-    [VAULT_M_HEALTH] = A | R | U | D | V,
+    [VAULT_M_HEALTH] = A | R | U | D | V | O,
+    [VAULT_M_SYSTEM] = O,
 };
 
 #undef A
@@ -64,6 +71,7 @@ static const unsigned matrix[VAULT_M_COUNT] = {
 #undef U
 #undef D
 #undef V
+#undef O
 
 enum vault_method
 vault_authz_method(const char *path)
@@ -103,7 +111,7 @@ vault_authz_role(const char *name)
     } roles[] = {
         {"agent", VAULT_ROLE_AGENT},     {"restore", VAULT_ROLE_RESTORE},
         {"auditor", VAULT_ROLE_AUDITOR}, {"admin", VAULT_ROLE_ADMIN},
-        {"vault", VAULT_ROLE_VAULT},
+        {"vault", VAULT_ROLE_VAULT},     {"operator", VAULT_ROLE_OPERATOR},
     };
     enum vault_role r = VAULT_ROLE_NONE;
     if (name == NULL) {
@@ -135,4 +143,18 @@ vault_authz_sees_stats(enum vault_role role)
 {
     return role == VAULT_ROLE_AUDITOR || role == VAULT_ROLE_ADMIN ||
            role == VAULT_ROLE_VAULT;
+}
+
+bool
+vault_authz_needs_registration(enum vault_method m)
+{
+    return (unsigned)m < VAULT_M_COUNT && m != VAULT_M_HEALTH;
+}
+
+bool
+vault_authz_is_data(enum vault_method m)
+{
+    return m == VAULT_M_MISSING || m == VAULT_M_OPEN_LEASE ||
+           m == VAULT_M_PUT_OBJECTS || m == VAULT_M_GET_OBJECTS ||
+           m == VAULT_M_COMMIT;
 }

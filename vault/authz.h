@@ -4,7 +4,9 @@
  * A caller's tenant and role come only from its verified client
  * certificate (core/rpc.h); nothing in a request can widen them. This
  * module answers the static question "may role R call method M" and maps
- * an RPC path to a method. The tenant part of authorization is structural:
+ * an RPC path to a method. Operators (coffer://operator/NAME) have no
+ * tenant: they may call System and Health only, so no operator certificate
+ * ever reaches tenant data. The tenant part of authorization is structural:
  * server.c opens only the caller's own tenant database, so another
  * tenant's data is not reachable at all and looks exactly like "absent".
  *
@@ -25,6 +27,7 @@ enum vault_method {
     VAULT_M_ADMIN,
     VAULT_M_AUDIT,
     VAULT_M_HEALTH,
+    VAULT_M_SYSTEM,
     VAULT_M_COUNT,
 };
 
@@ -35,6 +38,7 @@ enum vault_role {
     VAULT_ROLE_AUDITOR,
     VAULT_ROLE_ADMIN,
     VAULT_ROLE_VAULT,
+    VAULT_ROLE_OPERATOR, /* coffer://operator/NAME: vault-wide, no tenant */
 };
 
 #define VAULT_SERVICE_PREFIX "/coffer.v1.Vault/"
@@ -54,5 +58,18 @@ bool vault_authz_allowed(enum vault_role role, enum vault_method m);
 
 /* Whether role sees Health statistics (auditor, admin, peer vault). */
 bool vault_authz_sees_stats(enum vault_role role);
+
+/*
+ * Whether a call of m by a tenant identity needs that tenant to be
+ * registered: every method but Health (which only says the vault is up).
+ */
+bool vault_authz_needs_registration(enum vault_method m);
+
+/*
+ * Whether m reads or writes tenant data, and so is refused where the
+ * tenant's allowed regions exclude this vault: Missing, OpenLease,
+ * PutObjects, GetObjects, Commit.
+ */
+bool vault_authz_is_data(enum vault_method m);
 
 #endif /* VAULT_AUTHZ_H */

@@ -51,7 +51,7 @@
 static const char *const role_names[] = {
     [VAULT_PKI_AGENT] = "agent",     [VAULT_PKI_RESTORE] = "restore",
     [VAULT_PKI_AUDITOR] = "auditor", [VAULT_PKI_ADMIN] = "admin",
-    [VAULT_PKI_VAULT] = "vault",
+    [VAULT_PKI_VAULT] = "vault",     [VAULT_PKI_OPERATOR] = "operator",
 };
 #define ROLE_COUNT (sizeof(role_names) / sizeof(role_names[0]))
 
@@ -276,7 +276,7 @@ vault_pki_role_parse(const char *s, enum vault_pki_role *role_r,
     }
     return CFR_ERR(err, CFR_EINVAL,
                    "unknown role '%.40s' (expected agent, restore, auditor, "
-                   "admin or vault)",
+                   "admin, vault or operator)",
                    s != NULL ? s : "");
 }
 
@@ -445,6 +445,13 @@ uri_identity(struct vault_pki_info *info, const unsigned char *v, size_t n,
         if ((*found)++ == 0) {
             memcpy(info->tenant, t, sizeof(t));
             memcpy(info->role, r, sizeof(r));
+            size_t olen = strlen(VAULT_PKI_OPERATOR_URI);
+            /* The parser accepted the name, which bounds its length. */
+            if (strcmp(r, CFR_RPC_ROLE_OPERATOR) == 0 && n > olen &&
+                n - olen < sizeof(info->operator_name)) {
+                memcpy(info->operator_name, uri + olen, n - olen);
+                info->operator_name[n - olen] = '\0';
+            }
         }
         return;
     }
@@ -515,6 +522,7 @@ describe(X509 *x, struct vault_pki_info *info, struct cfr_err *err)
     if (!info->has_identity) {
         info->tenant[0] = '\0';
         info->role[0] = '\0';
+        info->operator_name[0] = '\0';
     }
 
     bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
@@ -553,6 +561,87 @@ vault_pki_cert_show(const char *path, struct vault_pki_info *info_r,
         rc = describe(x, info_r, err);
     }
     X509_free(x);
+    return rc;
+}
+
+int
+vault_pki_cert_fingerprint(const char *path,
+                           char out[CFR_RPC_FINGERPRINT_LEN + 1],
+                           struct cfr_err *err)
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    X509 *x = NULL;
+    int rc;
+
+    out[0] = '\0';
+    if ((rc = read_cert(path, &x, err)) != 0) {
+        goto out;
+    }
+    /* X509_digest hashes the DER encoding, as the transport does. */
+    if (X509_digest(x, EVP_sha256(), md, &mdlen) != 1 ||
+        2 * (size_t)mdlen != CFR_RPC_FINGERPRINT_LEN) {
+        rc = ossl_fail(err, CFR_EINTERNAL, "certificate fingerprint");
+        goto out;
+    }
+    for (unsigned int i = 0; i < mdlen; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[2 * mdlen] = '\0';
+out:
+    X509_free(x);
+    return rc;
+}
+
+int
+vault_pki_client_check(const char *cert_path, const char *key_path,
+                       const char *ca_path, struct vault_pki_info *info_r,
+                       struct cfr_err *err)
+{
+    X509 *x = NULL, *ca = NULL;
+    EVP_PKEY *k = NULL;
+    BIO *bio = NULL;
+    struct stat st;
+    int rc;
+
+    if ((rc = read_cert(cert_path, &x, err)) != 0 ||
+        (rc = describe(x, info_r, err)) != 0 ||
+        (rc = read_cert(ca_path, &ca, err)) != 0) {
+        goto out;
+    }
+    if (X509_check_ca(ca) == 0) {
+        rc = CFR_ERR(err, CFR_ECORRUPT, "%s is not a CA certificate", ca_path);
+        goto out;
+    }
+    if ((rc = open_pem(key_path, "key", &bio, err)) != 0) {
+        goto out;
+    }
+    /* A client key others can read may already be someone else's. */
+    if (stat(key_path, &st) == 0 && (st.st_mode & 077) != 0) {
+        rc = CFR_ERR(err, CFR_EDENIED,
+                     "%s is accessible by group or others (mode %04o); "
+                     "chmod 600 it",
+                     key_path, (unsigned)(st.st_mode & 07777));
+        goto out;
+    }
+    k = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+    if (k == NULL) {
+        rc = ossl_fail(err, CFR_ECORRUPT, key_path);
+        goto out;
+    }
+    if (X509_check_private_key(x, k) != 1) {
+        ERR_clear_error();
+        rc = CFR_ERR(err, CFR_ECORRUPT, "%s is not the key of %s", key_path,
+                     cert_path);
+        goto out;
+    }
+out:
+    EVP_PKEY_free(k);
+    BIO_free(bio);
+    X509_free(x);
+    X509_free(ca);
     return rc;
 }
 
@@ -921,6 +1010,38 @@ issue_check(const struct vault_pki_issue_opts *o, char *uri, size_t uri_size,
                            "bad IP address '%.64s' (IPv4 or IPv6 literal)",
                            o->ips[i]);
         }
+    }
+    if (o->role == VAULT_PKI_OPERATOR) {
+        char t[CFR_RPC_TENANT_MAX], r[CFR_RPC_ROLE_MAX];
+        /* An operator acts on the vault itself, never for a tenant: a
+         * tenant in its certificate would suggest a scope it does not have. */
+        if (o->tenant != NULL) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "role operator acts on the vault, not for a "
+                           "tenant: no --tenant");
+        }
+        if (o->ndns + o->nips > 0) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "--dns and --ip apply to role vault only");
+        }
+        if (o->name == NULL) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "role operator needs --name (the operator's name; "
+                           "approvals tell operators apart by it)");
+        }
+        if ((rc = vault_pki_name_check("operator name", o->name, err)) != 0) {
+            return rc;
+        }
+        snprintf(uri, uri_size, "%s%s", VAULT_PKI_OPERATOR_URI, o->name);
+        /* Invariant 1, as for the tenant roles. */
+        if (cfr_rpc_identity_parse(uri, t, r) != 0 || t[0] != '\0' ||
+            strcmp(r, CFR_RPC_ROLE_OPERATOR) != 0) {
+            return CFR_ERR(err, CFR_EINTERNAL,
+                           "identity %s does not parse back", uri);
+        }
+        *cn_r = o->name;
+        *ou_r = NULL;
+        return 0;
     }
     if (o->role != VAULT_PKI_VAULT) {
         char t[CFR_RPC_TENANT_MAX], r[CFR_RPC_ROLE_MAX];

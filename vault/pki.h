@@ -7,6 +7,8 @@
  * coffer://tenant/<tenant>/role/<role> (docs/FORMAT.md "Identity"); the
  * issuer builds that URI and then checks it with cfr_rpc_identity_parse, so
  * the tool can never issue an identity the server would read differently.
+ * An operator certificate carries coffer://operator/<name> (CN <name>): the
+ * vault's own operators, vault-wide and never inside a tenant.
  * A vault certificate names its host by DNS and IP SANs (TLS checks those)
  * and itself by the URI coffer://vault/<name>, a form the transport does
  * not read as a tenant identity: a vault certificate can never act for a
@@ -44,13 +46,16 @@
 
 /* The URI prefix of a vault's own certificate. */
 #define VAULT_PKI_VAULT_URI "coffer://vault/"
+/* The URI prefix of an operator's certificate. */
+#define VAULT_PKI_OPERATOR_URI "coffer://operator/"
 
 enum vault_pki_role {
     VAULT_PKI_AGENT = 0,
     VAULT_PKI_RESTORE = 1,
     VAULT_PKI_AUDITOR = 2,
     VAULT_PKI_ADMIN = 3,
-    VAULT_PKI_VAULT = 4, /* server, and client towards peer vaults */
+    VAULT_PKI_VAULT = 4,    /* server, and client towards peer vaults */
+    VAULT_PKI_OPERATOR = 5, /* the vault's operators: System calls */
 };
 
 /* "agent", "restore", ...; NULL for a value outside the enum. */
@@ -91,6 +96,8 @@ struct vault_pki_info {
     char tenant[CFR_RPC_TENANT_MAX];
     char role[CFR_RPC_ROLE_MAX];
     char vault_name[CFR_RPC_TENANT_MAX]; /* from coffer://vault/<name> */
+    /* From coffer://operator/<name> (then role is "operator", tenant ""). */
+    char operator_name[CFR_RPC_TENANT_MAX];
 };
 
 struct vault_pki_ca_opts {
@@ -110,10 +117,12 @@ int vault_pki_ca_init(const struct vault_pki_ca_opts *opts,
 struct vault_pki_issue_opts {
     const char *ca_dir;
     enum vault_pki_role role;
-    const char *tenant; /* required for every role but vault, refused there */
-    /* vault: its name (NULL = the first DNS name); other roles: the
-     * holder's name, the certificate's CN (NULL = the role), which tells
-     * two admins apart for approvals. */
+    const char *tenant; /* required for tenant roles, refused for vault and
+                           operator */
+    /* vault: its name (NULL = the first DNS name); operator: required,
+     * the operator's name (URI and CN); other roles: the holder's name,
+     * the certificate's CN (NULL = the role), which tells two admins
+     * apart for approvals. */
     const char *name;
     const char *const *dns;
     size_t ndns;
@@ -138,5 +147,27 @@ int vault_pki_cert_issue(const struct vault_pki_issue_opts *opts,
 /* Reads a PEM certificate and describes it. */
 int vault_pki_cert_show(const char *path, struct vault_pki_info *info_r,
                         struct cfr_err *err);
+
+/*
+ * The SHA-256 of a PEM certificate's DER encoding as 64 lower-case hex
+ * digits: what the vault's deny list compares a client certificate with
+ * (struct cfr_rpc_peer.fingerprint). CFR_ENOTFOUND, CFR_EIO, CFR_ECORRUPT.
+ */
+int vault_pki_cert_fingerprint(const char *path,
+                               char out[CFR_RPC_FINGERPRINT_LEN + 1],
+                               struct cfr_err *err);
+
+/*
+ * Checks client credentials before they are used to connect anywhere:
+ * cert_path is a PEM certificate (described into *info_r), key_path its
+ * private key (same public key; not accessible by group or others: the
+ * check ssh makes), ca_path a PEM CA certificate. Nothing is kept and no
+ * key byte leaves OpenSSL. CFR_ENOTFOUND/CFR_EIO for unreadable files,
+ * CFR_ECORRUPT for wrong content or a key that does not match,
+ * CFR_EDENIED for a key file others can read.
+ */
+int vault_pki_client_check(const char *cert_path, const char *key_path,
+                           const char *ca_path, struct vault_pki_info *info_r,
+                           struct cfr_err *err);
 
 #endif /* VAULT_PKI_H */

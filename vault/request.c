@@ -15,8 +15,13 @@
  */
 #include "request.h"
 
-#include "clock.h" /* CFR_MS_PER_HOUR, CFR_MS_PER_DAY */
-#include "sysdb.h" /* VAULT_SYSDB_APPROVAL_ID_LEN */
+#include <stdbool.h> /* bool */
+#include <string.h>  /* strlen, strcmp, strncmp */
+
+#include "clock.h"  /* CFR_MS_PER_HOUR, CFR_MS_PER_DAY */
+#include "rpc.h"    /* cfr_rpc_identity_parse: the server's identity rule */
+#include "secret.h" /* cfr_wipe for TOTP secrets */
+#include "sysdb.h"  /* VAULT_SYSDB_APPROVAL_ID_LEN, tenant names, bounds */
 
 /*
  * Unpacks one message of descriptor d. protobuf-c returns NULL both for
@@ -432,5 +437,228 @@ vault_request_decode_health(const uint8_t *p, size_t n,
 void
 vault_request_free_health(Coffer__V1__HealthRequest *msg)
 {
+    release(msg != NULL ? &msg->base : NULL);
+}
+
+/* ---- System ------------------------------------------------------------- */
+
+#define SYSTEM_TEXT_MAX 256 /* reason, principal, deny value: bytes */
+#define SYSTEM_TOTP_MAX 16  /* a code is 6..8 digits; room to say "bad" */
+#define TOTP_SECRET_MIN 20  /* 160 bits, what authenticator apps use */
+#define TOTP_SECRET_MAX 64
+
+/* Printable ASCII, 1..max-1 bytes (spaces allowed when spaces). */
+static bool
+printable(const char *s, size_t max, bool spaces)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n >= max) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c >= 0x7f || (c == ' ' && !spaces)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool
+vault_request_vault_identity_ok(const char *uri)
+{
+    static const char pre[] = "coffer://vault/";
+    const char *name;
+    if (uri == NULL || strncmp(uri, pre, sizeof(pre) - 1) != 0) {
+        return false;
+    }
+    name = uri + sizeof(pre) - 1;
+    /* A vault is named like a tenant: one safe path segment. */
+    return vault_sysdb_tenant_name_ok(name, NULL) == 0;
+}
+
+bool
+vault_request_fingerprint_ok(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n != 2 * 32) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+              (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+check_tenant_info(const Coffer__V1__TenantInfo *t, struct cfr_err *err)
+{
+    if (t == NULL) {
+        return CFR_ERR(err, CFR_EINVAL, "tenant: required");
+    }
+    if (vault_sysdb_tenant_name_ok(t->name, NULL) != 0) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "tenant.name: 1..63 of [a-z0-9._-], not starting "
+                       "with . - or _");
+    }
+    if (t->n_regions > VAULT_SYSDB_REGIONS_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "tenant.regions: more than %d",
+                       VAULT_SYSDB_REGIONS_MAX);
+    }
+    for (size_t i = 0; i < t->n_regions; i++) {
+        if (!printable(t->regions[i], VAULT_SYSDB_REGION_MAX, false)) {
+            return CFR_ERR(err, CFR_EINVAL, "tenant.regions[%zu]: bad name", i);
+        }
+    }
+    if (t->n_notify > VAULT_SYSDB_NOTIFY_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "tenant.notify: more than %d",
+                       VAULT_SYSDB_NOTIFY_MAX);
+    }
+    for (size_t i = 0; i < t->n_notify; i++) {
+        if (!printable(t->notify[i], VAULT_SYSDB_TARGET_MAX, false)) {
+            return CFR_ERR(err, CFR_EINVAL, "tenant.notify[%zu]: bad target",
+                           i);
+        }
+    }
+    if (t->retention_ms != 0 && (t->retention_ms < CFR_MS_PER_HOUR ||
+                                 t->retention_ms > 3650 * CFR_MS_PER_DAY)) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "tenant.retention_ms: 0 or between 1 hour and 10 "
+                       "years");
+    }
+    return 0;
+}
+
+static int
+check_deny(const Coffer__V1__DenyEntry *d, struct cfr_err *err)
+{
+    char tenant[CFR_RPC_TENANT_MAX], role[CFR_RPC_ROLE_MAX];
+    if (d == NULL) {
+        return CFR_ERR(err, CFR_EINVAL, "deny: required");
+    }
+    if (strcmp(d->kind, "identity") == 0) {
+        if (strlen(d->value) >= CFR_RPC_NAME_MAX ||
+            (cfr_rpc_identity_parse(d->value, tenant, role) != 0 &&
+             !vault_request_vault_identity_ok(d->value))) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "deny.value: not a coffer identity URI");
+        }
+    } else if (strcmp(d->kind, "fingerprint") == 0) {
+        if (!vault_request_fingerprint_ok(d->value)) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "deny.value: a SHA-256 fingerprint is 64 hex "
+                           "digits");
+        }
+    } else {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "deny.kind: \"identity\" or \"fingerprint\"");
+    }
+    if (d->reason[0] != '\0' && !printable(d->reason, SYSTEM_TEXT_MAX, true)) {
+        return CFR_ERR(err, CFR_EINVAL, "deny.reason: printable, < %d bytes",
+                       SYSTEM_TEXT_MAX);
+    }
+    return 0;
+}
+
+static int
+check_system(const Coffer__V1__SystemRequest *req, struct cfr_err *err)
+{
+    /* Fields every op may carry. */
+    if (req->approval_id.len != 0 &&
+        req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
+        return CFR_ERR(err, CFR_EINVAL, "approval_id: %d bytes expected",
+                       VAULT_SYSDB_APPROVAL_ID_LEN);
+    }
+    if (strlen(req->totp) >= SYSTEM_TOTP_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "totp: too long");
+    }
+    if (req->reason[0] != '\0' &&
+        !printable(req->reason, SYSTEM_TEXT_MAX, true)) {
+        return CFR_ERR(err, CFR_EINVAL, "reason: printable, < %d bytes",
+                       SYSTEM_TEXT_MAX);
+    }
+    if (req->tenant_name[0] != '\0' &&
+        vault_sysdb_tenant_name_ok(req->tenant_name, NULL) != 0) {
+        return CFR_ERR(err, CFR_EINVAL, "tenant_name: bad tenant name");
+    }
+    switch (req->op) {
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_ADD:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_SET:
+        return check_tenant_info(req->tenant, err);
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE:
+        return check_deny(req->deny, err);
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET:
+        if (req->totp_secret.len < TOTP_SECRET_MIN ||
+            req->totp_secret.len > TOTP_SECRET_MAX) {
+            return CFR_ERR(err, CFR_EINVAL, "totp_secret: %d..%d bytes",
+                           TOTP_SECRET_MIN, TOTP_SECRET_MAX);
+        }
+        if (req->principal[0] != '\0' &&
+            !printable(req->principal, SYSTEM_TEXT_MAX, true)) {
+            return CFR_ERR(err, CFR_EINVAL, "principal: printable, < %d bytes",
+                           SYSTEM_TEXT_MAX);
+        }
+        /* A tenant admin must be named; an operator's own is implied. */
+        if (req->tenant_name[0] != '\0' && req->principal[0] == '\0') {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "principal: the admin's certificate name");
+        }
+        return 0;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_APPROVE:
+        if (req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
+            return CFR_ERR(err, CFR_EINVAL, "approval_id: %d bytes expected",
+                           VAULT_SYSDB_APPROVAL_ID_LEN);
+        }
+        return 0;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT:
+        return 0;
+    default:
+        return CFR_ERR(err, CFR_EINVAL, "unknown system op");
+    }
+}
+
+int
+vault_request_decode_system(const uint8_t *p, size_t n,
+                            Coffer__V1__SystemRequest **msg_r,
+                            struct cfr_err *err)
+{
+    ProtobufCMessage *m = NULL;
+    int rc;
+
+    *msg_r = NULL;
+    if ((rc = unpack(&coffer__v1__system_request__descriptor, "SystemRequest",
+                     p, n, &m, err)) != 0) {
+        goto out;
+    }
+    if ((rc = check_system((Coffer__V1__SystemRequest *)m, err)) != 0) {
+        goto out;
+    }
+    *msg_r = (Coffer__V1__SystemRequest *)m;
+    m = NULL;
+out:
+    if (m != NULL) {
+        /* The secret must not linger in freed memory. */
+        Coffer__V1__SystemRequest *req = (Coffer__V1__SystemRequest *)m;
+        if (req->totp_secret.len > 0) {
+            cfr_wipe(req->totp_secret.data, req->totp_secret.len);
+        }
+    }
+    release(m);
+    return rc;
+}
+
+void
+vault_request_free_system(Coffer__V1__SystemRequest *msg)
+{
+    if (msg != NULL && msg->totp_secret.len > 0) {
+        cfr_wipe(msg->totp_secret.data, msg->totp_secret.len);
+    }
     release(msg != NULL ? &msg->base : NULL);
 }

@@ -18,8 +18,9 @@
 #ifndef VAULT_REQUEST_H
 #define VAULT_REQUEST_H
 
-#include <stddef.h> /* size_t */
-#include <stdint.h> /* uint8_t */
+#include <stdbool.h> /* bool */
+#include <stddef.h>  /* size_t */
+#include <stdint.h>  /* uint8_t */
 
 #include "coffer_vault.pb-c.h" /* wire messages */
 #include "err.h"               /* struct cfr_err */
@@ -102,5 +103,27 @@ int vault_request_decode_health(const uint8_t *p, size_t n,
                                 Coffer__V1__HealthRequest **msg_r,
                                 struct cfr_err *err);
 void vault_request_free_health(Coffer__V1__HealthRequest *msg);
+
+/*
+ * System (operators): a known op and what it needs. TENANT_ADD and
+ * TENANT_SET a tenant with a valid name, at most VAULT_SYSDB_REGIONS_MAX
+ * regions and VAULT_SYSDB_NOTIFY_MAX targets (their syntax is checked by
+ * sysdb), retention_ms 0 or 1 hour..10 years; REVOKE and UNREVOKE a deny
+ * entry of kind "identity" (a URI cfr_rpc_identity_parse accepts, or
+ * coffer://vault/NAME) or "fingerprint" (64 hex digits); TOTP_SET a
+ * totp_secret of 20..64 bytes and, when tenant_name is set, a principal;
+ * APPROVE an approval_id of VAULT_SYSDB_APPROVAL_ID_LEN bytes. On every
+ * op: tenant_name empty or a valid tenant name, approval_id empty or 16
+ * bytes, reason printable. The totp_secret is wiped when freed.
+ */
+int vault_request_decode_system(const uint8_t *p, size_t n,
+                                Coffer__V1__SystemRequest **msg_r,
+                                struct cfr_err *err);
+void vault_request_free_system(Coffer__V1__SystemRequest *msg);
+
+/* coffer://vault/NAME, NAME a valid tenant-style name (a peer vault). */
+bool vault_request_vault_identity_ok(const char *uri);
+/* 64 hex digits, either case: a certificate's SHA-256. */
+bool vault_request_fingerprint_ok(const char *s);
 
 #endif /* VAULT_REQUEST_H */

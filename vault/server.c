@@ -24,6 +24,16 @@
  *     stopping waits at most for one store call.
  *  7. The audit callback never blocks: it queues to the system database
  *     and the notifier, and takes only the rate limiter's short lock.
+ *  8. Every call passes the registry gate (h_gated) before its handler:
+ *     a tenant identity acts only for a registered tenant, and reaches
+ *     data only where the tenant's regions include this vault. So no
+ *     tenant database is ever created for an unregistered tenant.
+ *  9. The deny list is consulted on every call by identity URI and by
+ *     certificate fingerprint (authz_hook), never cached.
+ * 10. Operators (role operator) reach System and Health only (authz.c);
+ *     System never opens a tenant database except to read usage.
+ * 11. A System op's audit record names the op, its target and outcome;
+ *     a TOTP secret or code never enters a log line or record.
  *
  * Second-factor states of one destructive request (sysdb.h keeps them):
  *
@@ -35,6 +45,7 @@
 #include "server.h"
 
 #include <errno.h>     /* errno */
+#include <stdarg.h>    /* va_list for sys_fail */
 #include <inttypes.h>  /* PRIu64 */
 #include <pthread.h>   /* maintenance thread */
 #include <stdatomic.h> /* statistics counters */
@@ -84,7 +95,10 @@ struct vault_server {
     atomic_uint_fast64_t commits, maint_runs, maint_errors;
     atomic_uint_fast64_t snaps_removed, objs_removed, bytes_removed;
     atomic_uint_fast64_t corrupt_reads;
+    struct seen_cache *seen; /* agent certificates already recorded */
 };
+
+struct seen_cache;
 
 static void count_denial(struct vault_server *srv,
                          const struct cfr_rpc_peer *peer);
@@ -825,7 +839,10 @@ tenant_retention(struct vault_server *srv, const char *name)
     return ms;
 }
 
-/* Stores a new retention window for the caller's tenant in the registry. */
+/*
+ * Stores a new retention window for the caller's tenant in the registry
+ * (registered: the call passed the registry gate).
+ */
 static int
 set_retention(struct call *c, int64_t ms)
 {
@@ -838,96 +855,133 @@ set_retention(struct call *c, int64_t ms)
     if (rc == 0) {
         rec->retention_ms = ms;
         rc = vault_sysdb_tenant_update(c->srv->sysdb, rec, NULL, &c->err);
-    } else if (rc == CFR_ENOTFOUND) {
-        memset(rec, 0, sizeof(*rec));
-        snprintf(rec->name, sizeof(rec->name), "%s", c->peer->tenant);
-        rec->retention_ms = ms;
-        rc = vault_sysdb_tenant_create(c->srv->sysdb, rec, &c->err);
     }
     cfr_free(rec);
     return rc;
 }
 
 /*
- * The second factor of a destructive operation (invariant 5). Returns true
- * when op with args may run now; otherwise the call has been answered:
- * with a pending approval (a new request), or with a refusal.
+ * The second factor of a destructive operation (invariant 5), for a
+ * tenant admin (scope = the tenant) or an operator (scope
+ * VAULT_SYSDB_SYSTEM_SCOPE). Answers nothing itself:
  *   totp set:        verified now (a wrong code counts as a denial);
- *   approval_id set: consumed now, once, if a second admin approved it
- *                    for exactly this op and args;
- *   neither:         a pending request is recorded and its ID returned.
+ *   approval_id set: consumed now, once, if a second admin (operator)
+ *                    approved it for exactly this op and args;
+ *   neither:         a pending request is recorded, its ID in fo->id.
+ * On FACTOR_REFUSED fo->status is the answer; its message is c->err's
+ * when fo->use_err (finish_err then also sees a storage failure), else
+ * fo->msg.
  */
-static bool
-second_factor(struct call *c, const Coffer__V1__AdminRequest *req,
-              const char *op, const char *args)
+enum factor { FACTOR_RUN, FACTOR_PENDING, FACTOR_REFUSED };
+
+struct factor_out {
+    int status;
+    bool use_err;
+    const char *msg;
+    uint8_t id[VAULT_SYSDB_APPROVAL_ID_LEN];
+};
+
+static enum factor
+factor_check(struct call *c, const char *scope, const char *totp,
+             const ProtobufCBinaryData *approval, const char *op,
+             const char *args, struct factor_out *fo)
 {
     struct vault_server *srv = c->srv;
     char hex[VAULT_SYSDB_APPROVAL_HEX], q[CFR_RPC_NAME_MAX + 8];
-    uint8_t id[VAULT_SYSDB_APPROVAL_ID_LEN];
+    bool system = strcmp(scope, VAULT_SYSDB_SYSTEM_SCOPE) == 0;
     int rc;
 
-    if (req->totp != NULL && req->totp[0] != '\0') {
-        rc = vault_sysdb_totp_verify(srv->sysdb, c->peer->tenant, c->peer->uri,
-                                     c->peer->cn, req->totp, &c->err);
+    memset(fo, 0, sizeof(*fo));
+    fo->use_err = true;
+    if (totp != NULL && totp[0] != '\0') {
+        rc = vault_sysdb_totp_verify(srv->sysdb, scope, c->peer->uri,
+                                     c->peer->cn, totp, &c->err);
         if (rc == 0) {
             cfr_log(CFR_LOG_WARN, "vault.second_factor",
-                    "tenant=%s principal=%s op=%s method=totp", c->peer->tenant,
+                    "tenant=%s principal=%s op=%s method=totp", scope,
                     cfr_log_quote(c->peer->cn, q, sizeof(q)), op);
-            return true;
+            return FACTOR_RUN;
         }
         count_denial(srv, c->peer);
-        finish_status(c, CFR_RPC_PERMISSION_DENIED, "second factor rejected");
-        return false;
+        fo->status = CFR_RPC_PERMISSION_DENIED;
+        fo->use_err = false;
+        fo->msg = "second factor rejected";
+        return FACTOR_REFUSED;
     }
-    if (req->approval_id.len != 0) {
-        if (req->approval_id.len != VAULT_SYSDB_APPROVAL_ID_LEN) {
-            finish_status(c, CFR_RPC_INVALID_ARGUMENT,
-                          "approval_id: 16 bytes expected");
-            return false;
+    if (approval->len != 0) {
+        if (approval->len != VAULT_SYSDB_APPROVAL_ID_LEN) {
+            fo->status = CFR_RPC_INVALID_ARGUMENT;
+            fo->use_err = false;
+            fo->msg = "approval_id: 16 bytes expected";
+            return FACTOR_REFUSED;
         }
-        cfr_hex_encode(req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN, hex);
-        rc = vault_sysdb_approval_consume(srv->sysdb, c->peer->tenant, hex, op,
-                                          args, &c->err);
+        cfr_hex_encode(approval->data, VAULT_SYSDB_APPROVAL_ID_LEN, hex);
+        rc = vault_sysdb_approval_consume(srv->sysdb, scope, hex, op, args,
+                                          &c->err);
         if (rc == 0) {
             cfr_log(CFR_LOG_WARN, "vault.second_factor",
-                    "tenant=%s principal=%s op=%s method=approval id=%s",
-                    c->peer->tenant, cfr_log_quote(c->peer->cn, q, sizeof(q)),
-                    op, hex);
-            return true;
+                    "tenant=%s principal=%s op=%s method=approval id=%s", scope,
+                    cfr_log_quote(c->peer->cn, q, sizeof(q)), op, hex);
+            return FACTOR_RUN;
         }
-        finish_err(c, rc == CFR_ENOTFOUND || rc == CFR_EDENIED
-                          ? CFR_RPC_FAILED_PRECONDITION
-                          : status_for(rc));
-        return false;
+        fo->status = rc == CFR_ENOTFOUND || rc == CFR_EDENIED
+                         ? CFR_RPC_FAILED_PRECONDITION
+                         : status_for(rc);
+        return FACTOR_REFUSED;
     }
-    rc = vault_sysdb_approval_request(srv->sysdb, c->peer->tenant, c->peer->uri,
+    rc = vault_sysdb_approval_request(srv->sysdb, scope, c->peer->uri,
                                       c->peer->cn, op, args, hex, &c->err);
-    if (rc != 0 || cfr_hex_decode(hex, id, sizeof(id)) != 0) {
+    if (rc != 0 || cfr_hex_decode(hex, fo->id, sizeof(fo->id)) != 0) {
         if (rc == 0) {
             CFR_ERR(&c->err, CFR_EINTERNAL, "approval id %s is not hex", hex);
         }
-        finish_code(c);
-        return false;
+        fo->status = status_for(c->err.code);
+        return FACTOR_REFUSED;
     }
     cfr_log(CFR_LOG_WARN, "vault.approval.requested",
-            "tenant=%s principal=%s op=%s args=%s id=%s", c->peer->tenant,
+            "tenant=%s principal=%s op=%s args=%s id=%s", scope,
             cfr_log_quote(c->peer->cn, q, sizeof(q)), op, args, hex);
     {
         struct cfr_notify_field f[] = {{"principal", c->peer->cn},
                                        {"op", op},
                                        {"args", args},
                                        {"approval_id", hex}};
-        notify_event(srv, "vault.approval.requested", c->peer->tenant, true, f,
-                     sizeof(f) / sizeof(f[0]));
+        notify_event(srv, "vault.approval.requested", system ? NULL : scope,
+                     !system, f, sizeof(f) / sizeof(f[0]));
     }
-    {
+    return FACTOR_PENDING;
+}
+
+/*
+ * The Admin form of factor_check: returns true when op with args may run
+ * now; otherwise the call has been answered, with a pending approval (a
+ * new request) or a refusal.
+ */
+static bool
+second_factor(struct call *c, const Coffer__V1__AdminRequest *req,
+              const char *op, const char *args)
+{
+    struct factor_out fo;
+    switch (factor_check(c, c->peer->tenant, req->totp, &req->approval_id, op,
+                         args, &fo)) {
+    case FACTOR_RUN:
+        return true;
+    case FACTOR_PENDING: {
         Coffer__V1__AdminResponse resp = COFFER__V1__ADMIN_RESPONSE__INIT;
         resp.pending = true;
-        resp.approval_id.data = id;
-        resp.approval_id.len = sizeof(id);
+        resp.approval_id.data = fo.id;
+        resp.approval_id.len = sizeof(fo.id);
         finish_msg(c, &resp.base);
+        return false;
     }
-    return false;
+    default:
+        if (fo.use_err) {
+            finish_err(c, fo.status);
+        } else {
+            finish_status(c, fo.status, fo.msg);
+        }
+        return false;
+    }
 }
 
 static void
@@ -1081,10 +1135,12 @@ out:
 
 struct audit_list {
     char prefix[CFR_RPC_TENANT_MAX + 32]; /* the tenant's identity URIs */
+    char tenant[CFR_RPC_TENANT_MAX];
+    bool vault_wide; /* System AUDIT: every record, or tenant's if set */
     size_t n, limit;
     Coffer__V1__AuditEntry *entries;
     Coffer__V1__AuditEntry **ptrs;
-    char (*strs)[5][VAULT_SYSDB_TEXT_MAX];
+    char (*strs)[6][VAULT_SYSDB_TEXT_MAX];
 };
 
 static int
@@ -1095,9 +1151,18 @@ audit_collect(void *ctx, const struct vault_sysdb_audit *rec)
     Coffer__V1__AuditEntry *e;
     char(*s)[VAULT_SYSDB_TEXT_MAX];
 
-    /* Only records of the caller's own tenant (identity URIs are stored
-     * verbatim: they hold no byte that quoting changes). */
-    if (strncmp(rec->identity, l->prefix, strlen(l->prefix)) != 0) {
+    /*
+     * Only records of the caller's own tenant. Records written before
+     * records carried a tenant have "": their identity URI tells (URIs are
+     * stored verbatim, they hold no byte that quoting changes).
+     */
+    if (l->vault_wide) {
+        if (l->tenant[0] != '\0' && strcmp(rec->tenant, l->tenant) != 0) {
+            return 0;
+        }
+    } else if (rec->tenant[0] != '\0' ? strcmp(rec->tenant, l->tenant) != 0
+                                      : strncmp(rec->identity, l->prefix,
+                                                strlen(l->prefix)) != 0) {
         return 0;
     }
     if (l->n >= l->limit) {
@@ -1113,6 +1178,8 @@ audit_collect(void *ctx, const struct vault_sysdb_audit *rec)
     snprintf(s[3], VAULT_SYSDB_TEXT_MAX, "%s",
              cfr_rpc_status_name(rec->status));
     snprintf(s[4], VAULT_SYSDB_TEXT_MAX, "%s", rec->detail);
+    snprintf(s[5], VAULT_SYSDB_TEXT_MAX, "%s", rec->tenant);
+    e->tenant = s[5];
     e->identity = s[0];
     e->peer = s[1];
     e->method = s[2];
@@ -1146,6 +1213,7 @@ h_audit(struct cfr_rpc_ctx *ctx, void *arg)
               : req->limit > AUDIT_LIMIT_MAX ? AUDIT_LIMIT_MAX
                                              : req->limit;
     snprintf(l.prefix, sizeof(l.prefix), "coffer://tenant/%s/", c.peer->tenant);
+    snprintf(l.tenant, sizeof(l.tenant), "%s", c.peer->tenant);
     l.entries = cfr_calloc(l.limit, sizeof(*l.entries));
     l.ptrs = cfr_calloc(l.limit, sizeof(void *));
     l.strs = cfr_calloc(l.limit, sizeof(*l.strs));
@@ -1201,6 +1269,681 @@ out:
     vault_request_free_health(req);
 }
 
+/* ---- System (operators) ------------------------------------------------- */
+
+#define SYSTEM_LIST_MAX 65536 /* tenants or deny entries in one answer */
+
+static const char *
+system_op_name(int op)
+{
+    static const char *const names[] = {
+        "unspecified", "tenant_add", "tenant_set", "tenant_list", "revoke",
+        "unrevoke",    "deny_list",  "audit",      "totp_set",    "approve",
+    };
+    return op >= 0 && (size_t)op < sizeof(names) / sizeof(names[0]) ? names[op]
+                                                                    : "unknown";
+}
+
+/*
+ * The outcome of one System call: the answer (status and message, or
+ * the response) and what its audit record says about the target. Each
+ * op fills it; h_system answers and audits once, at its single exit.
+ */
+struct sys_call {
+    struct call c;
+    const Coffer__V1__SystemRequest *req;
+    Coffer__V1__SystemResponse resp;
+    int status;
+    bool use_err;    /* message from c.err (finish_err: storage failures) */
+    const char *msg; /* otherwise this one */
+    char msg_buf[CFR_ERR_MSG_MAX];
+    char target[VAULT_SYSDB_TEXT_MAX]; /* for the audit record, log-safe */
+    uint8_t approval[VAULT_SYSDB_APPROVAL_ID_LEN];
+    /* Owned by the response. */
+    Coffer__V1__TenantInfo *infos, **info_ptrs;
+    struct vault_sysdb_tenant *recs;
+    Coffer__V1__DenyEntry *denies, **deny_ptrs;
+    struct vault_sysdb_deny *deny_recs;
+    char **str_ptrs; /* the TenantInfos' region and notify arrays */
+    struct audit_list audit;
+};
+
+static int
+sys_fail_err(struct sys_call *sc, int status)
+{
+    sc->status = status;
+    sc->use_err = true;
+    return status;
+}
+
+static int sys_fail(struct sys_call *sc, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+sys_fail(struct sys_call *sc, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sc->msg_buf, sizeof(sc->msg_buf), fmt, ap);
+    va_end(ap);
+    sc->status = status;
+    sc->use_err = false;
+    sc->msg = sc->msg_buf;
+    return status;
+}
+
+/*
+ * The System form of factor_check, scope "_system". Returns FACTOR_RUN,
+ * or the call's outcome is set (pending with its approval ID, or refused).
+ */
+static enum factor
+sys_factor(struct sys_call *sc, const char *op, const char *args)
+{
+    struct factor_out fo;
+    enum factor f =
+        factor_check(&sc->c, VAULT_SYSDB_SYSTEM_SCOPE, sc->req->totp,
+                     &sc->req->approval_id, op, args, &fo);
+    if (f == FACTOR_PENDING) {
+        memcpy(sc->approval, fo.id, sizeof(sc->approval));
+        sc->resp.pending = true;
+        sc->resp.approval_id.data = sc->approval;
+        sc->resp.approval_id.len = sizeof(sc->approval);
+        sc->status = CFR_RPC_OK;
+    } else if (f == FACTOR_REFUSED) {
+        sc->status = fo.status;
+        sc->use_err = fo.use_err;
+        sc->msg = fo.msg;
+    }
+    return f;
+}
+
+static void
+tenant_from_info(const Coffer__V1__TenantInfo *in, struct vault_sysdb_tenant *t)
+{
+    /* The decoder bounded every count and length (request.h). */
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", in->name);
+    t->retention_ms = in->retention_ms;
+    t->n_regions = in->n_regions;
+    for (size_t i = 0; i < in->n_regions; i++) {
+        snprintf(t->regions[i], sizeof(t->regions[i]), "%s", in->regions[i]);
+    }
+    t->n_notify = in->n_notify;
+    for (size_t i = 0; i < in->n_notify; i++) {
+        snprintf(t->notify[i], sizeof(t->notify[i]), "%s", in->notify[i]);
+    }
+}
+
+/* "a,b,c" of the tenant's regions, "*" for anywhere. */
+static const char *
+regions_text(const struct vault_sysdb_tenant *t, char *out, size_t n)
+{
+    size_t used = 0;
+    snprintf(out, n, "%s", t->n_regions == 0 ? "*" : "");
+    for (size_t i = 0; i < t->n_regions && used < n; i++) {
+        int w = snprintf(out + used, n - used, "%s%s", i > 0 ? "," : "",
+                         t->regions[i]);
+        used += w > 0 ? (size_t)w : 0;
+    }
+    return out;
+}
+
+static int64_t
+effective_retention(const struct vault_server *srv, int64_t ms)
+{
+    return ms > 0 ? ms : srv->cfg->retention_ms;
+}
+
+static void
+tenant_event(struct sys_call *sc, const char *event,
+             const struct vault_sysdb_tenant *t)
+{
+    char regions[VAULT_SYSDB_REGIONS_MAX * VAULT_SYSDB_REGION_MAX];
+    char ret[32], who[CFR_RPC_NAME_MAX + 8];
+    snprintf(ret, sizeof(ret), "%lld", (long long)t->retention_ms);
+    regions_text(t, regions, sizeof(regions));
+    cfr_log(CFR_LOG_WARN, event, "tenant=%s regions=%s retention_ms=%s by=%s",
+            t->name, regions, ret,
+            cfr_log_quote(sc->c.peer->uri, who, sizeof(who)));
+    struct cfr_notify_field f[] = {
+        {"by", sc->c.peer->uri}, {"regions", regions}, {"retention_ms", ret}};
+    notify_event(sc->c.srv, event, t->name, true, f, 3);
+}
+
+static int
+sys_tenant_add(struct sys_call *sc)
+{
+    struct vault_sysdb_tenant *t = cfr_calloc(1, sizeof(*t));
+    int rc;
+    if (t == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    tenant_from_info(sc->req->tenant, t);
+    snprintf(sc->target, sizeof(sc->target), "tenant=%s", t->name);
+    rc = vault_sysdb_tenant_create(sc->c.srv->sysdb, t, &sc->c.err);
+    if (rc == CFR_EEXIST) {
+        sys_fail(sc, CFR_RPC_ALREADY_EXISTS, "tenant %s is registered",
+                 t->name);
+    } else if (rc != 0) {
+        sys_fail_err(sc, status_for(rc));
+    } else {
+        tenant_event(sc, "vault.tenant.added", t);
+    }
+    cfr_free(t);
+    return sc->status;
+}
+
+static int
+sys_tenant_set(struct sys_call *sc)
+{
+    struct vault_sysdb_tenant *t = cfr_calloc(1, sizeof(*t));
+    struct vault_sysdb_tenant *old = cfr_calloc(1, sizeof(*old));
+    struct vault_server *srv = sc->c.srv;
+    char args[VAULT_SYSDB_TEXT_MAX], regions[VAULT_SYSDB_TEXT_MAX];
+    int rc;
+
+    if (t == NULL || old == NULL) {
+        sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    tenant_from_info(sc->req->tenant, t);
+    snprintf(sc->target, sizeof(sc->target), "tenant=%s", t->name);
+    rc = vault_sysdb_tenant_get(srv->sysdb, t->name, old, &sc->c.err);
+    if (rc == CFR_ENOTFOUND) {
+        sys_fail(sc, CFR_RPC_NOT_FOUND, "tenant %s is not registered", t->name);
+        goto out;
+    }
+    if (rc != 0) {
+        sys_fail_err(sc, status_for(rc));
+        goto out;
+    }
+    /* Only a shorter window can lose data, so only it needs a factor. */
+    if (effective_retention(srv, t->retention_ms) <
+        effective_retention(srv, old->retention_ms)) {
+        snprintf(args, sizeof(args), "tenant=%s retention_ms=%lld regions=%s",
+                 t->name, (long long)t->retention_ms,
+                 regions_text(t, regions, sizeof(regions)));
+        if (sys_factor(sc, "tenant_retention", args) != FACTOR_RUN) {
+            goto out;
+        }
+    }
+    if ((rc = vault_sysdb_tenant_update(srv->sysdb, t, NULL, &sc->c.err)) !=
+        0) {
+        sys_fail_err(sc,
+                     rc == CFR_ENOTFOUND ? CFR_RPC_NOT_FOUND : status_for(rc));
+        goto out;
+    }
+    tenant_event(sc, "vault.tenant.changed", t);
+out:
+    cfr_free(t);
+    cfr_free(old);
+    return sc->status;
+}
+
+struct tenant_collect {
+    struct sys_call *sc;
+    size_t n, alloc;
+};
+
+static int
+collect_tenant(void *ctx, const struct vault_sysdb_tenant *t)
+{
+    struct tenant_collect *tc = ctx;
+    struct sys_call *sc = tc->sc;
+    if (tc->n == tc->alloc) {
+        size_t na = tc->alloc ? 2 * tc->alloc : 16;
+        void *p;
+        if (na > SYSTEM_LIST_MAX) {
+            return CFR_ERR(&sc->c.err, CFR_ELIMIT, "too many tenants to list");
+        }
+        if ((p = cfr_realloc(sc->recs, na * sizeof(*sc->recs))) == NULL) {
+            return CFR_ERR(&sc->c.err, CFR_ENOMEM, "out of memory");
+        }
+        sc->recs = p;
+        tc->alloc = na;
+    }
+    sc->recs[tc->n++] = *t;
+    return 0;
+}
+
+static int
+sys_tenant_list(struct sys_call *sc)
+{
+    struct tenant_collect tc = {sc, 0, 0};
+    struct vault_server *srv = sc->c.srv;
+    int rc =
+        vault_sysdb_tenant_list(srv->sysdb, collect_tenant, &tc, &sc->c.err);
+    if (rc == 0 && sc->c.err.code != 0) {
+        rc = sc->c.err.code; /* the walk was stopped by collect_tenant */
+    }
+    if (rc != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    sc->infos = cfr_calloc(tc.n + 1, sizeof(*sc->infos));
+    sc->info_ptrs = cfr_calloc(tc.n + 1, sizeof(void *));
+    if (sc->infos == NULL || sc->info_ptrs == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    for (size_t i = 0; i < tc.n; i++) {
+        Coffer__V1__TenantInfo init = COFFER__V1__TENANT_INFO__INIT;
+        struct vault_sysdb_tenant *r = &sc->recs[i];
+        Coffer__V1__TenantInfo *e = &sc->infos[i];
+        struct vault_tenant *t;
+        struct vault_tenant_stats ts;
+        struct cfr_err err;
+        *e = init;
+        e->name = r->name;
+        e->retention_ms = r->retention_ms;
+        e->created_ms = r->created_ms;
+        /* The record's arrays live as long as sc->recs; point into them. */
+        e->n_regions = r->n_regions;
+        e->regions = NULL;
+        e->n_notify = r->n_notify;
+        e->notify = NULL;
+        /* Usage only where the tenant's database exists: never create. */
+        cfr_err_clear(&err);
+        t = vault_store_tenant(srv->store, r->name, false, &err);
+        if (t != NULL && vault_store_stats(t, &ts, &err) == 0) {
+            e->objects = ts.objects;
+            e->object_bytes = ts.object_bytes;
+            e->snapshots = ts.snapshots;
+        }
+        sc->info_ptrs[i] = e;
+    }
+    /* String arrays: one pointer table per tenant, in one allocation. */
+    {
+        size_t per = VAULT_SYSDB_REGIONS_MAX + VAULT_SYSDB_NOTIFY_MAX;
+        char **ptrs = cfr_calloc(tc.n * per + 1, sizeof(char *));
+        if (ptrs == NULL) {
+            return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        }
+        sc->str_ptrs = ptrs;
+        for (size_t i = 0; i < tc.n; i++) {
+            char **rp = ptrs + i * per, **np = rp + VAULT_SYSDB_REGIONS_MAX;
+            for (size_t k = 0; k < sc->recs[i].n_regions; k++) {
+                rp[k] = sc->recs[i].regions[k];
+            }
+            for (size_t k = 0; k < sc->recs[i].n_notify; k++) {
+                np[k] = sc->recs[i].notify[k];
+            }
+            sc->infos[i].regions = rp;
+            sc->infos[i].notify = np;
+        }
+    }
+    sc->resp.n_tenants = tc.n;
+    sc->resp.tenants = sc->info_ptrs;
+    snprintf(sc->target, sizeof(sc->target), "tenants=%zu", tc.n);
+    return CFR_RPC_OK;
+}
+
+static int
+deny_kind_of(const char *kind, enum vault_sysdb_deny_kind *k_r)
+{
+    if (strcmp(kind, "identity") == 0) {
+        *k_r = VAULT_DENY_IDENTITY;
+        return 0;
+    }
+    if (strcmp(kind, "fingerprint") == 0) {
+        *k_r = VAULT_DENY_FINGERPRINT;
+        return 0;
+    }
+    return CFR_EINVAL;
+}
+
+static int
+sys_revoke(struct sys_call *sc, bool add)
+{
+    const Coffer__V1__DenyEntry *d = sc->req->deny;
+    struct vault_server *srv = sc->c.srv;
+    enum vault_sysdb_deny_kind kind = VAULT_DENY_IDENTITY;
+    char tenant[CFR_RPC_TENANT_MAX], role[CFR_RPC_ROLE_MAX];
+    char args[VAULT_SYSDB_TEXT_MAX], qv[CFR_RPC_NAME_MAX + 8];
+    char qr[VAULT_SYSDB_TEXT_MAX], qb[CFR_RPC_NAME_MAX + 8];
+    const char *reason = d->reason[0] != '\0' ? d->reason : sc->req->reason;
+    const char *event = add ? "vault.revocation" : "vault.revocation.removed";
+    int rc;
+
+    (void)deny_kind_of(d->kind, &kind); /* the decoder checked it */
+    cfr_log_quote(d->value, qv, sizeof(qv));
+    snprintf(sc->target, sizeof(sc->target), "%s=%s", d->kind, qv);
+    tenant[0] = '\0';
+    if (kind == VAULT_DENY_IDENTITY &&
+        cfr_rpc_identity_parse(d->value, tenant, role) != 0) {
+        tenant[0] = '\0';
+    }
+    /*
+     * Revoking a vault cuts a replication link: a second operator (or the
+     * operator's TOTP code) must agree.
+     */
+    if (add && kind == VAULT_DENY_IDENTITY &&
+        vault_request_vault_identity_ok(d->value)) {
+        snprintf(args, sizeof(args), "identity=%s", d->value);
+        if (sys_factor(sc, "revoke_vault", args) != FACTOR_RUN) {
+            return sc->status;
+        }
+    }
+    rc = add ? vault_sysdb_deny_add(srv->sysdb, kind, d->value, reason,
+                                    sc->c.peer->uri, &sc->c.err)
+             : vault_sysdb_deny_remove(srv->sysdb, kind, d->value, &sc->c.err);
+    if (rc == CFR_ENOTFOUND) {
+        return sys_fail(sc, CFR_RPC_NOT_FOUND, "%s %s is not on the deny list",
+                        d->kind, qv);
+    }
+    if (rc != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    cfr_log(CFR_LOG_WARN, event, "kind=%s value=%s by=%s reason=%s", d->kind,
+            qv, cfr_log_quote(sc->c.peer->uri, qb, sizeof(qb)),
+            cfr_log_quote(reason, qr, sizeof(qr)));
+    {
+        struct cfr_notify_field f[] = {{"kind", d->kind},
+                                       {"value", d->value},
+                                       {"by", sc->c.peer->uri},
+                                       {"reason", reason}};
+        notify_event(srv, event, tenant[0] != '\0' ? tenant : NULL,
+                     tenant[0] != '\0', f, sizeof(f) / sizeof(f[0]));
+    }
+    return CFR_RPC_OK;
+}
+
+struct deny_collect {
+    struct sys_call *sc;
+    size_t n, alloc;
+};
+
+static int
+collect_deny(void *ctx, const struct vault_sysdb_deny *d)
+{
+    struct deny_collect *dc = ctx;
+    struct sys_call *sc = dc->sc;
+    if (dc->n == dc->alloc) {
+        size_t na = dc->alloc ? 2 * dc->alloc : 16;
+        void *p;
+        if (na > SYSTEM_LIST_MAX) {
+            return CFR_ERR(&sc->c.err, CFR_ELIMIT, "deny list too long");
+        }
+        if ((p = cfr_realloc(sc->deny_recs, na * sizeof(*sc->deny_recs))) ==
+            NULL) {
+            return CFR_ERR(&sc->c.err, CFR_ENOMEM, "out of memory");
+        }
+        sc->deny_recs = p;
+        dc->alloc = na;
+    }
+    sc->deny_recs[dc->n++] = *d;
+    return 0;
+}
+
+static int
+sys_deny_list(struct sys_call *sc)
+{
+    struct deny_collect dc = {sc, 0, 0};
+    int rc =
+        vault_sysdb_deny_list(sc->c.srv->sysdb, collect_deny, &dc, &sc->c.err);
+    if (rc == 0 && sc->c.err.code != 0) {
+        rc = sc->c.err.code;
+    }
+    if (rc != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    sc->denies = cfr_calloc(dc.n + 1, sizeof(*sc->denies));
+    sc->deny_ptrs = cfr_calloc(dc.n + 1, sizeof(void *));
+    if (sc->denies == NULL || sc->deny_ptrs == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    for (size_t i = 0; i < dc.n; i++) {
+        Coffer__V1__DenyEntry init = COFFER__V1__DENY_ENTRY__INIT;
+        struct vault_sysdb_deny *r = &sc->deny_recs[i];
+        sc->denies[i] = init;
+        sc->denies[i].kind =
+            (char *)(r->kind == VAULT_DENY_FINGERPRINT ? "fingerprint"
+                                                       : "identity");
+        sc->denies[i].value = r->value;
+        sc->denies[i].reason = r->reason;
+        sc->denies[i].by = r->by;
+        sc->denies[i].added_ms = r->added_ms;
+        sc->deny_ptrs[i] = &sc->denies[i];
+    }
+    sc->resp.n_denied = dc.n;
+    sc->resp.denied = sc->deny_ptrs;
+    snprintf(sc->target, sizeof(sc->target), "entries=%zu", dc.n);
+    return CFR_RPC_OK;
+}
+
+static int
+sys_audit(struct sys_call *sc)
+{
+    struct audit_list *l = &sc->audit;
+    const Coffer__V1__SystemRequest *req = sc->req;
+    l->vault_wide = true;
+    snprintf(l->tenant, sizeof(l->tenant), "%s", req->tenant_name);
+    l->limit = req->limit == 0                ? AUDIT_LIMIT_DEFAULT
+               : req->limit > AUDIT_LIMIT_MAX ? AUDIT_LIMIT_MAX
+                                              : req->limit;
+    l->entries = cfr_calloc(l->limit, sizeof(*l->entries));
+    l->ptrs = cfr_calloc(l->limit, sizeof(void *));
+    l->strs = cfr_calloc(l->limit, sizeof(*l->strs));
+    if (l->entries == NULL || l->ptrs == NULL || l->strs == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    snprintf(sc->target, sizeof(sc->target), "tenant=%s since_ms=%lld",
+             req->tenant_name[0] != '\0' ? req->tenant_name : "*",
+             (long long)req->since_ms);
+    /* Records queued by the calls just before this one are included. */
+    if (vault_sysdb_audit_sync(sc->c.srv->sysdb, &sc->c.err) != 0 ||
+        vault_sysdb_audit_query(sc->c.srv->sysdb, req->since_ms, INT64_MAX, 0,
+                                audit_collect, l, &sc->c.err) != 0) {
+        return sys_fail_err(sc, status_for(sc->c.err.code));
+    }
+    sc->resp.n_entries = l->n;
+    sc->resp.entries = l->ptrs;
+    return CFR_RPC_OK;
+}
+
+/*
+ * TOTP enrolment: a tenant admin's (tenant_name, principal), or with
+ * tenant_name "" the calling operator's own. A first secret may be
+ * registered outright; replacing one needs the second factor, since it
+ * would hand someone else the ability to approve destructive operations.
+ */
+static int
+sys_totp_set(struct sys_call *sc)
+{
+    const Coffer__V1__SystemRequest *req = sc->req;
+    struct vault_server *srv = sc->c.srv;
+    char identity[CFR_RPC_NAME_MAX], args[VAULT_SYSDB_TEXT_MAX];
+    char qp[CFR_RPC_NAME_MAX + 8];
+    const char *scope, *principal;
+    bool has = false;
+    int rc;
+
+    if (req->tenant_name[0] == '\0') {
+        scope = VAULT_SYSDB_SYSTEM_SCOPE;
+        principal = sc->c.peer->cn;
+        snprintf(identity, sizeof(identity), "%s", sc->c.peer->uri);
+        if (req->principal[0] != '\0' &&
+            strcmp(req->principal, sc->c.peer->cn) != 0) {
+            snprintf(sc->target, sizeof(sc->target), "tenant=- principal=%s",
+                     cfr_log_quote(req->principal, qp, sizeof(qp)));
+            return sys_fail(sc, CFR_RPC_PERMISSION_DENIED,
+                            "an operator enrols only its own TOTP secret");
+        }
+    } else {
+        struct vault_sysdb_tenant *t = cfr_calloc(1, sizeof(*t));
+        scope = req->tenant_name;
+        principal = req->principal;
+        snprintf(identity, sizeof(identity), "coffer://tenant/%s/role/admin",
+                 req->tenant_name);
+        rc = t == NULL
+                 ? CFR_ENOMEM
+                 : vault_sysdb_tenant_get(srv->sysdb, scope, t, &sc->c.err);
+        cfr_free(t);
+        if (rc == CFR_ENOTFOUND) {
+            return sys_fail(sc, CFR_RPC_NOT_FOUND,
+                            "tenant %s is not registered", scope);
+        }
+        if (rc != 0) {
+            return sys_fail(sc, status_for(rc), "tenant %s unreadable", scope);
+        }
+    }
+    cfr_log_quote(principal, qp, sizeof(qp));
+    snprintf(sc->target, sizeof(sc->target), "tenant=%s principal=%s",
+             req->tenant_name[0] != '\0' ? req->tenant_name : "-", qp);
+    if ((rc = vault_sysdb_totp_has(srv->sysdb, scope, identity, principal, &has,
+                                   &sc->c.err)) != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    if (has) {
+        snprintf(args, sizeof(args), "scope=%s principal=%s", scope, qp);
+        if (sys_factor(sc, "totp_replace", args) != FACTOR_RUN) {
+            return sc->status;
+        }
+    }
+    if ((rc = vault_sysdb_totp_register(
+             srv->sysdb, scope, identity, principal, req->totp_secret.data,
+             req->totp_secret.len, NULL, &sc->c.err)) != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    cfr_log(CFR_LOG_WARN, "vault.totp.set", "%s replaced=%d by=%s", sc->target,
+            has ? 1 : 0, sc->c.peer->cn);
+    {
+        struct cfr_notify_field f[] = {{"principal", principal},
+                                       {"replaced", has ? "yes" : "no"},
+                                       {"by", sc->c.peer->uri}};
+        bool system = req->tenant_name[0] == '\0';
+        notify_event(srv, "vault.totp.set", system ? NULL : scope, !system, f,
+                     3);
+    }
+    return CFR_RPC_OK;
+}
+
+static int
+sys_approve(struct sys_call *sc)
+{
+    char id[VAULT_SYSDB_APPROVAL_HEX], q[CFR_RPC_NAME_MAX + 8];
+    int rc;
+    cfr_hex_encode(sc->req->approval_id.data, VAULT_SYSDB_APPROVAL_ID_LEN, id);
+    snprintf(sc->target, sizeof(sc->target), "approval=%s", id);
+    rc = vault_sysdb_approval_approve(
+        sc->c.srv->sysdb, VAULT_SYSDB_SYSTEM_SCOPE, id, sc->c.peer->uri,
+        sc->c.peer->cn, &sc->c.err);
+    if (rc != 0) {
+        return sys_fail_err(sc, rc == CFR_EDENIED ? CFR_RPC_PERMISSION_DENIED
+                                                  : status_for(rc));
+    }
+    cfr_log(CFR_LOG_WARN, "vault.approval.approved",
+            "tenant=%s principal=%s id=%s", VAULT_SYSDB_SYSTEM_SCOPE,
+            cfr_log_quote(sc->c.peer->cn, q, sizeof(q)), id);
+    return CFR_RPC_OK;
+}
+
+/*
+ * Writes the audit record of one System op: which op, on what, and how
+ * it ended. Never the TOTP secret or code.
+ */
+static void
+sys_audit_record(struct sys_call *sc, int op)
+{
+    struct vault_sysdb_audit ar;
+    struct cfr_err err;
+    const char *outcome = sc->status != CFR_RPC_OK ? "refused"
+                          : sc->resp.pending       ? "pending"
+                                                   : "ok";
+    const char *msg = sc->status == CFR_RPC_OK ? ""
+                      : sc->use_err            ? sc->c.err.msg
+                      : sc->msg != NULL        ? sc->msg
+                                               : "";
+    memset(&ar, 0, sizeof(ar));
+    snprintf(ar.identity, sizeof(ar.identity), "%s", sc->c.peer->uri);
+    snprintf(ar.peer, sizeof(ar.peer), "%s", sc->c.peer->addr);
+    snprintf(ar.method, sizeof(ar.method), "System.%s", system_op_name(op));
+    ar.decision = sc->status == CFR_RPC_PERMISSION_DENIED ? VAULT_AUDIT_DENY
+                                                          : VAULT_AUDIT_ALLOW;
+    ar.status = sc->status;
+    /* The target first: it is what an auditor searches for. */
+    snprintf(ar.detail, sizeof(ar.detail), "op=%s outcome=%s %.320s%s%.120s",
+             system_op_name(op), outcome, sc->target, msg[0] ? " why=" : "",
+             msg);
+    if (vault_sysdb_audit_submit(sc->c.srv->sysdb, &ar, &err) == CFR_EIO) {
+        atomic_store(&sc->c.srv->failed, true);
+    }
+}
+
+static void
+h_system(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct sys_call *sc = cfr_calloc(1, sizeof(*sc));
+    Coffer__V1__SystemResponse init = COFFER__V1__SYSTEM_RESPONSE__INIT;
+    Coffer__V1__SystemRequest *req = NULL;
+    const uint8_t *req_p;
+    size_t len;
+    int op = -1;
+
+    if (sc == NULL) {
+        cfr_rpc_ctx_finish(ctx, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory",
+                           NULL, 0, NULL);
+        return;
+    }
+    call_init(&sc->c, ctx, arg);
+    sc->resp = init;
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    if (vault_request_decode_system(req_p, len, &req, &sc->c.err) != 0) {
+        sys_fail_err(sc, status_for(sc->c.err.code));
+        goto answer;
+    }
+    sc->req = req;
+    op = (int)req->op;
+    switch (req->op) {
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_ADD:
+        sys_tenant_add(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_SET:
+        sys_tenant_set(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST:
+        sys_tenant_list(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE:
+        sys_revoke(sc, true);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE:
+        sys_revoke(sc, false);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST:
+        sys_deny_list(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT:
+        sys_audit(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET:
+        sys_totp_set(sc);
+        break;
+    default: /* APPROVE: the decoder refused every other value */
+        sys_approve(sc);
+        break;
+    }
+answer:
+    sys_audit_record(sc, op);
+    if (sc->status == CFR_RPC_OK) {
+        finish_msg(&sc->c, &sc->resp.base);
+    } else if (sc->use_err) {
+        finish_err(&sc->c, sc->status);
+    } else {
+        finish_status(&sc->c, sc->status, sc->msg);
+    }
+    cfr_free(sc->infos);
+    cfr_free(sc->info_ptrs);
+    cfr_free(sc->recs);
+    cfr_free(sc->str_ptrs);
+    cfr_free(sc->denies);
+    cfr_free(sc->deny_ptrs);
+    cfr_free(sc->deny_recs);
+    cfr_free(sc->audit.entries);
+    cfr_free(sc->audit.ptrs);
+    cfr_free(sc->audit.strs);
+    vault_request_free_system(req);
+    cfr_free(sc);
+}
+
 /* ---- authorization and audit hooks -------------------------------------- */
 
 /*
@@ -1235,9 +1978,12 @@ authz_hook(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
                             &retry) != 0) {
         return CFR_RPC_PERMISSION_DENIED;
     }
-    /* A revoked identity is refused; an unreadable list refuses all. */
-    if (vault_sysdb_deny_check(srv->sysdb, peer->uri, NULL, &denied, &err) !=
-            0 ||
+    /*
+     * A revoked identity or certificate is refused, from the next call on
+     * (the list is read every time); an unreadable list refuses all.
+     */
+    if (vault_sysdb_deny_check(srv->sysdb, peer->uri, peer->fingerprint,
+                               &denied, &err) != 0 ||
         denied) {
         return CFR_RPC_PERMISSION_DENIED;
     }
@@ -1278,11 +2024,23 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
 {
     struct vault_server *srv = ctx;
     static const char *const decisions[] = {"allowed", "denied", "no-method",
-                                            "overloaded"};
+                                            "overloaded", "tls-failed"};
     enum vault_method m = vault_authz_method(rec->method);
     char uri[CFR_RPC_NAME_MAX + 8], meth[CFR_RPC_METHOD_MAX + 8];
     char detail[CFR_ERR_MSG_MAX + 8], addr[CFR_RPC_ADDR_MAX + 8];
-    unsigned d = (unsigned)rec->decision < 4 ? (unsigned)rec->decision : 1;
+    unsigned d =
+        (unsigned)rec->decision < sizeof(decisions) / sizeof(decisions[0])
+            ? (unsigned)rec->decision
+            : CFR_RPC_DENIED;
+
+    /*
+     * A handler's own refusal (registry gate, second factor) is a denial
+     * too; the handler counted it for lockout already.
+     */
+    if (rec->decision == CFR_RPC_ALLOWED &&
+        rec->status == CFR_RPC_PERMISSION_DENIED) {
+        d = CFR_RPC_DENIED;
+    }
 
     if (rec->decision == CFR_RPC_NO_METHOD) {
         atomic_fetch_add(&srv->unknown_method, 1);
@@ -1308,8 +2066,10 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
                  rec->peer->uri[0] ? rec->peer->uri : "-");
         snprintf(ar.peer, sizeof(ar.peer), "%s", rec->peer->addr);
         snprintf(ar.method, sizeof(ar.method), "%s", rec->method);
-        ar.decision = rec->decision == CFR_RPC_ALLOWED ? VAULT_AUDIT_ALLOW
-                                                       : VAULT_AUDIT_DENY;
+        ar.decision =
+            d == CFR_RPC_ALLOWED ? VAULT_AUDIT_ALLOW : VAULT_AUDIT_DENY;
+        snprintf(ar.tenant, sizeof(ar.tenant), "%s",
+                 rec->peer->has_identity ? rec->peer->tenant : "");
         ar.status = rec->status;
         snprintf(ar.detail, sizeof(ar.detail), "%s%s", decisions[d],
                  rec->detail != NULL && rec->detail[0] ? ": " : "");
@@ -1318,15 +2078,22 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
             snprintf(ar.detail + used, sizeof(ar.detail) - used, "%s",
                      rec->detail);
         }
+        if (rec->peer->fingerprint[0] != '\0') {
+            /* Names the very certificate, so an operator can revoke it. */
+            size_t used = strlen(ar.detail);
+            snprintf(ar.detail + used, sizeof(ar.detail) - used,
+                     " (cert %s, sha256 %s)",
+                     cfr_rpc_cert_status_name((int)rec->peer->cert_status),
+                     rec->peer->fingerprint);
+        }
         /* Queued, never blocking (rpc.h); a full queue is logged there. */
         if (vault_sysdb_audit_submit(srv->sysdb, &ar, &err) == CFR_EIO) {
             atomic_store(&srv->failed, true);
         }
     }
-    cfr_log(rec->decision == CFR_RPC_ALLOWED ? CFR_LOG_INFO : CFR_LOG_WARN,
-            "vault.audit",
+    cfr_log(d == CFR_RPC_ALLOWED ? CFR_LOG_INFO : CFR_LOG_WARN, "vault.audit",
             "decision=%s method=%s status=%s tenant=%s role=%s identity=%s "
-            "peer=%s detail=%s",
+            "peer=%s cert=%s fingerprint=%s detail=%s",
             decisions[d], cfr_log_quote(rec->method, meth, sizeof(meth)),
             cfr_rpc_status_name(rec->status),
             rec->peer->has_identity ? rec->peer->tenant : "-",
@@ -1334,6 +2101,8 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
             cfr_log_quote(rec->peer->uri[0] ? rec->peer->uri : "-", uri,
                           sizeof(uri)),
             cfr_log_quote(rec->peer->addr, addr, sizeof(addr)),
+            cfr_rpc_cert_status_name((int)rec->peer->cert_status),
+            rec->peer->fingerprint[0] ? rec->peer->fingerprint : "-",
             cfr_log_quote(rec->detail != NULL ? rec->detail : "", detail,
                           sizeof(detail)));
 }
@@ -1355,7 +2124,7 @@ maint_tenant(void *ctx, const char *name)
     cfr_err_clear(&err);
     t = vault_store_tenant(srv->store, name, false, &err);
     if (t == NULL ||
-        vault_store_retention(t, srv->cfg->retention_ms, &rs, &err) != 0 ||
+        vault_store_retention(t, tenant_retention(srv, name), &rs, &err) != 0 ||
         vault_store_gc(t, &gs, &err) != 0) {
         atomic_fetch_add(&srv->maint_errors, 1);
         cfr_log_err(CFR_LOG_ERROR, "vault.maintenance", &err);
@@ -1482,8 +2251,12 @@ write_stats(struct vault_server *srv, bool up)
             "Calls refused at the concurrency limit.",
             atomic_load(&srv->overloaded));
     counter(f, "coffer_vault_unauthenticated_total",
-            "Calls without a coffer identity.",
+            "Calls refused for their client certificate or its identity.",
             atomic_load(&srv->unauthenticated));
+    counter(f, "coffer_vault_tls_handshake_failures_total",
+            "TLS handshakes that failed (old TLS version, no shared "
+            "cipher, not TLS).",
+            srv->rpc != NULL ? cfr_rpc_server_tls_failures(srv->rpc) : 0);
     counter(f, "coffer_vault_put_objects_total", "Objects stored.",
             atomic_load(&srv->put_objects));
     counter(f, "coffer_vault_put_bytes_total", "Bytes stored.",
@@ -1597,7 +2370,170 @@ maint_main(void *arg)
     return NULL;
 }
 
-/* ---- lifecycle ---------------------------------------------------------- */
+/* ---- registry gate and new identities ----------------------------------- */
+
+/*
+ * The set of (tenant, fingerprint) pairs already recorded as seen, so
+ * that only a certificate's first call pays for the synced sysdb write.
+ * Open addressing, never deleted from; once it is SEEN_CACHE_SLOTS * 3/4
+ * full it stops growing and the rest simply ask sysdb each time (still
+ * correct, only slower).
+ */
+#define SEEN_CACHE_SLOTS 4096
+#define SEEN_KEY_MAX     (CFR_RPC_TENANT_MAX + CFR_RPC_FINGERPRINT_LEN + 2)
+
+struct seen_cache {
+    pthread_mutex_t mu;
+    size_t used;
+    char (*slots)[SEEN_KEY_MAX]; /* "" = free */
+};
+
+static uint64_t
+seen_hash(const char *s)
+{
+    uint64_t h = UINT64_C(1469598103934665603); /* FNV-1a */
+    for (; *s != '\0'; s++) {
+        h = (h ^ (unsigned char)*s) * UINT64_C(1099511628211);
+    }
+    return h;
+}
+
+/* True when key is cached; with insert, adds it when there is room. */
+static bool
+seen_cached(struct seen_cache *sc, const char *key, bool insert)
+{
+    bool found = false;
+    if (sc->slots == NULL) {
+        return false;
+    }
+    pthread_mutex_lock(&sc->mu);
+    size_t i = (size_t)(seen_hash(key) % SEEN_CACHE_SLOTS);
+    for (size_t probes = 0; probes < SEEN_CACHE_SLOTS; probes++) {
+        char *slot = sc->slots[i];
+        if (slot[0] == '\0') {
+            if (insert && sc->used < SEEN_CACHE_SLOTS / 4 * 3) {
+                snprintf(slot, SEEN_KEY_MAX, "%s", key);
+                sc->used++;
+            }
+            break;
+        }
+        if (strcmp(slot, key) == 0) {
+            found = true;
+            break;
+        }
+        i = (i + 1) % SEEN_CACHE_SLOTS;
+    }
+    pthread_mutex_unlock(&sc->mu);
+    return found;
+}
+
+/*
+ * The first call of an agent certificate for its tenant: recorded in
+ * sysdb (synced), logged and notified, once per (tenant, fingerprint).
+ * A stolen or newly issued agent key shows up here. Failing to record it
+ * does not fail the call (the next call tries again), but is logged.
+ */
+static void
+note_identity(struct call *c)
+{
+    struct vault_server *srv = c->srv;
+    const struct cfr_rpc_peer *p = c->peer;
+    char key[SEEN_KEY_MAX], qu[CFR_RPC_NAME_MAX + 8], qc[CFR_RPC_NAME_MAX + 8];
+    char qa[CFR_RPC_ADDR_MAX + 8];
+    struct cfr_err err;
+    bool is_new = false;
+
+    if (c->role != VAULT_ROLE_AGENT || p->fingerprint[0] == '\0') {
+        return; /* until the transport fills fingerprints, nothing to say */
+    }
+    snprintf(key, sizeof(key), "%s/%s", p->tenant, p->fingerprint);
+    if (seen_cached(srv->seen, key, false)) {
+        return;
+    }
+    cfr_err_clear(&err);
+    if (vault_sysdb_seen_mark(srv->sysdb, p->tenant, p->fingerprint, &is_new,
+                              &err) != 0) {
+        cfr_log_err(CFR_LOG_WARN, "vault.identity.seen", &err);
+        if (err.code == CFR_EIO) {
+            atomic_store(&srv->failed, true);
+        }
+        return;
+    }
+    (void)seen_cached(srv->seen, key, true);
+    if (!is_new) {
+        return;
+    }
+    cfr_log(CFR_LOG_WARN, "vault.identity.new",
+            "tenant=%s identity=%s cn=%s fingerprint=%s addr=%s", p->tenant,
+            cfr_log_quote(p->uri, qu, sizeof(qu)),
+            cfr_log_quote(p->cn, qc, sizeof(qc)), p->fingerprint,
+            cfr_log_quote(p->addr, qa, sizeof(qa)));
+    struct cfr_notify_field f[] = {{"identity", p->uri},
+                                   {"cn", p->cn},
+                                   {"fingerprint", p->fingerprint},
+                                   {"addr", p->addr}};
+    notify_event(srv, "vault.identity.new", p->tenant, true, f,
+                 sizeof(f) / sizeof(f[0]));
+}
+
+/*
+ * The registry gate, before every handler: a tenant identity acts only
+ * for a registered tenant (else PERMISSION_DENIED, counted towards the
+ * lockout), and touches data only where the tenant's regions allow this
+ * vault. Returns true to run the handler; otherwise the call is answered.
+ * Operators pass: the role matrix gives them System and Health only.
+ */
+static bool
+gate(struct call *c, enum vault_method m)
+{
+    struct vault_server *srv = c->srv;
+    struct vault_sysdb_tenant *t = NULL;
+    char q[CFR_RPC_NAME_MAX + 8];
+    bool pass = false;
+    int rc;
+
+    if (c->role == VAULT_ROLE_OPERATOR || !vault_authz_needs_registration(m)) {
+        return true;
+    }
+    if ((t = cfr_malloc(sizeof(*t))) == NULL) {
+        finish_status(c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = vault_sysdb_tenant_get(srv->sysdb, c->peer->tenant, t, &c->err);
+    if (rc == CFR_ENOTFOUND || rc == CFR_EINVAL) {
+        cfr_log(CFR_LOG_WARN, "vault.unregistered",
+                "tenant=%s identity=%s method=%s", c->peer->tenant,
+                cfr_log_quote(c->peer->uri, q, sizeof(q)), vault_authz_name(m));
+        count_denial(srv, c->peer);
+        finish_status(c, CFR_RPC_PERMISSION_DENIED, "tenant not registered");
+        goto out;
+    }
+    if (rc != 0) {
+        /* Fail closed: an unreadable registry admits nobody. */
+        finish_code(c);
+        goto out;
+    }
+    if (vault_authz_is_data(m) && t->n_regions > 0) {
+        bool here = false;
+        for (size_t i = 0; i < t->n_regions && !here; i++) {
+            here = strcmp(t->regions[i], srv->cfg->region) == 0;
+        }
+        if (!here) {
+            char msg[VAULT_SYSDB_NAME_MAX + VAULT_SYSDB_REGION_MAX + 64];
+            snprintf(msg, sizeof(msg), "tenant %s is not allowed in region %s",
+                     t->name, srv->cfg->region);
+            finish_status(c, CFR_RPC_FAILED_PRECONDITION, msg);
+            goto out;
+        }
+    }
+    note_identity(c);
+    pass = true;
+out:
+    cfr_free(t);
+    return pass;
+}
+
+static void h_system(struct cfr_rpc_ctx *ctx, void *arg);
 
 static cfr_rpc_handler_fn *const handlers[VAULT_M_COUNT] = {
     [VAULT_M_MISSING] = h_missing,
@@ -1609,7 +2545,26 @@ static cfr_rpc_handler_fn *const handlers[VAULT_M_COUNT] = {
     [VAULT_M_ADMIN] = h_admin,
     [VAULT_M_AUDIT] = h_audit,
     [VAULT_M_HEALTH] = h_health,
+    [VAULT_M_SYSTEM] = h_system,
 };
+
+/* Every method enters here: the registry gate, then its handler. */
+static void
+h_gated(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    enum vault_method m = vault_authz_method(cfr_rpc_ctx_method(ctx));
+    call_init(&c, ctx, arg);
+    if (m >= VAULT_M_COUNT) {
+        finish_status(&c, CFR_RPC_UNIMPLEMENTED, "unknown method");
+        return;
+    }
+    if (gate(&c, m)) {
+        handlers[m](ctx, arg);
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
 
 static enum cfr_rpc_kind
 kind_of(enum vault_method m)
@@ -1650,6 +2605,14 @@ vault_server_new(const struct vault_server_opts *opts,
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&srv->cv, &ca);
     pthread_condattr_destroy(&ca);
+    srv->seen = cfr_calloc(1, sizeof(*srv->seen));
+    if (srv->seen == NULL ||
+        (srv->seen->slots =
+             cfr_calloc(SEEN_CACHE_SLOTS, sizeof(*srv->seen->slots))) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "out of memory");
+        goto out;
+    }
+    pthread_mutex_init(&srv->seen->mu, NULL);
 
     memset(&ro, 0, sizeof(ro));
     ro.listen_addr = opts->cfg->listen;
@@ -1681,7 +2644,7 @@ vault_server_new(const struct vault_server_opts *opts,
     for (int m = 0; m < VAULT_M_COUNT; m++) {
         if ((rc = cfr_rpc_server_add_method(
                  srv->rpc, vault_authz_path((enum vault_method)m),
-                 kind_of((enum vault_method)m), handlers[m], srv, err)) != 0) {
+                 kind_of((enum vault_method)m), h_gated, srv, err)) != 0) {
             goto out;
         }
     }
@@ -1756,5 +2719,12 @@ vault_server_free(struct vault_server *srv)
     cfr_ratelimit_free(srv->rl);
     pthread_cond_destroy(&srv->cv);
     pthread_mutex_destroy(&srv->mu);
+    if (srv->seen != NULL) {
+        if (srv->seen->slots != NULL) {
+            pthread_mutex_destroy(&srv->seen->mu);
+        }
+        cfr_free(srv->seen->slots);
+        cfr_free(srv->seen);
+    }
     cfr_free(srv);
 }

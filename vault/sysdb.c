@@ -8,6 +8,10 @@
  *   audit      be64(time, sign-flipped) + be64(seq) -> audit record
  *   approvals  tenant + NUL + 16-byte id -> approval record
  *   totp       tenant + NUL + identity -> TOTP record (secret, last step)
+ *   seen       tenant + NUL + fingerprint -> first-seen record
+ *
+ * Approvals and TOTP records are keyed by a scope: a tenant name, or
+ * VAULT_SYSDB_SYSTEM_SCOPE ("_system") for the vault's operators.
  *
  * Every record starts with a version byte (1) and is a fixed sequence of
  * little-endian integers and length-prefixed strings; the decoder refuses
@@ -39,6 +43,7 @@
 #include "secret.h" /* cfr_wipe, cfr_crypto_random, cfr_ct_equal */
 
 #define REC_VERSION      1
+#define AUDIT_VERSION    2 /* 1 plus the caller's tenant; 1 still reads */
 #define REC_MAX          (64u * 1024u)
 #define PURGE_BATCH      1024
 #define AUDIT_BATCH      512
@@ -53,11 +58,14 @@ enum cf {
     CF_AUDIT,
     CF_APPROVALS,
     CF_TOTP,
+    CF_SEEN,
     CF_COUNT,
 };
 
+/* RocksDB creates a family missing on disk, so "seen" joins old databases
+ * without a migration. */
 static const char *const cf_names[CF_COUNT] = {
-    "meta", "tenants", "deny", "audit", "approvals", "totp",
+    "meta", "tenants", "deny", "audit", "approvals", "totp", "seen",
 };
 
 static const char meta_version_key[] = "format_version";
@@ -288,7 +296,24 @@ target_ok(const char *s)
     return false;
 }
 
-/* True when identity is an admin identity of tenant. */
+/*
+ * A scope of approvals and TOTP secrets: a tenant name, or
+ * VAULT_SYSDB_SYSTEM_SCOPE for the operators (not a valid tenant name, so
+ * the two can never share a key).
+ */
+static int
+scope_ok(const char *scope, struct cfr_err *err)
+{
+    if (scope != NULL && strcmp(scope, VAULT_SYSDB_SYSTEM_SCOPE) == 0) {
+        return 0;
+    }
+    return vault_sysdb_tenant_name_ok(scope, err);
+}
+
+/*
+ * True when identity is an admin identity of tenant, or, for the system
+ * scope, an operator identity.
+ */
 static bool
 admin_of(const char *identity, const char *tenant)
 {
@@ -296,6 +321,9 @@ admin_of(const char *identity, const char *tenant)
     if (identity == NULL || strlen(identity) >= VAULT_SYSDB_IDENT_MAX ||
         cfr_rpc_identity_parse(identity, t, role) != 0) {
         return false;
+    }
+    if (strcmp(tenant, VAULT_SYSDB_SYSTEM_SCOPE) == 0) {
+        return t[0] == '\0' && strcmp(role, CFR_RPC_ROLE_OPERATOR) == 0;
     }
     return strcmp(t, tenant) == 0 && strcmp(role, "admin") == 0;
 }
@@ -618,9 +646,6 @@ vault_sysdb_tenant_create(struct vault_sysdb *db,
     } else if (rc == CFR_ENOTFOUND) {
         *nt = *t;
         nt->created_ms = cfr_clock_now_ms(db->clock);
-        if (nt->retention_ms == 0) {
-            nt->retention_ms = VAULT_SYSDB_DEFAULT_RETENTION_MS;
-        }
         rc = tenant_write(db, nt, err);
     } else {
         rc = CFR_ERR(err, rc, "sysdb: tenant %s unreadable", t->name);
@@ -654,9 +679,6 @@ vault_sysdb_tenant_update(struct vault_sysdb *db,
     if (rc == 0) {
         *nt = *t;
         nt->created_ms = cur->created_ms;
-        if (nt->retention_ms == 0) {
-            nt->retention_ms = VAULT_SYSDB_DEFAULT_RETENTION_MS;
-        }
         rc = tenant_write(db, nt, err);
     }
     pthread_mutex_unlock(&db->lock);
@@ -1001,6 +1023,10 @@ audit_prepare(struct vault_sysdb *db, const struct vault_sysdb_audit *in,
     cfr_log_quote(in->peer, q->peer, sizeof(q->peer));
     cfr_log_quote(in->method, q->method, sizeof(q->method));
     cfr_log_quote(in->detail, q->detail, sizeof(q->detail));
+    /* "" stays "": it means "no tenant", not an empty quoted string. */
+    if (in->tenant[0] != '\0') {
+        cfr_log_quote(in->tenant, q->tenant, sizeof(q->tenant));
+    }
 }
 
 static int
@@ -1008,7 +1034,7 @@ audit_encode(const struct vault_sysdb_audit *q, struct cfr_buf *b,
              struct cfr_err *err)
 {
     int rc;
-    if ((rc = cfr_buf_append_u8(b, REC_VERSION, err)) != 0 ||
+    if ((rc = cfr_buf_append_u8(b, AUDIT_VERSION, err)) != 0 ||
         (rc = put_i64(b, q->time_ms, err)) != 0 ||
         (rc = cfr_buf_append_le64(b, q->seq, err)) != 0 ||
         (rc = put_str(b, q->identity, err)) != 0 ||
@@ -1016,7 +1042,8 @@ audit_encode(const struct vault_sysdb_audit *q, struct cfr_buf *b,
         (rc = put_str(b, q->method, err)) != 0 ||
         (rc = cfr_buf_append_u8(b, (uint8_t)q->decision, err)) != 0 ||
         (rc = cfr_buf_append_le32(b, (uint32_t)q->status, err)) != 0 ||
-        (rc = put_str(b, q->detail, err)) != 0) {
+        (rc = put_str(b, q->detail, err)) != 0 ||
+        (rc = put_str(b, q->tenant, err)) != 0) {
         return rc;
     }
     return 0;
@@ -1027,9 +1054,11 @@ audit_decode(const uint8_t *p, size_t len, struct vault_sysdb_audit *q,
              struct cfr_err *err)
 {
     struct rd r;
+    uint8_t version;
     memset(q, 0, sizeof(*q));
     rd_init(&r, p, len);
-    if (rd_u8(&r) != REC_VERSION) {
+    version = rd_u8(&r);
+    if (version != REC_VERSION && version != AUDIT_VERSION) {
         r.bad = true;
     }
     q->time_ms = (int64_t)rd_u64(&r);
@@ -1040,6 +1069,9 @@ audit_decode(const uint8_t *p, size_t len, struct vault_sysdb_audit *q,
     q->decision = (enum vault_sysdb_decision)rd_u8(&r);
     q->status = (int)rd_u32(&r);
     rd_str(&r, q->detail, sizeof(q->detail));
+    if (version == AUDIT_VERSION) {
+        rd_str(&r, q->tenant, sizeof(q->tenant));
+    }
     return rd_end(&r, "audit", err);
 }
 
@@ -1340,7 +1372,7 @@ approval_key(const char *tenant, const char *id_hex, uint8_t *key,
 {
     size_t tl;
     int rc;
-    if ((rc = vault_sysdb_tenant_name_ok(tenant, err)) != 0) {
+    if ((rc = scope_ok(tenant, err)) != 0) {
         return rc;
     }
     tl = strlen(tenant);
@@ -1461,7 +1493,7 @@ vault_sysdb_approval_request(struct vault_sysdb *db, const char *tenant,
         rc = CFR_ERR(err, CFR_ENOMEM, "sysdb: out of memory");
         goto out;
     }
-    if ((rc = vault_sysdb_tenant_name_ok(tenant, err)) != 0) {
+    if ((rc = scope_ok(tenant, err)) != 0) {
         goto out;
     }
     if (!admin_of(identity, tenant) || !principal_ok(principal)) {
@@ -1647,7 +1679,7 @@ totp_key(const char *tenant, const char *identity, const char *principal,
          uint8_t *key, size_t *key_len, struct cfr_err *err)
 {
     int rc;
-    if ((rc = vault_sysdb_tenant_name_ok(tenant, err)) != 0) {
+    if ((rc = scope_ok(tenant, err)) != 0) {
         return rc;
     }
     if (!admin_of(identity, tenant) || !principal_ok(principal)) {
@@ -1851,5 +1883,57 @@ out:
         cfr_wipe(t, sizeof(*t));
     }
     cfr_free(t);
+    return rc;
+}
+
+/* ---- identities seen -------------------------------------------------- */
+
+int
+vault_sysdb_seen_mark(struct vault_sysdb *db, const char *tenant,
+                      const char *fingerprint, bool *new_r, struct cfr_err *err)
+{
+    uint8_t key[VAULT_SYSDB_NAME_MAX + 1 + CFR_RPC_FINGERPRINT_LEN];
+    uint8_t val[9];
+    size_t tn, fn, key_len;
+    struct cfr_buf v;
+    int rc;
+
+    *new_r = false;
+    cfr_buf_init(&v, REC_MAX);
+    if ((rc = vault_sysdb_tenant_name_ok(tenant, err)) != 0) {
+        goto out;
+    }
+    tn = strlen(tenant);
+    fn = fingerprint != NULL ? strlen(fingerprint) : 0;
+    if (fn != CFR_RPC_FINGERPRINT_LEN) {
+        rc = CFR_ERR(err, CFR_EINVAL, "sysdb: bad fingerprint");
+        goto out;
+    }
+    memcpy(key, tenant, tn);
+    key[tn] = 0;
+    for (size_t i = 0; i < fn; i++) {
+        char c = fingerprint[i];
+        if (c >= 'A' && c <= 'F') {
+            c = (char)(c - 'A' + 'a');
+        }
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            rc = CFR_ERR(err, CFR_EINVAL, "sysdb: bad fingerprint");
+            goto out;
+        }
+        key[tn + 1 + i] = (uint8_t)c;
+    }
+    key_len = tn + 1 + fn;
+    /* Under the lock, so two first calls racing report "new" once. */
+    pthread_mutex_lock(&db->lock);
+    rc = cfr_kv_get(db->kv, CF_SEEN, key, key_len, &v, err);
+    if (rc == CFR_ENOTFOUND) {
+        val[0] = REC_VERSION;
+        cfr_put_le64(val + 1, (uint64_t)cfr_clock_now_ms(db->clock));
+        rc = cfr_kv_put(db->kv, CF_SEEN, key, key_len, val, sizeof(val), err);
+        *new_r = rc == 0;
+    }
+    pthread_mutex_unlock(&db->lock);
+out:
+    cfr_buf_fini(&v);
     return rc;
 }

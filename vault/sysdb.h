@@ -1,7 +1,8 @@
 /*
  * sysdb.h - the vault's system database: tenant registry, deny list,
- * audit log, approvals for destructive admin operations and admins' TOTP
- * secrets, in <data dir>/_system over core/kv.h (docs/FORMAT.md).
+ * audit log, approvals for destructive admin and operator operations,
+ * admins' and operators' TOTP secrets, and the agent certificates seen,
+ * in <data dir>/_system over core/kv.h (docs/FORMAT.md).
  *
  * Invariants:
  *  1. Every write is a synced WAL write before the call returns.
@@ -62,6 +63,12 @@
 #include "totp.h"   /* struct cfr_totp_params */
 
 #define VAULT_SYSDB_DIR "_system"
+/*
+ * The scope of the operators' approvals and TOTP secrets, where the other
+ * calls take a tenant name: not a valid tenant name (leading '_'), so an
+ * operator's record never collides with a tenant's.
+ */
+#define VAULT_SYSDB_SYSTEM_SCOPE "_system"
 
 #define VAULT_SYSDB_NAME_MAX        64 /* tenant name bytes, NUL excluded */
 #define VAULT_SYSDB_REGIONS_MAX     16
@@ -107,7 +114,7 @@ struct vault_sysdb_tenant {
                                             starting with . - or _ */
     size_t n_regions;
     char regions[VAULT_SYSDB_REGIONS_MAX][VAULT_SYSDB_REGION_MAX];
-    int64_t retention_ms; /* 0 on put: the default, 30 days */
+    int64_t retention_ms; /* 0: the vault's configured default */
     int64_t created_ms;   /* set by the vault clock at creation */
     size_t n_notify;
     char notify[VAULT_SYSDB_NOTIFY_MAX][VAULT_SYSDB_TARGET_MAX];
@@ -216,6 +223,8 @@ struct vault_sysdb_audit {
     enum vault_sysdb_decision decision;
     int status; /* the gRPC status sent */
     char detail[VAULT_SYSDB_TEXT_MAX];
+    char tenant[VAULT_SYSDB_NAME_MAX + 1]; /* the caller's; "" for none
+                                              (operators, refused peers) */
 };
 
 /* Appends rec now, synced. */
@@ -279,6 +288,10 @@ struct vault_sysdb_approval {
 };
 
 /*
+ * tenant below is a tenant name, or VAULT_SYSDB_SYSTEM_SCOPE for requests
+ * of the vault's operators: there "admin" reads "operator identity"
+ * (coffer://operator/NAME) and the same rules hold.
+ *
  * Records a pending request by the admin (identity URI, principal) for op
  * with args on tenant, and returns its id (32 hex digits, random) in id_r.
  * op is a token without spaces ("purge"); args, the canonical arguments
@@ -319,6 +332,9 @@ int vault_sysdb_approval_purge(struct vault_sysdb *db, uint64_t *purged_r,
 /* ---- TOTP second factor ----------------------------------------------- */
 
 /*
+ * tenant is a tenant name, or VAULT_SYSDB_SYSTEM_SCOPE for an operator's
+ * own secret (identity coffer://operator/NAME).
+ *
  * Registers (or replaces) the TOTP secret of the admin (identity URI,
  * principal) on tenant: one secret per admin, keyed by both. secret is
  * borrowed and copied; params may be NULL (SHA1, 6, 30 s). CFR_EDENIED
@@ -346,5 +362,17 @@ int vault_sysdb_totp_verify(struct vault_sysdb *db, const char *tenant,
                             const char *identity, const char *principal,
                             const char *code, struct cfr_err *err)
     __attribute__((warn_unused_result));
+
+/* ---- identities seen ------------------------------------------------- */
+
+/*
+ * Records that a certificate (fingerprint: 64 hex digits, either case)
+ * acted for tenant, synced, and sets *new_r when it was not recorded
+ * before: exactly one caller ever gets true for a (tenant, fingerprint).
+ * CFR_EINVAL for a bad tenant name or fingerprint.
+ */
+int vault_sysdb_seen_mark(struct vault_sysdb *db, const char *tenant,
+                          const char *fingerprint, bool *new_r,
+                          struct cfr_err *err);
 
 #endif /* VAULT_SYSDB_H */

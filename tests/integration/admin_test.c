@@ -360,6 +360,72 @@ test_admin_issue_named_admins(void **state)
     assert_false(exists("admin-bad.pem"));
 }
 
+/*
+ * Operators: coffer://operator/NAME with CN NAME, read back by the
+ * transport's own parser as role operator without a tenant.
+ */
+static void
+test_admin_issue_operator(void **state)
+{
+    (void)state;
+    assert_int_equal(admin("cert issue --ca %s --role operator --name alice "
+                           "--out %s/op-alice --days 20",
+                           ca_dir, dir),
+                     0);
+    assert_non_null(strstr(out, "identity: operator=alice\n"));
+    assert_null(strstr(out, "PRIVATE KEY"));
+    assert_int_equal(mode_of("op-alice.key"), 0600);
+    check_serial_and_fingerprint("op-alice.pem");
+    assert_int_equal(run("cd %s && openssl verify -CAfile ca/ca.pem -purpose "
+                         "sslclient op-alice.pem",
+                         dir),
+                     0);
+    assert_int_equal(
+        run("cd %s && openssl x509 -in op-alice.pem -noout -text", dir), 0);
+    assert_non_null(strstr(out,
+                           "X509v3 Subject Alternative Name: \n"
+                           "                URI:coffer://operator/alice\n"));
+    assert_int_equal(count_of(out, "URI:"), 1);
+    assert_non_null(strstr(out, "TLS Web Client Authentication"));
+    assert_null(strstr(out, "Server Authentication"));
+    assert_null(strstr(out, "coffer://tenant/"));
+    assert_int_equal(run("cd %s && openssl x509 -in op-alice.pem -noout "
+                         "-subject -nameopt RFC2253",
+                         dir),
+                     0);
+    assert_non_null(strstr(out, "CN=alice,O=Coffer"));
+    assert_null(strstr(out, "OU="));
+    check_key_matches("op-alice.pem", "op-alice.key");
+    assert_int_equal(admin("cert show %s/op-alice.pem", dir), 0);
+    assert_non_null(strstr(out, "identity: operator=alice\n"));
+
+    /* An operator has no tenant, needs a name, and no host names. */
+    static const struct {
+        const char *args, *says;
+    } bad[] = {
+        {"--role operator --name alice --tenant acme", "no --tenant"},
+        {"--role operator", "needs --name"},
+        {"--role operator --name Alice", "a-z 0-9"},
+        {"--role operator --name -x", "must not start"},
+        {"--role operator --name alice --dns x.example", "role vault only"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int rc = admin("cert issue --ca %s %s --out %s/op-bad --days 20",
+                       ca_dir, bad[i].args, dir);
+        if (rc != 2 || strstr(out, bad[i].says) == NULL) {
+            fail_msg("case %zu (%s): exit %d: %s", i, bad[i].args, rc, out);
+        }
+        assert_false(exists("op-bad.pem"));
+        assert_false(exists("op-bad.key"));
+    }
+    /* The refusal of an unknown role lists operator among the roles. */
+    assert_int_equal(admin("cert issue --ca %s --role superuser --tenant acme "
+                           "--out %s/op-bad",
+                           ca_dir, dir),
+                     2);
+    assert_non_null(strstr(out, "vault or operator"));
+}
+
 static void
 test_admin_issue_vault(void **state)
 {
@@ -585,6 +651,7 @@ test_admin_show_foreign(void **state)
     } cases[] = {
         {"agent.pem", "identity: tenant=acme role=agent\n"},
         {"restore.pem", "identity: tenant=globex role=restore\n"},
+        {"operator2.pem", "identity: operator=bob\n"},
         {"twoid.pem", "identity: none (two or more coffer identity URIs)\n"},
         {"noid.pem", "identity: none\n"},
         {"ca.pem", "identity: certificate authority\n"},
@@ -615,14 +682,29 @@ test_admin_help(void **state)
 {
     (void)state;
     assert_int_equal(admin("--help"), 0);
-    static const char *const sections[] = {
-        "NAME\n",   "SYNOPSIS\n",    "DESCRIPTION\n", "COMMANDS\n",
-        "OUTPUT\n", "EXIT STATUS\n", "EXAMPLES\n",    "coffer://tenant/T/role"};
+    static const char *const sections[] = {"NAME\n",
+                                           "SYNOPSIS\n",
+                                           "DESCRIPTION\n",
+                                           "COMMANDS\n",
+                                           "OUTPUT\n",
+                                           "EXIT STATUS\n",
+                                           "EXAMPLES\n",
+                                           "coffer://tenant/T/role",
+                                           "coffer://operator/NAME",
+                                           "tenant add NAME",
+                                           "revoke (--identity",
+                                           "audit [--tenant T]",
+                                           "totp enroll",
+                                           "CONNECTION\n",
+                                           "7  a vault could not be reached",
+                                           "9  pending"};
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++) {
         assert_non_null(strstr(out, sections[i]));
     }
     assert_int_equal(admin("cert issue --help"), 0);
     assert_non_null(strstr(out, "EXIT STATUS\n"));
+    assert_int_equal(admin("tenant add --help"), 0);
+    assert_non_null(strstr(out, "CONNECTION\n"));
     assert_int_equal(admin("help"), 0);
 }
 
@@ -762,6 +844,7 @@ main(void)
         cmocka_unit_test(test_admin_ca_refuses_existing),
         cmocka_unit_test(test_admin_issue_each_client_role),
         cmocka_unit_test(test_admin_issue_named_admins),
+        cmocka_unit_test(test_admin_issue_operator),
         cmocka_unit_test(test_admin_issue_vault),
         cmocka_unit_test(test_admin_issue_from_csr),
         cmocka_unit_test(test_admin_refusals),

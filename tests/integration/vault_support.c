@@ -25,7 +25,7 @@
 #include <time.h>     /* nanosleep */
 #include <unistd.h>   /* fork, execv */
 
-#include "coffer_vault.pb-c.h" /* HealthRequest */
+#include "coffer_vault.pb-c.h" /* HealthRequest, SystemRequest */
 #include "mem.h"               /* cfr_malloc */
 
 #define FILE_MAX ((size_t)1 << 20)
@@ -242,6 +242,63 @@ wait_exit(pid_t pid, int64_t timeout_ms)
     }
 }
 
+/* The vault refuses unregistered tenants: register the test ones. */
+static int
+register_test_tenants(struct vs_vault *v)
+{
+    static const char *const tenants[] = {"acme", "globex"};
+    char msg[256];
+    if (v->no_register) {
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(tenants) / sizeof(tenants[0]); i++) {
+        int st = vs_tenant_add(v, tenants[i], NULL, msg, sizeof(msg));
+        if (st != CFR_RPC_OK && st != CFR_RPC_ALREADY_EXISTS) {
+            fprintf(stderr, "vault_support: registering %s: %s: %s\n",
+                    tenants[i], cfr_rpc_status_name(st), msg);
+            dump_log(v);
+            vs_vault_stop(v, SIGKILL, 5000);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+vs_tenant_add(const struct vs_vault *v, const char *name,
+              const char *const *regions, char *msg, size_t msg_size)
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__TenantInfo ti = COFFER__V1__TENANT_INFO__INIT;
+    struct cfr_rpc_client *cli = vs_client(v, "operator");
+    ProtobufCMessage *resp = NULL;
+    struct cfr_err err;
+    size_t n = 0;
+    int st;
+
+    cfr_err_clear(&err);
+    while (regions != NULL && regions[n] != NULL) {
+        n++;
+    }
+    ti.name = (char *)name;
+    ti.n_regions = n;
+    ti.regions = (char **)regions;
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_ADD;
+    req.tenant = &ti;
+    st = cli != NULL
+             ? vs_unary(cli, "System", &req.base,
+                        &coffer__v1__system_response__descriptor, &resp, &err)
+             : CFR_RPC_UNAVAILABLE;
+    if (msg != NULL && msg_size > 0) {
+        snprintf(msg, msg_size, "%s", cli != NULL ? err.msg : "no client");
+    }
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    cfr_rpc_client_free(cli);
+    return st;
+}
+
 int
 vs_vault_start(struct vs_vault *v, int64_t timeout_ms)
 {
@@ -308,7 +365,7 @@ vs_vault_start(struct vs_vault *v, int64_t timeout_ms)
         }
         cfr_rpc_client_free(cli);
         if (st == CFR_RPC_OK) {
-            return 0;
+            return register_test_tenants(v);
         }
         if (!vs_vault_alive(v) || now_ms() > end) {
             fprintf(stderr, "vault_support: %s never answered Health\n",

@@ -7,14 +7,18 @@
  * the vault tests need: acme admin/restore/auditor, globex agent), and one
  * subdirectory per vault (config, data, log, port file, stats file).
  * A struct vs_vault is one vault process: start it (port 0, the bound port
- * read back from its port file, ready once Health answers), signal it,
- * wait for it, restart it on the same data directory.
+ * read back from its port file, ready once Health answers, then the test
+ * tenants acme and globex registered through System as the operator,
+ * since a vault refuses unregistered tenants), signal it, wait for it,
+ * restart it on the same data directory.
  *
  * Identities (file stems in the env directory):
  *   agent        acme agent            globex-agent  globex agent
  *   acme-restore acme restore          restore       globex restore
  *   acme-admin   acme admin            acme-admin2   a second acme admin
  *   acme-auditor acme auditor          noid, twoid, expired, rogue (refused)
+ *   agent2       a second acme agent   operator, operator2  vault operators
+ *                                                   alice and bob
  *
  * Thread safety: none; one test thread drives a harness (clients may be
  * used from other threads, as core/rpc.h allows).
@@ -46,6 +50,8 @@ struct vs_vault {
     char extra_cfg[2048];  /* appended to the generated config */
     bool test_mode;        /* pass --test-mode */
     char clock_offset[32]; /* --test-clock-offset value, "" = none */
+    bool no_register;      /* vs_vault_start leaves acme and globex
+                              unregistered (tests of the registry) */
     pid_t pid;
     int port;
 };
@@ -65,8 +71,10 @@ int vs_vault_init(struct vs_vault *v, struct vs_env *env, const char *name);
 int vs_vault_write_config(struct vs_vault *v);
 /*
  * Writes the config, starts the process and waits (up to timeout_ms) until
- * Health answers. Returns 0, or -1 when the vault exited or never
- * answered (its log is on stderr then).
+ * Health answers, then (unless v->no_register) registers acme and globex
+ * with no region limit (already registered, on a restart, is fine).
+ * Returns 0, or -1 when the vault exited, never answered or refused the
+ * registration (its log is on stderr then).
  */
 int vs_vault_start(struct vs_vault *v, int64_t timeout_ms);
 /* Sends sig (SIGTERM, SIGKILL) and waits up to timeout_ms for the exit.
@@ -100,6 +108,14 @@ int vs_unary(struct cfr_rpc_client *cli, const char *method,
              const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *desc, ProtobufCMessage **resp_r,
              struct cfr_err *err);
+/*
+ * System TENANT_ADD of name as the operator, allowed in regions
+ * (NULL-terminated; NULL or empty: anywhere). Returns the gRPC status;
+ * msg (may be NULL) gets the status message.
+ */
+int vs_tenant_add(const struct vs_vault *v, const char *name,
+                  const char *const *regions, char *msg, size_t msg_size);
+
 /* As vs_unary with raw request bytes and no decoding. */
 int vs_unary_raw(struct cfr_rpc_client *cli, const char *method,
                  const void *req, size_t len, struct cfr_buf *resp,

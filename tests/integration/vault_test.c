@@ -39,13 +39,14 @@
 #include <sys/time.h>   /* struct timeval */
 #include <unistd.h>     /* read, write, close */
 
-#include "coffer_vault.pb-c.h" /* wire messages */
-#include "env.h"               /* sealing real envelopes */
-#include "id.h"                /* cfr_id_plain for reference pages */
-#include "keys.h"              /* a tenant keyring */
-#include "mem.h"               /* cfr_malloc */
-#include "snap.h"              /* reference lists and headers */
-#include "vault_support.h"     /* the harness */
+#include "coffer_vault.pb-c.h"    /* wire messages */
+#include "env.h"                  /* sealing real envelopes */
+#include "id.h"                   /* cfr_id_plain for reference pages */
+#include "keys.h"                 /* a tenant keyring */
+#include "mem.h"                  /* cfr_malloc */
+#include "snap.h"                 /* reference lists and headers */
+#include "vault_client_support.h" /* objects and RPC wrappers */
+#include "vault_support.h"        /* the harness */
 
 #define ID_LEN    32
 #define MAX_OBJS  4096
@@ -76,526 +77,13 @@ sleep_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* An object the test holds: ID, kind and bytes (owned). */
-struct obj {
-    uint8_t id[ID_LEN];
-    int kind; /* Coffer__V1__ObjectKind */
-    uint8_t *data;
-    size_t len;
-};
-
-struct objset {
-    struct obj *v;
-    size_t n, alloc;
-};
-
-static void
-objset_add(struct objset *s, const uint8_t id[ID_LEN], int kind,
-           const uint8_t *data, size_t len)
-{
-    if (s->n == s->alloc) {
-        s->alloc = s->alloc ? 2 * s->alloc : 64;
-        s->v = cfr_realloc(s->v, s->alloc * sizeof(*s->v));
-        assert_non_null(s->v);
-    }
-    memcpy(s->v[s->n].id, id, ID_LEN);
-    s->v[s->n].kind = kind;
-    s->v[s->n].data = cfr_malloc(len + 1);
-    assert_non_null(s->v[s->n].data);
-    memcpy(s->v[s->n].data, data, len);
-    s->v[s->n].len = len;
-    s->n++;
-}
-
-static void
-objset_fini(struct objset *s)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        cfr_free(s->v[i].data);
-    }
-    cfr_free(s->v);
-    memset(s, 0, sizeof(*s));
-}
-
-static const struct obj *
-objset_find(const struct objset *s, const uint8_t id[ID_LEN])
-{
-    for (size_t i = 0; i < s->n; i++) {
-        if (memcmp(s->v[i].id, id, ID_LEN) == 0) {
-            return &s->v[i];
-        }
-    }
-    return NULL;
-}
-
-/* Seals a chunk of len pseudo-random bytes (seeded) into s. */
-static void
-make_chunk(struct objset *s, uint64_t seed, size_t len)
-{
-    uint8_t *plain = cfr_malloc(len + 1);
-    uint8_t id[ID_LEN];
-    struct cfr_buf env_buf;
-    struct cfr_err err;
-    uint64_t x = seed * UINT64_C(0x9E3779B97F4A7C15) + 1;
-
-    assert_non_null(plain);
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        /* Half random, half runs: exercises compression both ways. */
-        plain[i] = (i / 512) % 2 ? (uint8_t)x : (uint8_t)(seed & 0x7f);
-    }
-    cfr_keyring_chunk_id(keyring, plain, len, id);
-    cfr_buf_init(&env_buf, len + CFR_ENV_OVERHEAD + (1u << 20));
-    assert_int_equal(
-        cfr_env_seal(session, CFR_ENV_CHUNK, id, plain, len, &env_buf, &err),
-        0);
-    objset_add(s, id, COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED, env_buf.data,
-               env_buf.len);
-    cfr_buf_fini(&env_buf);
-    cfr_free(plain);
-}
-
-static int
-cmp_id(const void *a, const void *b)
-{
-    return memcmp(((const struct obj *)a)->id, ((const struct obj *)b)->id,
-                  ID_LEN);
-}
-
-/* Reference pages go into the objset given as ctx. */
-static int
-refs_put(void *ctx, uint32_t level, const uint8_t *page, size_t len,
-         uint8_t id_r[CFR_TREE_ID_LEN], struct cfr_err *err)
-{
-    (void)level;
-    (void)err;
-    struct objset *pages = ctx;
-    cfr_id_plain(page, len, id_r);
-    if (objset_find(pages, id_r) == NULL) {
-        objset_add(pages, id_r, COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE,
-                   page, len);
-    }
-    return 0;
-}
-
-/* A snapshot ready to commit: its reference pages and sealed header. */
-struct snapshot {
-    struct objset pages;
-    struct cfr_tree_root root;
-    uint8_t mailbox_id[ID_LEN];
-    uint8_t header_id[ID_LEN];
-    uint8_t *header;
-    size_t header_len;
-};
-
-/* Builds the reference list of chunks (sorted copy) and a sealed header. */
-static void
-make_snapshot(struct snapshot *sn, const struct objset *chunks,
-              const char *mailbox, uint64_t tag)
-{
-    struct cfr_snap_refs_writer *w = NULL;
-    struct cfr_snap_header h;
-    struct cfr_buf hb, eb;
-    struct cfr_err err;
-    struct obj *sorted = cfr_calloc(chunks->n + 1, sizeof(*sorted));
-
-    memset(sn, 0, sizeof(*sn));
-    assert_non_null(sorted);
-    memcpy(sorted, chunks->v, chunks->n * sizeof(*sorted));
-    qsort(sorted, chunks->n, sizeof(*sorted), cmp_id);
-    assert_int_equal(
-        cfr_snap_refs_writer_new(NULL, refs_put, &sn->pages, &w, &err), 0);
-    for (size_t i = 0; i < chunks->n; i++) {
-        if (i > 0 && memcmp(sorted[i].id, sorted[i - 1].id, ID_LEN) == 0) {
-            continue;
-        }
-        assert_int_equal(cfr_snap_refs_writer_add(w, sorted[i].id, &err), 0);
-    }
-    assert_int_equal(cfr_snap_refs_writer_finish(w, &sn->root, &err), 0);
-    cfr_snap_refs_writer_free(w);
-    cfr_free(sorted);
-
-    memset(&h, 0, sizeof(h));
-    snprintf(h.mailbox, sizeof(h.mailbox), "%s", mailbox);
-    snprintf(h.host, sizeof(h.host), "test-host");
-    snprintf(h.agent_version, sizeof(h.agent_version), "vault_test");
-    h.agent_time_ms = (int64_t)tag;
-    h.refs = sn->root;
-    h.manifest = sn->root;
-    cfr_keyring_name_id(keyring, mailbox, strlen(mailbox), sn->mailbox_id);
-    cfr_buf_init(&hb, CFR_SNAP_HEADER_MAX);
-    assert_int_equal(cfr_snap_header_encode(&h, &hb, &err), 0);
-    cfr_id_plain(hb.data, hb.len, sn->header_id);
-    cfr_buf_init(&eb, 1u << 20);
-    assert_int_equal(cfr_env_seal(session, CFR_ENV_SNAPSHOT_HEADER,
-                                  sn->header_id, hb.data, hb.len, &eb, &err),
-                     0);
-    sn->header = cfr_buf_steal(&eb, &sn->header_len);
-    cfr_buf_fini(&hb);
-    cfr_buf_fini(&eb);
-}
-
-static void
-snapshot_fini(struct snapshot *sn)
-{
-    objset_fini(&sn->pages);
-    cfr_free(sn->header);
-}
-
-/* ---- RPC wrappers ------------------------------------------------------ */
-
-static int
-open_lease(struct cfr_rpc_client *cli, uint8_t lease[16])
-{
-    Coffer__V1__OpenLeaseRequest req = COFFER__V1__OPEN_LEASE_REQUEST__INIT;
-    Coffer__V1__OpenLeaseResponse *resp = NULL;
-    struct cfr_err err;
-    int st;
-    req.session_public.data = (uint8_t *)cfr_session_public(session);
-    req.session_public.len = 32;
-    st = vs_unary(cli, "OpenLease", &req.base,
-                  &coffer__v1__open_lease_response__descriptor,
-                  (ProtobufCMessage **)&resp, &err);
-    if (st == CFR_RPC_OK) {
-        assert_non_null(resp);
-        assert_int_equal(resp->lease_id.len, 16);
-        memcpy(lease, resp->lease_id.data, 16);
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    return st;
-}
-
-/*
- * PutObjects of objs[from..to) in messages of at most per_msg objects.
- * Returns the status; *stored_r the stored count.
- */
-static int
-put_objects(struct cfr_rpc_client *cli, const uint8_t lease[16],
-            const struct objset *s, size_t from, size_t to, size_t per_msg,
-            uint64_t *stored_r)
-{
-    struct cfr_rpc_call *call = NULL;
-    struct cfr_err err;
-    struct cfr_buf resp;
-    int st = CFR_RPC_UNKNOWN;
-
-    cfr_buf_init(&resp, 1u << 20);
-    if (cfr_rpc_cstream_open(cli, "/coffer.v1.Vault/PutObjects", 30000, &call,
-                             &err) != 0) {
-        goto out;
-    }
-    for (size_t i = from; i < to; i += per_msg) {
-        size_t n = to - i < per_msg ? to - i : per_msg;
-        Coffer__V1__PutObjectsRequest req =
-            COFFER__V1__PUT_OBJECTS_REQUEST__INIT;
-        Coffer__V1__Object *o = cfr_calloc(n, sizeof(*o));
-        Coffer__V1__Object **p = cfr_calloc(n, sizeof(*p));
-        size_t len;
-        uint8_t *buf;
-        assert_non_null(o);
-        assert_non_null(p);
-        for (size_t k = 0; k < n; k++) {
-            Coffer__V1__Object init = COFFER__V1__OBJECT__INIT;
-            o[k] = init;
-            o[k].id.data = s->v[i + k].id;
-            o[k].id.len = ID_LEN;
-            o[k].kind = s->v[i + k].kind;
-            o[k].data.data = s->v[i + k].data;
-            o[k].data.len = s->v[i + k].len;
-            p[k] = &o[k];
-        }
-        req.lease_id.data = (uint8_t *)lease;
-        req.lease_id.len = 16;
-        req.n_objects = n;
-        req.objects = p;
-        len = coffer__v1__put_objects_request__get_packed_size(&req);
-        buf = cfr_malloc(len + 1);
-        assert_non_null(buf);
-        coffer__v1__put_objects_request__pack(&req, buf);
-        int rc = cfr_rpc_cstream_send(call, buf, len, &err);
-        cfr_free(buf);
-        cfr_free(o);
-        cfr_free(p);
-        if (rc != 0) {
-            break;
-        }
-    }
-    (void)cfr_rpc_cstream_finish(call, &resp, &st, &err);
-    if (st == CFR_RPC_OK) {
-        Coffer__V1__PutObjectsResponse *r =
-            coffer__v1__put_objects_response__unpack(NULL, resp.len, resp.data);
-        assert_non_null(r);
-        if (stored_r != NULL) {
-            *stored_r = r->stored;
-        }
-        coffer__v1__put_objects_response__free_unpacked(r, NULL);
-    }
-out:
-    cfr_rpc_call_free(call);
-    cfr_buf_fini(&resp);
-    return st;
-}
-
-static int
-commit(struct cfr_rpc_client *cli, const uint8_t lease[16],
-       const struct snapshot *sn, bool *already_r)
-{
-    Coffer__V1__CommitRequest req = COFFER__V1__COMMIT_REQUEST__INIT;
-    Coffer__V1__TreeRoot root = COFFER__V1__TREE_ROOT__INIT;
-    Coffer__V1__CommitResponse *resp = NULL;
-    struct cfr_err err;
-    int st;
-
-    root.id.data = (uint8_t *)sn->root.id;
-    root.id.len = ID_LEN;
-    root.height = sn->root.height;
-    root.entries = sn->root.entries;
-    req.lease_id.data = (uint8_t *)lease;
-    req.lease_id.len = 16;
-    req.mailbox_id.data = (uint8_t *)sn->mailbox_id;
-    req.mailbox_id.len = ID_LEN;
-    req.header_id.data = (uint8_t *)sn->header_id;
-    req.header_id.len = ID_LEN;
-    req.header.data = sn->header;
-    req.header.len = sn->header_len;
-    req.refs = &root;
-    st = vs_unary(cli, "Commit", &req.base,
-                  &coffer__v1__commit_response__descriptor,
-                  (ProtobufCMessage **)&resp, &err);
-    if (st == CFR_RPC_OK) {
-        assert_non_null(resp);
-        assert_non_null(resp->snapshot);
-        assert_memory_equal(resp->snapshot->header_id.data, sn->header_id,
-                            ID_LEN);
-        if (already_r != NULL) {
-            *already_r = resp->already_committed;
-        }
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    return st;
-}
-
-/* Missing over ids of s; fills missing flags per index. */
-static int
-missing(struct cfr_rpc_client *cli, const uint8_t *lease,
-        const struct objset *s, bool *is_missing, size_t *n_missing_r)
-{
-    Coffer__V1__MissingRequest req = COFFER__V1__MISSING_REQUEST__INIT;
-    Coffer__V1__MissingResponse *resp = NULL;
-    ProtobufCBinaryData *ids = cfr_calloc(s->n + 1, sizeof(*ids));
-    struct cfr_err err;
-    int st;
-
-    assert_non_null(ids);
-    for (size_t i = 0; i < s->n; i++) {
-        ids[i].data = s->v[i].id;
-        ids[i].len = ID_LEN;
-        is_missing[i] = false;
-    }
-    req.n_ids = s->n;
-    req.ids = ids;
-    if (lease != NULL) {
-        req.lease_id.data = (uint8_t *)lease;
-        req.lease_id.len = 16;
-    }
-    st = vs_unary(cli, "Missing", &req.base,
-                  &coffer__v1__missing_response__descriptor,
-                  (ProtobufCMessage **)&resp, &err);
-    *n_missing_r = 0;
-    if (st == CFR_RPC_OK) {
-        assert_non_null(resp);
-        for (size_t i = 0; i < resp->n_missing; i++) {
-            assert_true(resp->missing[i] < s->n);
-            if (i > 0) {
-                assert_true(resp->missing[i] > resp->missing[i - 1]);
-            }
-            is_missing[resp->missing[i]] = true;
-        }
-        *n_missing_r = resp->n_missing;
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    cfr_free(ids);
-    return st;
-}
-
-/*
- * GetObjects of s's IDs (plus extra, may be NULL); received objects go to
- * got, missing IDs are counted. Returns the final status.
- */
-static int
-get_objects(struct cfr_rpc_client *cli, const struct objset *s,
-            const uint8_t *extra, struct objset *got, size_t *n_missing_r,
-            size_t *n_msgs_r)
-{
-    Coffer__V1__GetObjectsRequest req = COFFER__V1__GET_OBJECTS_REQUEST__INIT;
-    ProtobufCBinaryData *ids = cfr_calloc(s->n + 2, sizeof(*ids));
-    struct cfr_rpc_call *call = NULL;
-    struct cfr_buf msg;
-    struct cfr_err err;
-    uint8_t *buf;
-    size_t len, n = 0;
-    int st = CFR_RPC_UNKNOWN, rc;
-
-    assert_non_null(ids);
-    for (size_t i = 0; i < s->n; i++) {
-        ids[n].data = s->v[i].id;
-        ids[n++].len = ID_LEN;
-    }
-    if (extra != NULL) {
-        ids[n].data = (uint8_t *)extra;
-        ids[n++].len = ID_LEN;
-    }
-    req.n_ids = n;
-    req.ids = ids;
-    len = coffer__v1__get_objects_request__get_packed_size(&req);
-    buf = cfr_malloc(len + 1);
-    assert_non_null(buf);
-    coffer__v1__get_objects_request__pack(&req, buf);
-    *n_missing_r = 0;
-    *n_msgs_r = 0;
-    cfr_buf_init(&msg, (size_t)80 << 20);
-    if (cfr_rpc_sstream_open(cli, "/coffer.v1.Vault/GetObjects", buf, len,
-                             30000, &call, &err) != 0) {
-        goto out;
-    }
-    while ((rc = cfr_rpc_sstream_next(call, &msg, &st, &err)) == 1) {
-        Coffer__V1__GetObjectsResponse *r =
-            coffer__v1__get_objects_response__unpack(NULL, msg.len, msg.data);
-        assert_non_null(r);
-        (*n_msgs_r)++;
-        for (size_t i = 0; i < r->n_objects; i++) {
-            assert_int_equal(r->objects[i]->id.len, ID_LEN);
-            objset_add(got, r->objects[i]->id.data, r->objects[i]->kind,
-                       r->objects[i]->data.data, r->objects[i]->data.len);
-        }
-        *n_missing_r += r->n_missing;
-        coffer__v1__get_objects_response__free_unpacked(r, NULL);
-    }
-    if (rc == 0) {
-        st = CFR_RPC_OK;
-    }
-out:
-    cfr_rpc_call_free(call);
-    cfr_buf_fini(&msg);
-    cfr_free(buf);
-    cfr_free(ids);
-    return st;
-}
-
-static Coffer__V1__ListSnapshotsResponse *
-list_snapshots(struct cfr_rpc_client *cli, bool with_headers, int *st_r)
-{
-    Coffer__V1__ListSnapshotsRequest req =
-        COFFER__V1__LIST_SNAPSHOTS_REQUEST__INIT;
-    Coffer__V1__ListSnapshotsResponse *resp = NULL;
-    struct cfr_err err;
-    req.with_headers = with_headers;
-    *st_r = vs_unary(cli, "ListSnapshots", &req.base,
-                     &coffer__v1__list_snapshots_response__descriptor,
-                     (ProtobufCMessage **)&resp, &err);
-    if (*st_r == CFR_RPC_OK) {
-        assert_non_null(resp);
-    }
-    return resp;
-}
-
-/*
- * Admin op; id is the header_id, or the mailbox_id for a purge. approval
- * (16 bytes) and totp may be NULL.
- */
-static int
-admin_ex(struct cfr_rpc_client *cli, Coffer__V1__AdminOp op, const uint8_t *id,
-         int64_t retention_ms, const uint8_t *approval, const char *totp,
-         Coffer__V1__AdminResponse **resp_r, char *msg, size_t msg_size)
-{
-    Coffer__V1__AdminRequest req = COFFER__V1__ADMIN_REQUEST__INIT;
-    Coffer__V1__AdminResponse *resp = NULL;
-    struct cfr_err err;
-    int st;
-    req.op = op;
-    req.reason = (char *)"integration test";
-    if (id != NULL && op == COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX) {
-        req.mailbox_id.data = (uint8_t *)id;
-        req.mailbox_id.len = ID_LEN;
-    } else if (id != NULL) {
-        req.header_id.data = (uint8_t *)id;
-        req.header_id.len = ID_LEN;
-    }
-    if (approval != NULL) {
-        req.approval_id.data = (uint8_t *)approval;
-        req.approval_id.len = 16;
-    }
-    if (totp != NULL) {
-        req.totp = (char *)totp;
-    }
-    req.retention_ms = retention_ms;
-    st = vs_unary(cli, "Admin", &req.base,
-                  &coffer__v1__admin_response__descriptor,
-                  (ProtobufCMessage **)&resp, &err);
-    if (msg != NULL) {
-        snprintf(msg, msg_size, "%s", err.msg);
-    }
-    if (resp_r != NULL) {
-        *resp_r = resp;
-    } else if (resp != NULL) {
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    return st;
-}
-
-static int
-admin(struct cfr_rpc_client *cli, Coffer__V1__AdminOp op, const uint8_t *id,
-      int64_t retention_ms, Coffer__V1__AdminResponse **resp_r, char *msg,
-      size_t msg_size)
-{
-    return admin_ex(cli, op, id, retention_ms, NULL, NULL, resp_r, msg,
-                    msg_size);
-}
-
-/* A destructive op without a second factor: pending, with an approval ID. */
-static void
-expect_pending(struct cfr_rpc_client *cli, Coffer__V1__AdminOp op,
-               const uint8_t *id, int64_t retention_ms, uint8_t approval[16])
-{
-    Coffer__V1__AdminResponse *ar = NULL;
-    assert_int_equal(admin(cli, op, id, retention_ms, &ar, NULL, 0),
-                     CFR_RPC_OK);
-    assert_non_null(ar);
-    assert_true(ar->pending);
-    assert_int_equal(ar->approval_id.len, 16);
-    assert_int_equal(ar->snapshots_removed, 0);
-    if (approval != NULL) {
-        memcpy(approval, ar->approval_id.data, 16);
-    }
-    protobuf_c_message_free_unpacked(&ar->base, NULL);
-}
-
-static int
-health(struct cfr_rpc_client *cli, Coffer__V1__HealthResponse **resp_r)
-{
-    Coffer__V1__HealthRequest req = COFFER__V1__HEALTH_REQUEST__INIT;
-    Coffer__V1__HealthResponse *resp = NULL;
-    struct cfr_err err;
-    int st = vs_unary(cli, "Health", &req.base,
-                      &coffer__v1__health_response__descriptor,
-                      (ProtobufCMessage **)&resp, &err);
-    if (resp_r != NULL) {
-        *resp_r = resp;
-    } else if (resp != NULL) {
-        protobuf_c_message_free_unpacked(&resp->base, NULL);
-    }
-    return st;
-}
-
 /*
  * Uploads chunks and commits one snapshot as the acme agent; the chunks
  * and snapshot are returned for the caller to check against.
  */
 static void
-upload_snapshot(struct cfr_rpc_client *agent, struct objset *chunks,
-                struct snapshot *sn, const char *mailbox, uint64_t seed,
+upload_snapshot(struct cfr_rpc_client *agent, struct vc_objset *chunks,
+                struct vc_snapshot *sn, const char *mailbox, uint64_t seed,
                 size_t n_chunks, size_t big)
 {
     uint8_t lease[16];
@@ -603,34 +91,23 @@ upload_snapshot(struct cfr_rpc_client *agent, struct objset *chunks,
     bool already = true;
 
     for (size_t i = 0; i < n_chunks; i++) {
-        make_chunk(chunks, seed * 1000 + i, 100 + (size_t)(rnd() % 20000));
+        vc_make_chunk(keyring, session, chunks, seed * 1000 + i,
+                      100 + (size_t)(rnd() % 20000));
     }
     if (big > 0) {
-        make_chunk(chunks, seed * 1000 + 999, big);
+        vc_make_chunk(keyring, session, chunks, seed * 1000 + 999, big);
     }
-    make_snapshot(sn, chunks, mailbox, seed);
-    assert_int_equal(open_lease(agent, lease), CFR_RPC_OK);
+    vc_make_snapshot(keyring, session, sn, chunks, mailbox, seed);
+    assert_int_equal(vc_open_lease(session, agent, lease, NULL), CFR_RPC_OK);
     assert_int_equal(
-        put_objects(agent, lease, chunks, 0, chunks->n, 7, &stored),
+        vc_put_objects(agent, lease, chunks, 0, chunks->n, 7, &stored, NULL),
         CFR_RPC_OK);
     assert_int_equal(stored, chunks->n);
-    assert_int_equal(
-        put_objects(agent, lease, &sn->pages, 0, sn->pages.n, 16, NULL),
-        CFR_RPC_OK);
-    assert_int_equal(commit(agent, lease, sn, &already), CFR_RPC_OK);
+    assert_int_equal(vc_put_objects(agent, lease, &sn->pages, 0, sn->pages.n,
+                                    16, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(vc_commit(agent, lease, sn, &already, NULL), CFR_RPC_OK);
     assert_false(already);
-}
-
-static bool
-log_has(const struct vs_vault *v, const char *needle)
-{
-    char *buf = cfr_malloc(1u << 20);
-    bool found;
-    assert_non_null(buf);
-    vs_vault_log(v, buf, 1u << 20);
-    found = strstr(buf, needle) != NULL;
-    cfr_free(buf);
-    return found;
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -641,8 +118,8 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     (void)state;
     struct cfr_rpc_client *agent = vs_client(&main_vault, "agent");
     struct cfr_rpc_client *rest = vs_client(&main_vault, "acme-restore");
-    struct objset chunks = {0}, got = {0}, stray = {0};
-    struct snapshot sn, bad;
+    struct vc_objset chunks = {0}, got = {0}, stray = {0};
+    struct vc_snapshot sn, bad;
     bool *miss;
     size_t n_missing, n_msgs;
     uint8_t lease[16], unknown[ID_LEN];
@@ -656,10 +133,10 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     assert_non_null(rest);
     /* Before: the vault lacks every one of a fresh batch. */
     for (size_t i = 0; i < 5; i++) {
-        make_chunk(&stray, 7000 + i, 300);
+        vc_make_chunk(keyring, session, &stray, 7000 + i, 300);
     }
     miss = cfr_calloc(stray.n, sizeof(bool));
-    assert_int_equal(missing(agent, NULL, &stray, miss, &n_missing),
+    assert_int_equal(vc_missing(agent, NULL, &stray, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, stray.n);
 
@@ -667,16 +144,16 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     upload_snapshot(agent, &chunks, &sn, "INBOX", 1, 30, 3u << 20);
     cfr_free(miss);
     miss = cfr_calloc(chunks.n, sizeof(bool));
-    assert_int_equal(open_lease(agent, lease), CFR_RPC_OK);
-    assert_int_equal(missing(agent, lease, &chunks, miss, &n_missing),
+    assert_int_equal(vc_open_lease(session, agent, lease, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_missing(agent, lease, &chunks, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, 0);
     /* Committing the same header again is idempotent. */
-    assert_int_equal(commit(agent, lease, &sn, &already), CFR_RPC_OK);
+    assert_int_equal(vc_commit(agent, lease, &sn, &already, NULL), CFR_RPC_OK);
     assert_true(already);
 
     /* Snapshot records, with and without the sealed header. */
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(agent, true, &st);
+    Coffer__V1__ListSnapshotsResponse *ls = vc_list_snapshots(agent, true, &st);
     assert_int_equal(st, CFR_RPC_OK);
     assert_int_equal(ls->n_snapshots, 1);
     assert_memory_equal(ls->snapshots[0]->header_id.data, sn.header_id, ID_LEN);
@@ -693,7 +170,7 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     /* Every object comes back byte for byte, and opens. */
     memset(unknown, 0xab, sizeof(unknown));
     assert_int_equal(
-        get_objects(rest, &chunks, unknown, &got, &n_missing, &n_msgs),
+        vc_get_objects(rest, &chunks, unknown, &got, &n_missing, &n_msgs),
         CFR_RPC_OK);
     assert_int_equal(got.n, chunks.n);
     assert_int_equal(n_missing, 1);
@@ -702,7 +179,7 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     assert_non_null(op);
     cfr_buf_init(&plain, (size_t)8 << 20);
     for (size_t i = 0; i < chunks.n; i++) {
-        const struct obj *o = objset_find(&got, chunks.v[i].id);
+        const struct vc_obj *o = vc_objset_find(&got, chunks.v[i].id);
         assert_non_null(o);
         assert_int_equal(o->len, chunks.v[i].len);
         assert_memory_equal(o->data, chunks.v[i].data, o->len);
@@ -715,22 +192,22 @@ test_vault_objects_and_snapshots_round_trip(void **state)
     cfr_opener_free(op);
 
     /* A commit naming an object the vault lacks is refused. */
-    make_snapshot(&bad, &stray, "Sent", 2);
-    assert_int_equal(
-        put_objects(agent, lease, &bad.pages, 0, bad.pages.n, 16, NULL),
-        CFR_RPC_OK);
-    assert_int_equal(commit(agent, lease, &bad, NULL),
+    vc_make_snapshot(keyring, session, &bad, &stray, "Sent", 2);
+    assert_int_equal(vc_put_objects(agent, lease, &bad.pages, 0, bad.pages.n,
+                                    16, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(vc_commit(agent, lease, &bad, NULL, NULL),
                      CFR_RPC_FAILED_PRECONDITION);
-    ls = list_snapshots(agent, false, &st);
+    ls = vc_list_snapshots(agent, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     assert_int_equal(ls->n_snapshots, 1);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
 
-    snapshot_fini(&bad);
-    snapshot_fini(&sn);
-    objset_fini(&chunks);
-    objset_fini(&got);
-    objset_fini(&stray);
+    vc_snapshot_fini(&bad);
+    vc_snapshot_fini(&sn);
+    vc_objset_fini(&chunks);
+    vc_objset_fini(&got);
+    vc_objset_fini(&stray);
     cfr_free(miss);
     cfr_rpc_client_free(agent);
     cfr_rpc_client_free(rest);
@@ -745,7 +222,7 @@ test_vault_tls_refusals_keep_serving(void **state)
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         struct cfr_rpc_client *cli = vs_client(&main_vault, refused[i]);
         assert_non_null(cli);
-        int st = health(cli, NULL);
+        int st = vc_health(cli, NULL);
         if (st == CFR_RPC_OK) {
             fail_msg("identity %s was accepted",
                      refused[i] ? refused[i] : "(none)");
@@ -759,7 +236,7 @@ test_vault_tls_refusals_keep_serving(void **state)
     }
     struct cfr_rpc_client *agent = vs_client(&main_vault, "agent");
     Coffer__V1__HealthResponse *h = NULL;
-    assert_int_equal(health(agent, &h), CFR_RPC_OK);
+    assert_int_equal(vc_health(agent, &h), CFR_RPC_OK);
     assert_string_equal(h->region, "test-1");
     assert_true(h->time_ms > 0);
     /* An agent sees no statistics. */
@@ -767,7 +244,7 @@ test_vault_tls_refusals_keep_serving(void **state)
     protobuf_c_message_free_unpacked(&h->base, NULL);
     cfr_rpc_client_free(agent);
     assert_true(vs_vault_alive(&main_vault));
-    assert_true(log_has(&main_vault, "decision=denied"));
+    assert_true(vc_log_has(&main_vault, "decision=denied"));
 }
 
 static void
@@ -777,8 +254,8 @@ test_vault_tenants_are_isolated(void **state)
     struct cfr_rpc_client *agent = vs_client(&main_vault, "agent");
     struct cfr_rpc_client *gagent = vs_client(&main_vault, "globex-agent");
     struct cfr_rpc_client *grest = vs_client(&main_vault, "restore");
-    struct objset chunks = {0}, got = {0};
-    struct snapshot sn;
+    struct vc_objset chunks = {0}, got = {0};
+    struct vc_snapshot sn;
     size_t n_missing, n_msgs;
     uint8_t lease[16];
     bool *miss;
@@ -788,39 +265,40 @@ test_vault_tenants_are_isolated(void **state)
     miss = cfr_calloc(chunks.n, sizeof(bool));
 
     /* globex cannot tell which of acme's IDs exist. */
-    assert_int_equal(missing(gagent, NULL, &chunks, miss, &n_missing),
+    assert_int_equal(vc_missing(gagent, NULL, &chunks, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, chunks.n);
-    assert_int_equal(open_lease(gagent, lease), CFR_RPC_OK);
-    assert_int_equal(missing(gagent, lease, &chunks, miss, &n_missing),
+    assert_int_equal(vc_open_lease(session, gagent, lease, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_missing(gagent, lease, &chunks, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, chunks.n);
     /* ... nor commit a snapshot over them ... */
-    assert_int_equal(commit(gagent, lease, &sn, NULL),
+    assert_int_equal(vc_commit(gagent, lease, &sn, NULL, NULL),
                      CFR_RPC_FAILED_PRECONDITION);
     /* ... nor list or read them. */
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(gagent, false, &st);
+    Coffer__V1__ListSnapshotsResponse *ls =
+        vc_list_snapshots(gagent, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     assert_int_equal(ls->n_snapshots, 0);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
-    ls = list_snapshots(grest, false, &st);
+    ls = vc_list_snapshots(grest, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     assert_int_equal(ls->n_snapshots, 0);
     protobuf_c_message_free_unpacked(&ls->base, NULL);
     assert_int_equal(
-        get_objects(grest, &chunks, NULL, &got, &n_missing, &n_msgs),
+        vc_get_objects(grest, &chunks, NULL, &got, &n_missing, &n_msgs),
         CFR_RPC_OK);
     assert_int_equal(got.n, 0);
     assert_int_equal(n_missing, chunks.n);
 
     /* acme still has all of it. */
-    assert_int_equal(missing(agent, NULL, &chunks, miss, &n_missing),
+    assert_int_equal(vc_missing(agent, NULL, &chunks, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, 0);
 
-    snapshot_fini(&sn);
-    objset_fini(&chunks);
-    objset_fini(&got);
+    vc_snapshot_fini(&sn);
+    vc_objset_fini(&chunks);
+    vc_objset_fini(&got);
     cfr_free(miss);
     cfr_rpc_client_free(agent);
     cfr_rpc_client_free(gagent);
@@ -835,8 +313,8 @@ test_vault_roles_are_enforced(void **state)
     struct cfr_rpc_client *adm = vs_client(&main_vault, "acme-admin");
     struct cfr_rpc_client *rest = vs_client(&main_vault, "acme-restore");
     struct cfr_rpc_client *aud = vs_client(&main_vault, "acme-auditor");
-    struct objset chunks = {0}, got = {0};
-    struct snapshot sn;
+    struct vc_objset chunks = {0}, got = {0};
+    struct vc_snapshot sn;
     size_t n_missing, n_msgs;
     uint8_t lease[16];
     char msg[CFR_ERR_MSG_MAX];
@@ -848,65 +326,71 @@ test_vault_roles_are_enforced(void **state)
 
     /* An agent never reads back and never administers. */
     assert_int_equal(
-        get_objects(agent, &chunks, NULL, &got, &n_missing, &n_msgs),
+        vc_get_objects(agent, &chunks, NULL, &got, &n_missing, &n_msgs),
         CFR_RPC_PERMISSION_DENIED);
     assert_int_equal(got.n, 0);
-    assert_int_equal(admin(agent, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                           NULL, 0, NULL, NULL, 0),
+    assert_int_equal(vc_admin(agent,
+                              COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                              NULL, 0, NULL, NULL, 0),
                      CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(
-        admin(agent, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0, NULL, NULL, 0),
-        CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(admin(agent, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION,
-                           NULL, 1000, NULL, NULL, 0),
+    assert_int_equal(vc_admin(agent, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0,
+                              NULL, NULL, 0),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(vc_admin(agent,
+                              COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION,
+                              NULL, 1000, NULL, NULL, 0),
                      CFR_RPC_PERMISSION_DENIED);
     /* A restore host cannot write, an auditor cannot read objects. */
-    assert_int_equal(open_lease(rest, lease), CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(commit(rest, lease, &sn, NULL), CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(get_objects(aud, &chunks, NULL, &got, &n_missing, &n_msgs),
+    assert_int_equal(vc_open_lease(session, rest, lease, NULL),
                      CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(vc_commit(rest, lease, &sn, NULL, NULL),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(
+        vc_get_objects(aud, &chunks, NULL, &got, &n_missing, &n_msgs),
+        CFR_RPC_PERMISSION_DENIED);
     /* The auditor sees its tenant's statistics. */
-    assert_int_equal(health(aud, &h), CFR_RPC_OK);
+    assert_int_equal(vc_health(aud, &h), CFR_RPC_OK);
     assert_true(h->objects >= chunks.n);
     assert_true(h->snapshots >= 1);
     protobuf_c_message_free_unpacked(&h->base, NULL);
 
     /* Destructive admin operations wait for a second factor. */
-    expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                   sn.mailbox_id, 0, NULL);
-    expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE, sn.header_id, 0,
-                   NULL);
-    expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION, NULL,
-                   86400000, NULL);
+    vc_expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                      sn.mailbox_id, 0, NULL);
+    vc_expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_RELEASE, sn.header_id,
+                      0, NULL);
+    vc_expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION, NULL,
+                      86400000, NULL);
     /* A wrong TOTP code is refused (and counted as a denial). */
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                              sn.mailbox_id, 0, NULL, "123456", NULL, msg,
-                              sizeof(msg)),
-                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                    sn.mailbox_id, 0, NULL, "123456", NULL, msg, sizeof(msg)),
+        CFR_RPC_PERMISSION_DENIED);
     /* Lengthening retention needs none. */
-    assert_int_equal(admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION,
-                           NULL, 60 * 86400000LL, &ar, NULL, 0),
+    assert_int_equal(vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION,
+                              NULL, 60 * 86400000LL, &ar, NULL, 0),
                      CFR_RPC_OK);
     assert_false(ar->pending);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
     /* The others run. */
-    assert_int_equal(admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD,
-                           sn.header_id, 0, NULL, NULL, 0),
+    assert_int_equal(vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD,
+                              sn.header_id, 0, NULL, NULL, 0),
                      CFR_RPC_OK);
-    assert_int_equal(admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
-                           NULL, 0, &ar, NULL, 0),
+    assert_int_equal(vc_admin(adm,
+                              COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
+                              NULL, 0, &ar, NULL, 0),
                      CFR_RPC_OK);
     assert_int_equal(ar->snapshots_removed, 0);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
-    assert_int_equal(
-        admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0, NULL, NULL, 0),
-        CFR_RPC_OK);
-    assert_int_equal(
-        admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB, NULL, 0, &ar, NULL, 0),
-        CFR_RPC_OK);
+    assert_int_equal(vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0,
+                              NULL, NULL, 0),
+                     CFR_RPC_OK);
+    assert_int_equal(vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB, NULL,
+                              0, &ar, NULL, 0),
+                     CFR_RPC_OK);
     assert_int_equal(ar->bad_objects, 0);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(adm, false, &st);
+    Coffer__V1__ListSnapshotsResponse *ls = vc_list_snapshots(adm, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     bool held = false;
     for (size_t i = 0; i < ls->n_snapshots; i++) {
@@ -919,22 +403,22 @@ test_vault_roles_are_enforced(void **state)
     protobuf_c_message_free_unpacked(&ls->base, NULL);
     /* GC kept everything a retained snapshot needs. */
     bool *miss = cfr_calloc(chunks.n, sizeof(bool));
-    assert_int_equal(missing(agent, NULL, &chunks, miss, &n_missing),
+    assert_int_equal(vc_missing(agent, NULL, &chunks, miss, &n_missing),
                      CFR_RPC_OK);
     assert_int_equal(n_missing, 0);
     cfr_free(miss);
 
     /* Every decision reached the audit log. */
-    assert_true(log_has(&main_vault, "decision=denied "
-                                     "method=/coffer.v1.Vault/GetObjects "
-                                     "status=PERMISSION_DENIED tenant=acme "
-                                     "role=agent"));
-    assert_true(log_has(&main_vault, "decision=allowed "
-                                     "method=/coffer.v1.Vault/Admin"));
+    assert_true(vc_log_has(&main_vault, "decision=denied "
+                                        "method=/coffer.v1.Vault/GetObjects "
+                                        "status=PERMISSION_DENIED tenant=acme "
+                                        "role=agent"));
+    assert_true(vc_log_has(&main_vault, "decision=allowed "
+                                        "method=/coffer.v1.Vault/Admin"));
 
-    snapshot_fini(&sn);
-    objset_fini(&chunks);
-    objset_fini(&got);
+    vc_snapshot_fini(&sn);
+    vc_objset_fini(&chunks);
+    vc_objset_fini(&got);
     cfr_rpc_client_free(agent);
     cfr_rpc_client_free(adm);
     cfr_rpc_client_free(rest);
@@ -950,8 +434,8 @@ test_vault_purge_needs_a_second_admin(void **state)
     struct cfr_rpc_client *adm2 = vs_client(&main_vault, "acme-admin2");
     struct cfr_rpc_client *aud = vs_client(&main_vault, "acme-auditor");
     struct cfr_rpc_client *grest = vs_client(&main_vault, "restore");
-    struct objset chunks = {0};
-    struct snapshot sn, other;
+    struct vc_objset chunks = {0};
+    struct vc_snapshot sn, other;
     Coffer__V1__AdminResponse *ar = NULL;
     Coffer__V1__AuditResponse *au = NULL;
     uint8_t approval[16];
@@ -961,35 +445,38 @@ test_vault_purge_needs_a_second_admin(void **state)
     upload_snapshot(agent, &chunks, &sn, "Trash", 61, 3, 0);
     memset(&other, 0, sizeof(other));
     memset(other.mailbox_id, 0x5a, ID_LEN);
-    expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                   sn.mailbox_id, 0, approval);
+    vc_expect_pending(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                      sn.mailbox_id, 0, approval);
     /* Not yet approved; and the requester cannot approve itself. */
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                              sn.mailbox_id, 0, approval, NULL, NULL, NULL, 0),
-                     CFR_RPC_FAILED_PRECONDITION);
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE, NULL,
-                              0, approval, NULL, NULL, NULL, 0),
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                    sn.mailbox_id, 0, approval, NULL, NULL, NULL, 0),
+        CFR_RPC_FAILED_PRECONDITION);
+    assert_int_equal(vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE,
+                                 NULL, 0, approval, NULL, NULL, NULL, 0),
                      CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(admin_ex(adm2, COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE,
-                              NULL, 0, approval, NULL, NULL, NULL, 0),
+    assert_int_equal(vc_admin_ex(adm2, COFFER__V1__ADMIN_OP__ADMIN_OP_APPROVE,
+                                 NULL, 0, approval, NULL, NULL, NULL, 0),
                      CFR_RPC_OK);
     /* The approval covers exactly this mailbox ... */
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                              other.mailbox_id, 0, approval, NULL, NULL, NULL,
-                              0),
-                     CFR_RPC_FAILED_PRECONDITION);
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                    other.mailbox_id, 0, approval, NULL, NULL, NULL, 0),
+        CFR_RPC_FAILED_PRECONDITION);
     /* ... runs once ... */
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                              sn.mailbox_id, 0, approval, NULL, &ar, NULL, 0),
-                     CFR_RPC_OK);
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                    sn.mailbox_id, 0, approval, NULL, &ar, NULL, 0),
+        CFR_RPC_OK);
     assert_false(ar->pending);
     assert_int_equal(ar->snapshots_removed, 1);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
     /* ... and never again. */
-    assert_int_equal(admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
-                              sn.mailbox_id, 0, approval, NULL, NULL, NULL, 0),
-                     CFR_RPC_FAILED_PRECONDITION);
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(adm, false, &st);
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_PURGE_MAILBOX,
+                    sn.mailbox_id, 0, approval, NULL, NULL, NULL, 0),
+        CFR_RPC_FAILED_PRECONDITION);
+    Coffer__V1__ListSnapshotsResponse *ls = vc_list_snapshots(adm, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     for (size_t i = 0; i < ls->n_snapshots; i++) {
         assert_memory_not_equal(ls->snapshots[i]->mailbox_id.data,
@@ -1028,8 +515,8 @@ test_vault_purge_needs_a_second_admin(void **state)
                                   (ProtobufCMessage **)&au, &err),
                          CFR_RPC_PERMISSION_DENIED);
     }
-    snapshot_fini(&sn);
-    objset_fini(&chunks);
+    vc_snapshot_fini(&sn);
+    vc_objset_fini(&chunks);
     cfr_rpc_client_free(agent);
     cfr_rpc_client_free(adm);
     cfr_rpc_client_free(adm2);
@@ -1080,8 +567,8 @@ test_vault_hostile_input_gets_clear_errors(void **state)
                      CFR_RPC_RESOURCE_EXHAUSTED);
     cfr_free(big);
     /* Others, and the same client, are still served. */
-    assert_int_equal(health(other, NULL), CFR_RPC_OK);
-    assert_int_equal(health(agent, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_health(other, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_health(agent, NULL), CFR_RPC_OK);
     assert_true(vs_vault_alive(&main_vault));
     cfr_buf_fini(&resp);
     cfr_rpc_client_free(agent);
@@ -1105,32 +592,33 @@ killer_main(void *arg)
 }
 
 static void
-verify_durable(struct vs_vault *v, const struct objset *acked,
-               const struct objset *acked_snaps, const struct objset *in_flight)
+verify_durable(struct vs_vault *v, const struct vc_objset *acked,
+               const struct vc_objset *acked_snaps,
+               const struct vc_objset *in_flight)
 {
     struct cfr_rpc_client *rest = vs_client(v, "acme-restore");
-    struct objset got = {0};
+    struct vc_objset got = {0};
     size_t n_missing = 0, n_msgs = 0;
     int st;
 
     /* In slices: a request names at most 4096 IDs. */
     for (size_t from = 0; from < acked->n; from += 1000) {
-        struct objset slice = *acked;
+        struct vc_objset slice = *acked;
         slice.v = acked->v + from;
         slice.n = acked->n - from < 1000 ? acked->n - from : 1000;
         assert_int_equal(
-            get_objects(rest, &slice, NULL, &got, &n_missing, &n_msgs),
+            vc_get_objects(rest, &slice, NULL, &got, &n_missing, &n_msgs),
             CFR_RPC_OK);
         assert_int_equal(n_missing, 0);
         for (size_t i = 0; i < slice.n; i++) {
-            const struct obj *o = objset_find(&got, slice.v[i].id);
+            const struct vc_obj *o = vc_objset_find(&got, slice.v[i].id);
             assert_non_null(o);
             assert_int_equal(o->len, slice.v[i].len);
             assert_memory_equal(o->data, slice.v[i].data, o->len);
         }
-        objset_fini(&got);
+        vc_objset_fini(&got);
     }
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(rest, true, &st);
+    Coffer__V1__ListSnapshotsResponse *ls = vc_list_snapshots(rest, true, &st);
     assert_int_equal(st, CFR_RPC_OK);
     for (size_t i = 0; i < acked_snaps->n; i++) {
         bool found = false;
@@ -1150,12 +638,12 @@ verify_durable(struct vs_vault *v, const struct objset *acked,
     /* Anything beyond the acknowledged ones was in flight at a kill. */
     for (size_t k = 0; k < ls->n_snapshots; k++) {
         const uint8_t *hid = ls->snapshots[k]->header_id.data;
-        if (objset_find(acked_snaps, hid) == NULL) {
-            assert_non_null(objset_find(in_flight, hid));
+        if (vc_objset_find(acked_snaps, hid) == NULL) {
+            assert_non_null(vc_objset_find(in_flight, hid));
         }
     }
     protobuf_c_message_free_unpacked(&ls->base, NULL);
-    objset_fini(&got);
+    vc_objset_fini(&got);
     cfr_rpc_client_free(rest);
 }
 
@@ -1164,7 +652,7 @@ test_vault_kill9_keeps_acknowledged_writes(void **state)
 {
     (void)state;
     struct vs_vault v;
-    struct objset acked = {0}, acked_snaps = {0}, in_flight = {0};
+    struct vc_objset acked = {0}, acked_snaps = {0}, in_flight = {0};
     const int rounds = 20;
     uint64_t seq = 100000;
     size_t kills_mid_commit = 0;
@@ -1181,41 +669,43 @@ test_vault_kill9_keeps_acknowledged_writes(void **state)
         assert_non_null(agent);
         assert_int_equal(pthread_create(&th, NULL, killer_main, &k), 0);
         for (;;) {
-            struct objset chunks = {0};
-            struct snapshot sn;
+            struct vc_objset chunks = {0};
+            struct vc_snapshot sn;
             uint8_t lease[16];
             size_t first = 0;
             int st;
 
             for (int i = 0; i < 4; i++) {
-                make_chunk(&chunks, seq++, 500 + (size_t)(rnd() % 8000));
+                vc_make_chunk(keyring, session, &chunks, seq++,
+                              500 + (size_t)(rnd() % 8000));
             }
-            make_snapshot(&sn, &chunks, "INBOX", seq++);
-            st = open_lease(agent, lease);
+            vc_make_snapshot(keyring, session, &sn, &chunks, "INBOX", seq++);
+            st = vc_open_lease(session, agent, lease, NULL);
             if (st == CFR_RPC_OK) {
-                st = put_objects(agent, lease, &chunks, 0, chunks.n, 2, NULL);
+                st = vc_put_objects(agent, lease, &chunks, 0, chunks.n, 2, NULL,
+                                    NULL);
             }
             if (st == CFR_RPC_OK) {
                 for (size_t i = first; i < chunks.n; i++) {
-                    objset_add(&acked, chunks.v[i].id, chunks.v[i].kind,
-                               chunks.v[i].data, chunks.v[i].len);
+                    vc_objset_add(&acked, chunks.v[i].id, chunks.v[i].kind,
+                                  chunks.v[i].data, chunks.v[i].len);
                 }
-                st = put_objects(agent, lease, &sn.pages, 0, sn.pages.n, 8,
-                                 NULL);
+                st = vc_put_objects(agent, lease, &sn.pages, 0, sn.pages.n, 8,
+                                    NULL, NULL);
             }
             if (st == CFR_RPC_OK) {
-                objset_add(&in_flight, sn.header_id, 0, sn.header,
-                           sn.header_len);
-                st = commit(agent, lease, &sn, NULL);
+                vc_objset_add(&in_flight, sn.header_id, 0, sn.header,
+                              sn.header_len);
+                st = vc_commit(agent, lease, &sn, NULL, NULL);
                 if (st == CFR_RPC_OK) {
-                    objset_add(&acked_snaps, sn.header_id, 0, sn.header,
-                               sn.header_len);
+                    vc_objset_add(&acked_snaps, sn.header_id, 0, sn.header,
+                                  sn.header_len);
                 } else {
                     kills_mid_commit++;
                 }
             }
-            snapshot_fini(&sn);
-            objset_fini(&chunks);
+            vc_snapshot_fini(&sn);
+            vc_objset_fini(&chunks);
             if (st != CFR_RPC_OK) {
                 break;
             }
@@ -1231,9 +721,9 @@ test_vault_kill9_keeps_acknowledged_writes(void **state)
                   rounds, acked.n, acked_snaps.n, kills_mid_commit);
     assert_true(acked_snaps.n > 0);
     assert_int_equal(vs_vault_stop(&v, SIGTERM, 30000), 0);
-    objset_fini(&acked);
-    objset_fini(&acked_snaps);
-    objset_fini(&in_flight);
+    vc_objset_fini(&acked);
+    vc_objset_fini(&acked_snaps);
+    vc_objset_fini(&in_flight);
 }
 
 /* A one-shot webhook receiver: accepts POSTs, keeps their bytes. */
@@ -1311,7 +801,7 @@ test_vault_denials_lock_out(void **state)
     (void)state;
     struct vs_vault v;
     struct cfr_rpc_client *agent, *rest;
-    struct objset none = {0}, got = {0};
+    struct vc_objset none = {0}, got = {0};
     size_t n_missing, n_msgs;
     uint8_t id[ID_LEN];
 
@@ -1326,19 +816,19 @@ test_vault_denials_lock_out(void **state)
     agent = vs_client(&v, "agent");
     rest = vs_client(&v, "acme-restore");
     memset(id, 7, sizeof(id));
-    objset_add(&none, id, 1, id, 1);
+    vc_objset_add(&none, id, 1, id, 1);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(
-            get_objects(agent, &none, NULL, &got, &n_missing, &n_msgs),
+            vc_get_objects(agent, &none, NULL, &got, &n_missing, &n_msgs),
             CFR_RPC_PERMISSION_DENIED);
     }
     /* Locked: the identity, and the address it came from. */
-    assert_int_equal(health(agent, NULL), CFR_RPC_PERMISSION_DENIED);
-    assert_int_equal(health(rest, NULL), CFR_RPC_PERMISSION_DENIED);
-    assert_true(log_has(&v, "vault.lockout"));
+    assert_int_equal(vc_health(agent, NULL), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(vc_health(rest, NULL), CFR_RPC_PERMISSION_DENIED);
+    assert_true(vc_log_has(&v, "vault.lockout"));
     sleep_ms(2500);
-    assert_int_equal(health(rest, NULL), CFR_RPC_OK);
-    assert_int_equal(health(agent, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_health(rest, NULL), CFR_RPC_OK);
+    assert_int_equal(vc_health(agent, NULL), CFR_RPC_OK);
     cfr_rpc_client_free(agent);
     cfr_rpc_client_free(rest);
     assert_int_equal(vs_vault_stop(&v, SIGTERM, 30000), 0);
@@ -1348,8 +838,8 @@ test_vault_denials_lock_out(void **state)
         fail_msg("no lockout notification; webhook got:\n%s", hook.body);
     }
     assert_non_null(strstr(hook.body, "POST /hook"));
-    objset_fini(&none);
-    objset_fini(&got);
+    vc_objset_fini(&none);
+    vc_objset_fini(&got);
 }
 
 /* ---- configuration, signals, test clock -----------------------------------
@@ -1455,8 +945,8 @@ test_vault_test_clock_moves_retention(void **state)
 {
     (void)state;
     struct vs_vault v;
-    struct objset c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, got = {0};
-    struct snapshot s1, s2, s3, s4;
+    struct vc_objset c1 = {0}, c2 = {0}, c3 = {0}, c4 = {0}, got = {0};
+    struct vc_snapshot s1, s2, s3, s4;
     struct cfr_rpc_client *agent, *adm, *rest;
     Coffer__V1__AdminResponse *ar = NULL;
     size_t n_missing, n_msgs;
@@ -1476,16 +966,17 @@ test_vault_test_clock_moves_retention(void **state)
     /* 31 days later, by the test clock. */
     snprintf(v.clock_offset, sizeof(v.clock_offset), "31d");
     assert_int_equal(vs_vault_start(&v, 30000), 0);
-    assert_true(log_has(&v, "THE VAULT CLOCK IS MOVED"));
+    assert_true(vc_log_has(&v, "THE VAULT CLOCK IS MOVED"));
     adm = vs_client(&v, "acme-admin");
     rest = vs_client(&v, "acme-restore");
-    assert_int_equal(admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
-                           NULL, 0, &ar, NULL, 0),
+    assert_int_equal(vc_admin(adm,
+                              COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
+                              NULL, 0, &ar, NULL, 0),
                      CFR_RPC_OK);
     /* Only the older INBOX snapshot goes: the newest per mailbox stays. */
     assert_int_equal(ar->snapshots_removed, 1);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
-    Coffer__V1__ListSnapshotsResponse *ls = list_snapshots(adm, false, &st);
+    Coffer__V1__ListSnapshotsResponse *ls = vc_list_snapshots(adm, false, &st);
     assert_int_equal(st, CFR_RPC_OK);
     assert_int_equal(ls->n_snapshots, 2);
     for (size_t i = 0; i < ls->n_snapshots; i++) {
@@ -1495,18 +986,18 @@ test_vault_test_clock_moves_retention(void **state)
     protobuf_c_message_free_unpacked(&ls->base, NULL);
     /* GC collects what only the dropped snapshot needed (leases expired). */
     assert_int_equal(
-        admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0, &ar, NULL, 0),
+        vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, 0, &ar, NULL, 0),
         CFR_RPC_OK);
     assert_true(ar->objects_removed >= c1.n);
     protobuf_c_message_free_unpacked(&ar->base, NULL);
-    assert_int_equal(get_objects(rest, &c1, NULL, &got, &n_missing, &n_msgs),
+    assert_int_equal(vc_get_objects(rest, &c1, NULL, &got, &n_missing, &n_msgs),
                      CFR_RPC_OK);
     assert_int_equal(got.n, 0);
-    objset_fini(&got);
-    assert_int_equal(get_objects(rest, &c2, NULL, &got, &n_missing, &n_msgs),
+    vc_objset_fini(&got);
+    assert_int_equal(vc_get_objects(rest, &c2, NULL, &got, &n_missing, &n_msgs),
                      CFR_RPC_OK);
     assert_int_equal(got.n, c2.n);
-    objset_fini(&got);
+    vc_objset_fini(&got);
     agent = vs_client(&v, "agent");
     upload_snapshot(agent, &c4, &s4, "INBOX", 54, 3, 0);
     cfr_rpc_client_free(agent);
@@ -1524,16 +1015,16 @@ test_vault_test_clock_moves_retention(void **state)
     assert_int_equal(vs_vault_start(&v, 30000), 0);
     rest = vs_client(&v, "acme-restore");
     for (int tries = 0;; tries++) {
-        ls = list_snapshots(rest, false, &st);
+        ls = vc_list_snapshots(rest, false, &st);
         assert_int_equal(st, CFR_RPC_OK);
         size_t n = ls->n_snapshots;
         protobuf_c_message_free_unpacked(&ls->base, NULL);
-        objset_fini(&got);
+        vc_objset_fini(&got);
         assert_int_equal(
-            get_objects(rest, &c2, NULL, &got, &n_missing, &n_msgs),
+            vc_get_objects(rest, &c2, NULL, &got, &n_missing, &n_msgs),
             CFR_RPC_OK);
         /* The pass logs once it is done, just after the deletes. */
-        if (n == 2 && got.n == 0 && log_has(&v, "vault.maintenance")) {
+        if (n == 2 && got.n == 0 && vc_log_has(&v, "vault.maintenance")) {
             break;
         }
         if (tries > 150) {
@@ -1543,21 +1034,21 @@ test_vault_test_clock_moves_retention(void **state)
         }
         sleep_ms(100);
     }
-    objset_fini(&got);
-    assert_int_equal(get_objects(rest, &c4, NULL, &got, &n_missing, &n_msgs),
+    vc_objset_fini(&got);
+    assert_int_equal(vc_get_objects(rest, &c4, NULL, &got, &n_missing, &n_msgs),
                      CFR_RPC_OK);
     assert_int_equal(got.n, c4.n);
     cfr_rpc_client_free(rest);
     assert_int_equal(vs_vault_stop(&v, SIGTERM, 30000), 0);
-    snapshot_fini(&s4);
-    objset_fini(&c4);
-    snapshot_fini(&s1);
-    snapshot_fini(&s2);
-    snapshot_fini(&s3);
-    objset_fini(&c1);
-    objset_fini(&c2);
-    objset_fini(&c3);
-    objset_fini(&got);
+    vc_snapshot_fini(&s4);
+    vc_objset_fini(&c4);
+    vc_snapshot_fini(&s1);
+    vc_snapshot_fini(&s2);
+    vc_snapshot_fini(&s3);
+    vc_objset_fini(&c1);
+    vc_objset_fini(&c2);
+    vc_objset_fini(&c3);
+    vc_objset_fini(&got);
 }
 
 static void
@@ -1588,7 +1079,7 @@ test_vault_sigterm_exits_cleanly(void **state)
      */
     {
         struct cfr_rpc_client *agent = vs_client(&main_vault, "agent");
-        struct objset one = {0};
+        struct vc_objset one = {0};
         struct cfr_rpc_call *call = NULL;
         struct cfr_buf resp;
         struct cfr_err err;
@@ -1601,8 +1092,9 @@ test_vault_sigterm_exits_cleanly(void **state)
         size_t len;
         struct timespec t0, t1;
 
-        make_chunk(&one, 424242, 1000);
-        assert_int_equal(open_lease(agent, lease), CFR_RPC_OK);
+        vc_make_chunk(keyring, session, &one, 424242, 1000);
+        assert_int_equal(vc_open_lease(session, agent, lease, NULL),
+                         CFR_RPC_OK);
         o.id.data = one.v[0].id;
         o.id.len = ID_LEN;
         o.kind = COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED;
@@ -1633,10 +1125,10 @@ test_vault_sigterm_exits_cleanly(void **state)
         cfr_buf_fini(&resp);
         cfr_rpc_call_free(call);
         cfr_rpc_client_free(agent);
-        objset_fini(&one);
+        vc_objset_fini(&one);
     }
-    assert_true(log_has(&main_vault, "vault.stopping"));
-    assert_true(log_has(&main_vault, "vault.stopped exit=0"));
+    assert_true(vc_log_has(&main_vault, "vault.stopping"));
+    assert_true(vc_log_has(&main_vault, "vault.stopped exit=0"));
     /* The last write says the vault is down. */
     f = fopen(path, "r");
     assert_non_null(f);

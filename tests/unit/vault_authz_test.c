@@ -18,7 +18,7 @@
 
 #include "authz.h"
 
-#define N_ROLES 6 /* VAULT_ROLE_NONE .. VAULT_ROLE_VAULT */
+#define N_ROLES 7 /* VAULT_ROLE_NONE .. VAULT_ROLE_OPERATOR */
 
 static const struct {
     enum vault_role role;
@@ -31,10 +31,12 @@ static const struct {
     {VAULT_ROLE_AUDITOR, "auditor", true},
     {VAULT_ROLE_ADMIN, "admin", true},
     {VAULT_ROLE_VAULT, "vault", true},
+    {VAULT_ROLE_OPERATOR, "operator", false},
 };
 
 /*
- * x = allowed, . = denied; columns none agent restore auditor admin vault.
+ * x = allowed, . = denied; columns none agent restore auditor admin vault
+ * operator.
  * OpenLease is allowed to the peer vault as in docs/VAULT.md and authz.c:
  * PutObjects needs a lease, so a peer that may put must be able to open
  * one (the proto comment lists only A there).
@@ -45,18 +47,19 @@ static const struct {
     const char *name;
     const char allowed[N_ROLES + 1];
 } methods[VAULT_M_COUNT] = {
-    {VAULT_M_MISSING, "/coffer.v1.Vault/Missing", "Missing", ".xx..x"},
-    {VAULT_M_OPEN_LEASE, "/coffer.v1.Vault/OpenLease", "OpenLease", ".x...x"},
+    {VAULT_M_MISSING, "/coffer.v1.Vault/Missing", "Missing", ".xx..x."},
+    {VAULT_M_OPEN_LEASE, "/coffer.v1.Vault/OpenLease", "OpenLease", ".x...x."},
     {VAULT_M_PUT_OBJECTS, "/coffer.v1.Vault/PutObjects", "PutObjects",
-     ".x...x"},
+     ".x...x."},
     {VAULT_M_GET_OBJECTS, "/coffer.v1.Vault/GetObjects", "GetObjects",
-     "..x..x"},
-    {VAULT_M_COMMIT, "/coffer.v1.Vault/Commit", "Commit", ".x...x"},
+     "..x..x."},
+    {VAULT_M_COMMIT, "/coffer.v1.Vault/Commit", "Commit", ".x...x."},
     {VAULT_M_LIST_SNAPSHOTS, "/coffer.v1.Vault/ListSnapshots", "ListSnapshots",
-     ".xxxxx"},
-    {VAULT_M_ADMIN, "/coffer.v1.Vault/Admin", "Admin", "....x."},
-    {VAULT_M_AUDIT, "/coffer.v1.Vault/Audit", "Audit", "...xx."},
-    {VAULT_M_HEALTH, "/coffer.v1.Vault/Health", "Health", ".xxxxx"},
+     ".xxxxx."},
+    {VAULT_M_ADMIN, "/coffer.v1.Vault/Admin", "Admin", "....x.."},
+    {VAULT_M_AUDIT, "/coffer.v1.Vault/Audit", "Audit", "...xx.."},
+    {VAULT_M_HEALTH, "/coffer.v1.Vault/Health", "Health", ".xxxxxx"},
+    {VAULT_M_SYSTEM, "/coffer.v1.Vault/System", "System", "......x"},
 };
 
 static void
@@ -174,15 +177,57 @@ test_vault_authz_is_not_allow_all(void **state)
             }
         }
     }
-    /* 24 of 54 cells; the none column is all denied. */
-    assert_int_equal(allowed, 24);
+    /* 26 of 70 cells; the none column is all denied. */
+    assert_int_equal(allowed, 26);
     assert_int_equal(denied_per_role[VAULT_ROLE_NONE], VAULT_M_COUNT);
     /* Every real role is refused something, and most things. */
-    assert_int_equal(denied_per_role[VAULT_ROLE_AGENT], 3);
-    assert_int_equal(denied_per_role[VAULT_ROLE_RESTORE], 5);
-    assert_int_equal(denied_per_role[VAULT_ROLE_AUDITOR], 6);
-    assert_int_equal(denied_per_role[VAULT_ROLE_ADMIN], 5);
-    assert_int_equal(denied_per_role[VAULT_ROLE_VAULT], 2);
+    assert_int_equal(denied_per_role[VAULT_ROLE_AGENT], 4);
+    assert_int_equal(denied_per_role[VAULT_ROLE_RESTORE], 6);
+    assert_int_equal(denied_per_role[VAULT_ROLE_AUDITOR], 7);
+    assert_int_equal(denied_per_role[VAULT_ROLE_ADMIN], 6);
+    assert_int_equal(denied_per_role[VAULT_ROLE_VAULT], 3);
+    assert_int_equal(denied_per_role[VAULT_ROLE_OPERATOR], 8);
+}
+
+/*
+ * Invariant 3 of authz.c: operators manage the vault and never reach
+ * tenant data; no tenant role manages the vault.
+ */
+static void
+test_vault_authz_operator_only_system(void **state)
+{
+    (void)state;
+    assert_int_equal(vault_authz_role("operator"), VAULT_ROLE_OPERATOR);
+    assert_int_equal(vault_authz_role("Operator"), VAULT_ROLE_NONE);
+    for (int m = 0; m < VAULT_M_COUNT; m++) {
+        bool want = m == VAULT_M_SYSTEM || m == VAULT_M_HEALTH;
+        assert_true(vault_authz_allowed(VAULT_ROLE_OPERATOR,
+                                        (enum vault_method)m) == want);
+    }
+    for (size_t r = 0; r < N_ROLES; r++) {
+        assert_true(vault_authz_allowed(roles[r].role, VAULT_M_SYSTEM) ==
+                    (roles[r].role == VAULT_ROLE_OPERATOR));
+    }
+    assert_false(vault_authz_sees_stats(VAULT_ROLE_OPERATOR));
+}
+
+/* Registration is needed for all but Health; data methods are placed. */
+static void
+test_vault_authz_registration_and_data(void **state)
+{
+    (void)state;
+    static const char want_data[VAULT_M_COUNT + 1] = "xxxxx.....";
+    for (int m = 0; m < VAULT_M_COUNT; m++) {
+        assert_true(vault_authz_needs_registration((enum vault_method)m) ==
+                    (m != VAULT_M_HEALTH));
+        if (vault_authz_is_data((enum vault_method)m) !=
+            (want_data[m] == 'x')) {
+            fail_msg("is_data(%s) wrong",
+                     vault_authz_name((enum vault_method)m));
+        }
+    }
+    assert_false(vault_authz_needs_registration(VAULT_M_COUNT));
+    assert_false(vault_authz_is_data(VAULT_M_COUNT));
 }
 
 static void
@@ -195,7 +240,7 @@ test_vault_authz_unknown_roles_denied(void **state)
         assert_false(vault_authz_allowed(vault_authz_role("root"),
                                          (enum vault_method)m));
         /* Values past the last role have no bit in the matrix. */
-        for (int r = VAULT_ROLE_VAULT + 1; r < 32; r++) {
+        for (int r = VAULT_ROLE_OPERATOR + 1; r < 32; r++) {
             if (vault_authz_allowed((enum vault_role)r, (enum vault_method)m)) {
                 fail_msg("role value %d allowed %s", r,
                          vault_authz_name((enum vault_method)m));
@@ -256,7 +301,7 @@ test_vault_authz_stats_visibility(void **state)
     assert_false(vault_authz_sees_stats(VAULT_ROLE_RESTORE));
     assert_false(vault_authz_sees_stats(vault_authz_role("Admin")));
     assert_true(vault_authz_sees_stats(vault_authz_role("auditor")));
-    for (int r = VAULT_ROLE_VAULT + 1; r < 64; r++) {
+    for (int r = VAULT_ROLE_OPERATOR + 1; r < 64; r++) {
         assert_false(vault_authz_sees_stats((enum vault_role)r));
     }
     /* Whoever sees stats may call Health, where stats are served. */
@@ -276,6 +321,8 @@ main(void)
         cmocka_unit_test(test_vault_authz_full_matrix),
         cmocka_unit_test(test_vault_authz_agent_cannot_read_or_administer),
         cmocka_unit_test(test_vault_authz_is_not_allow_all),
+        cmocka_unit_test(test_vault_authz_operator_only_system),
+        cmocka_unit_test(test_vault_authz_registration_and_data),
         cmocka_unit_test(test_vault_authz_unknown_roles_denied),
         cmocka_unit_test(test_vault_authz_unknown_methods_denied),
         cmocka_unit_test(test_vault_authz_stats_visibility),

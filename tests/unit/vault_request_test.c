@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "request.h"
+#include "sysdb.h" /* the registry bounds */
 
 /* Encodings are built here with protobuf-c's own packer. */
 struct enc {
@@ -599,6 +600,179 @@ test_vault_request_audit_and_health(void **state)
                    "HealthRequest: malformed protobuf");
 }
 
+/* Decodes one SystemRequest; returns rc and frees an accepted message. */
+static int
+sys_decode(const Coffer__V1__SystemRequest *req, struct cfr_err *err)
+{
+    Coffer__V1__SystemRequest *out = NULL;
+    struct enc e = pack(&req->base);
+    int rc = vault_request_decode_system(e.p, e.n, &out, err);
+    if (rc == 0) {
+        assert_non_null(out);
+        assert_int_equal(out->op, req->op);
+    } else {
+        assert_null(out);
+    }
+    vault_request_free_system(out);
+    free(e.p);
+    return rc;
+}
+
+static void
+expect_sys_refused(const Coffer__V1__SystemRequest *req, const char *text)
+{
+    struct cfr_err err = {0};
+    assert_int_equal(sys_decode(req, &err), CFR_EINVAL);
+    assert_int_equal(err.code, CFR_EINVAL);
+    if (strstr(err.msg, text) == NULL) {
+        fail_msg("message \"%s\" lacks \"%s\"", err.msg, text);
+    }
+}
+
+static void
+test_vault_request_system(void **state)
+{
+    (void)state;
+    Coffer__V1__SystemRequest r = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__TenantInfo ti = COFFER__V1__TENANT_INFO__INIT;
+    Coffer__V1__DenyEntry de = COFFER__V1__DENY_ENTRY__INIT;
+    Coffer__V1__SystemRequest *out = NULL;
+    struct cfr_err err = {0};
+    char *regions[VAULT_SYSDB_REGIONS_MAX + 1];
+    char long_region[VAULT_SYSDB_REGION_MAX + 1];
+    char fp[65];
+    uint8_t secret[65], approval[17];
+    int rc;
+
+    memset(secret, 0x5a, sizeof(secret));
+    memset(approval, 0x61, sizeof(approval));
+    for (size_t i = 0; i <= VAULT_SYSDB_REGIONS_MAX; i++) {
+        regions[i] = (char *)"eu-west";
+    }
+
+    /* TENANT_ADD / SET: a tenant with a valid name and bounded lists. */
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_ADD;
+    expect_sys_refused(&r, "tenant: required");
+    r.tenant = &ti;
+    ti.name = (char *)"acme";
+    ti.n_regions = 1;
+    ti.regions = regions;
+    ti.retention_ms = 7 * CFR_MS_PER_DAY;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_SET;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    ti.name = (char *)"_system";
+    expect_sys_refused(&r, "tenant.name");
+    ti.name = (char *)"Acme";
+    expect_sys_refused(&r, "tenant.name");
+    ti.name = (char *)"acme";
+    ti.n_regions = VAULT_SYSDB_REGIONS_MAX + 1;
+    expect_sys_refused(&r, "tenant.regions: more than 16");
+    memset(long_region, 'a', sizeof(long_region) - 1);
+    long_region[sizeof(long_region) - 1] = '\0';
+    regions[0] = long_region;
+    ti.n_regions = 1;
+    expect_sys_refused(&r, "tenant.regions[0]");
+    regions[0] = (char *)"eu-west";
+    ti.retention_ms = 60000; /* a minute: below the floor */
+    expect_sys_refused(&r, "tenant.retention_ms");
+    ti.retention_ms = 0; /* the vault's default */
+    assert_int_equal(sys_decode(&r, &err), 0);
+
+    /* REVOKE / UNREVOKE: an identity URI or a 64-hex fingerprint. */
+    memset(&r, 0, sizeof(r));
+    {
+        Coffer__V1__SystemRequest init = COFFER__V1__SYSTEM_REQUEST__INIT;
+        r = init;
+    }
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE;
+    expect_sys_refused(&r, "deny: required");
+    r.deny = &de;
+    de.kind = (char *)"identity";
+    de.value = (char *)"coffer://tenant/acme/role/agent";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    de.value = (char *)"coffer://operator/alice";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    de.value = (char *)"coffer://vault/eu-1";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    de.value = (char *)"coffer://vault/";
+    expect_sys_refused(&r, "not a coffer identity URI");
+    de.value = (char *)"coffer://tenant/acme";
+    expect_sys_refused(&r, "not a coffer identity URI");
+    de.value = (char *)"https://example.org/";
+    expect_sys_refused(&r, "not a coffer identity URI");
+    de.kind = (char *)"fingerprint";
+    for (int i = 0; i < 64; i++) {
+        fp[i] = "0123456789abcdefABCDEF"[i % 22];
+    }
+    fp[64] = '\0';
+    de.value = fp;
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    fp[10] = 'g';
+    expect_sys_refused(&r, "64 hex digits");
+    fp[10] = 'a';
+    fp[63] = '\0';
+    expect_sys_refused(&r, "64 hex digits");
+    fp[63] = 'a';
+    de.kind = (char *)"serial";
+    expect_sys_refused(&r, "deny.kind");
+    de.kind = (char *)"fingerprint";
+    de.reason = (char *)"bad\nline";
+    expect_sys_refused(&r, "deny.reason");
+    de.reason = (char *)"";
+
+    /* TOTP_SET: 20..64 byte secret; a tenant's admin must be named. */
+    r.deny = NULL;
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET;
+    r.totp_secret.data = secret;
+    r.totp_secret.len = 19;
+    expect_sys_refused(&r, "totp_secret: 20..64 bytes");
+    r.totp_secret.len = 65;
+    expect_sys_refused(&r, "totp_secret: 20..64 bytes");
+    r.totp_secret.len = 20;
+    assert_int_equal(sys_decode(&r, &err), 0); /* the operator's own */
+    r.tenant_name = (char *)"acme";
+    expect_sys_refused(&r, "principal");
+    r.principal = (char *)"acme-admin";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.tenant_name = (char *)"ACME";
+    expect_sys_refused(&r, "tenant_name");
+    r.tenant_name = (char *)"";
+    r.principal = (char *)"";
+
+    /* APPROVE and the approval_id of any op: 16 bytes. */
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_APPROVE;
+    r.totp_secret.len = 0;
+    expect_sys_refused(&r, "approval_id: 16 bytes");
+    r.approval_id.data = approval;
+    r.approval_id.len = 17;
+    expect_sys_refused(&r, "approval_id: 16 bytes");
+    r.approval_id.len = 16;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.totp = (char *)"12345678901234567890";
+    expect_sys_refused(&r, "totp: too long");
+    r.totp = (char *)"";
+
+    /* The listing ops need nothing; unknown ops are refused. */
+    r.approval_id.len = 0;
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT;
+    r.tenant_name = (char *)"globex";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNSPECIFIED;
+    expect_sys_refused(&r, "unknown system op");
+    r.op = (Coffer__V1__SystemOp)42;
+    expect_sys_refused(&r, "unknown system op");
+
+    rc = vault_request_decode_system(garbage, sizeof(garbage), &out, &err);
+    expect_refused(rc, out, &err, CFR_ECORRUPT,
+                   "SystemRequest: malformed protobuf");
+}
+
 int
 main(void)
 {
@@ -612,6 +786,7 @@ main(void)
         cmocka_unit_test(test_vault_request_list_snapshots),
         cmocka_unit_test(test_vault_request_admin),
         cmocka_unit_test(test_vault_request_audit_and_health),
+        cmocka_unit_test(test_vault_request_system),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

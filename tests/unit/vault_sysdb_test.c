@@ -126,7 +126,8 @@ test_vault_sysdb_tenant_round_trip(void **state)
     assert_int_equal(vault_sysdb_tenant_get(f->db, "acme", &got, &err), 0);
     assert_string_equal(got.name, "acme");
     assert_int_equal(got.created_ms, T0);
-    assert_int_equal(got.retention_ms, VAULT_SYSDB_DEFAULT_RETENTION_MS);
+    /* 0 stays 0: "the vault's configured default", decided by the vault. */
+    assert_int_equal(got.retention_ms, 0);
     assert_int_equal(got.n_regions, 2);
     assert_string_equal(got.regions[1], "eu-central");
     assert_int_equal(got.n_notify, 2);
@@ -137,7 +138,7 @@ test_vault_sysdb_tenant_round_trip(void **state)
     t.retention_ms = 7 * DAY;
     t.n_regions = 1;
     assert_int_equal(vault_sysdb_tenant_update(f->db, &t, &old, &err), 0);
-    assert_int_equal(old.retention_ms, VAULT_SYSDB_DEFAULT_RETENTION_MS);
+    assert_int_equal(old.retention_ms, 0);
     assert_int_equal(vault_sysdb_tenant_get(f->db, "acme", &got, &err), 0);
     assert_int_equal(got.retention_ms, 7 * DAY);
     assert_int_equal(got.n_regions, 1);
@@ -624,8 +625,8 @@ test_vault_sysdb_corrupt_record_is_reported(void **state)
     struct cfr_err err;
     struct vault_sysdb_tenant t, got;
     char dir[128];
-    static const char *const cfs[] = {"meta",  "tenants",   "deny",
-                                      "audit", "approvals", "totp"};
+    static const char *const cfs[] = {"meta",      "tenants", "deny", "audit",
+                                      "approvals", "totp",    "seen"};
 
     memset(&t, 0, sizeof(t));
     snprintf(t.name, sizeof(t.name), "acme");
@@ -638,7 +639,7 @@ test_vault_sysdb_corrupt_record_is_reported(void **state)
     snprintf(dir, sizeof(dir), "%s/%s", f->dir, VAULT_SYSDB_DIR);
     struct cfr_kv_env *env = cfr_kv_env_new(1u << 20, &err);
     assert_non_null(env);
-    struct cfr_kv *kv = cfr_kv_open(env, dir, cfs, 6, NULL, &err);
+    struct cfr_kv *kv = cfr_kv_open(env, dir, cfs, 7, NULL, &err);
     assert_non_null(kv);
     static const uint8_t trunc[] = {1, 4, 0, 0, 0, 'a', 'c'};
     assert_int_equal(cfr_kv_put(kv, 1, "acme", 4, trunc, sizeof(trunc), &err),
@@ -843,10 +844,183 @@ test_vault_sysdb_allocation_failures_clean_up(void **state)
     }
 }
 
+/* ---- operators' scope, audit tenant, identities seen ------------------ */
+
+static const char op_alice[] = "coffer://operator/alice";
+static const char op_bob[] = "coffer://operator/bob";
+
+/*
+ * Operators' approvals and TOTP secrets live in the "_system" scope: only
+ * operator identities act there, a different operator approves, and a
+ * tenant admin cannot reach it (nor an operator a tenant's).
+ */
+static void
+test_vault_sysdb_system_scope_is_operators_only(void **state)
+{
+    struct fixture *f = *state;
+    struct cfr_err err;
+    char id[VAULT_SYSDB_APPROVAL_HEX], id2[VAULT_SYSDB_APPROVAL_HEX];
+    uint8_t secret[CFR_TOTP_SECRET_DEFAULT];
+    char code[7];
+    bool has = true;
+
+    assert_int_equal(vault_sysdb_approval_request(
+                         f->db, VAULT_SYSDB_SYSTEM_SCOPE, admin_a, "alice",
+                         "revoke_vault", "identity=coffer://vault/x", id, &err),
+                     CFR_EDENIED);
+    assert_int_equal(vault_sysdb_approval_request(
+                         f->db, VAULT_SYSDB_SYSTEM_SCOPE, op_alice, "alice",
+                         "revoke_vault", "identity=coffer://vault/x", id, &err),
+                     0);
+    /* An operator is no admin of a tenant. */
+    assert_int_equal(vault_sysdb_approval_request(f->db, "acme", op_alice,
+                                                  "alice", "purge", "m=1", id2,
+                                                  &err),
+                     CFR_EDENIED);
+    /* The scope is not a tenant: "_system" is still a bad tenant name. */
+    assert_int_equal(vault_sysdb_tenant_name_ok(VAULT_SYSDB_SYSTEM_SCOPE, &err),
+                     CFR_EINVAL);
+    /* The same operator, or a tenant admin, cannot approve. */
+    assert_int_equal(vault_sysdb_approval_approve(f->db,
+                                                  VAULT_SYSDB_SYSTEM_SCOPE, id,
+                                                  op_alice, "alice", &err),
+                     CFR_EDENIED);
+    assert_int_equal(vault_sysdb_approval_approve(f->db,
+                                                  VAULT_SYSDB_SYSTEM_SCOPE, id,
+                                                  admin_a, "bob", &err),
+                     CFR_EDENIED);
+    /* Not visible from a tenant's scope. */
+    assert_int_equal(
+        vault_sysdb_approval_approve(f->db, "acme", id, admin_a, "bob", &err),
+        CFR_ENOTFOUND);
+    assert_int_equal(vault_sysdb_approval_approve(f->db,
+                                                  VAULT_SYSDB_SYSTEM_SCOPE, id,
+                                                  op_bob, "bob", &err),
+                     0);
+    assert_int_equal(vault_sysdb_approval_consume(
+                         f->db, VAULT_SYSDB_SYSTEM_SCOPE, id, "revoke_vault",
+                         "identity=coffer://vault/x", &err),
+                     0);
+    assert_int_equal(vault_sysdb_approval_consume(
+                         f->db, VAULT_SYSDB_SYSTEM_SCOPE, id, "revoke_vault",
+                         "identity=coffer://vault/x", &err),
+                     CFR_EDENIED);
+
+    /* An operator's own TOTP secret, in the same scope. */
+    assert_int_equal(cfr_totp_secret_generate(secret, sizeof(secret), &err), 0);
+    assert_int_equal(vault_sysdb_totp_register(f->db, VAULT_SYSDB_SYSTEM_SCOPE,
+                                               admin_a, "alice", secret,
+                                               sizeof(secret), NULL, &err),
+                     CFR_EDENIED);
+    assert_int_equal(vault_sysdb_totp_register(f->db, VAULT_SYSDB_SYSTEM_SCOPE,
+                                               op_alice, "alice", secret,
+                                               sizeof(secret), NULL, &err),
+                     0);
+    assert_int_equal(vault_sysdb_totp_has(f->db, VAULT_SYSDB_SYSTEM_SCOPE,
+                                          op_bob, "bob", &has, &err),
+                     0);
+    assert_false(has);
+    code_at(secret, sizeof(secret), T0, code);
+    assert_int_equal(vault_sysdb_totp_verify(f->db, VAULT_SYSDB_SYSTEM_SCOPE,
+                                             op_bob, "bob", code, &err),
+                     CFR_EAUTH);
+    assert_int_equal(vault_sysdb_totp_verify(f->db, VAULT_SYSDB_SYSTEM_SCOPE,
+                                             op_alice, "alice", code, &err),
+                     0);
+    /* Any other leading '_' is still refused as a scope. */
+    assert_int_equal(vault_sysdb_approval_request(f->db, "_other", op_alice,
+                                                  "alice", "x", "y", id2, &err),
+                     CFR_EINVAL);
+}
+
+/* Audit records carry the caller's tenant, "" for none, across reopen. */
+static void
+test_vault_sysdb_audit_keeps_tenant(void **state)
+{
+    struct fixture *f = *state;
+    struct cfr_err err;
+    struct vault_sysdb_audit r;
+    struct audit_seen seen = {0};
+
+    memset(&r, 0, sizeof(r));
+    snprintf(r.identity, sizeof(r.identity), "%s", agent);
+    snprintf(r.method, sizeof(r.method), "/coffer.v1.Vault/Commit");
+    snprintf(r.tenant, sizeof(r.tenant), "acme");
+    r.decision = VAULT_AUDIT_ALLOW;
+    assert_int_equal(vault_sysdb_audit_append(f->db, &r, &err), 0);
+    memset(&r, 0, sizeof(r));
+    snprintf(r.identity, sizeof(r.identity), "-");
+    snprintf(r.method, sizeof(r.method), "/coffer.v1.Vault/Health");
+    r.decision = VAULT_AUDIT_DENY;
+    r.time_ms = T0 + 1;
+    assert_int_equal(vault_sysdb_audit_submit(f->db, &r, &err), 0);
+    assert_int_equal(vault_sysdb_audit_sync(f->db, &err), 0);
+    reopen(f);
+    assert_int_equal(vault_sysdb_audit_query(f->db, T0, T0 + 100, 0,
+                                             collect_audit, &seen, &err),
+                     0);
+    assert_int_equal(seen.n, 2);
+    assert_string_equal(seen.recs[0].tenant, "acme");
+    assert_string_equal(seen.recs[0].identity, agent);
+    assert_string_equal(seen.recs[1].tenant, "");
+    assert_string_equal(seen.recs[1].identity, "-");
+    assert_int_equal(seen.recs[1].decision, VAULT_AUDIT_DENY);
+}
+
+/* "New" exactly once per (tenant, fingerprint), case-blind, durable. */
+static void
+test_vault_sysdb_seen_once(void **state)
+{
+    struct fixture *f = *state;
+    struct cfr_err err;
+    char fp[65], fp_upper[65];
+    bool is_new = false;
+
+    for (int i = 0; i < 64; i++) {
+        fp[i] = "0123456789abcdef"[(i * 7) % 16];
+        fp_upper[i] = "0123456789ABCDEF"[(i * 7) % 16];
+    }
+    fp[64] = fp_upper[64] = '\0';
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "acme", fp, &is_new, &err),
+                     0);
+    assert_true(is_new);
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "acme", fp, &is_new, &err),
+                     0);
+    assert_false(is_new);
+    assert_int_equal(
+        vault_sysdb_seen_mark(f->db, "acme", fp_upper, &is_new, &err), 0);
+    assert_false(is_new);
+    /* Another tenant's first sight of the same certificate is new. */
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "globex", fp, &is_new, &err),
+                     0);
+    assert_true(is_new);
+    reopen(f);
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "acme", fp, &is_new, &err),
+                     0);
+    assert_false(is_new);
+    /* Bad input: refused, nothing recorded. */
+    is_new = true;
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "acme", "abc", &is_new, &err),
+                     CFR_EINVAL);
+    assert_false(is_new);
+    fp[3] = 'g';
+    assert_int_equal(vault_sysdb_seen_mark(f->db, "acme", fp, &is_new, &err),
+                     CFR_EINVAL);
+    assert_int_equal(
+        vault_sysdb_seen_mark(f->db, "_system", fp_upper, &is_new, &err),
+        CFR_EINVAL);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(
+            test_vault_sysdb_system_scope_is_operators_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vault_sysdb_audit_keeps_tenant,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_vault_sysdb_seen_once, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_vault_sysdb_tenant_round_trip,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(

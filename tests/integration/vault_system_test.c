@@ -1,0 +1,755 @@
+/*
+ * vault_system_test.c - the operators' System RPC against a real vault
+ * over mutual TLS: the tenant registry (registration, usage, placement by
+ * region), the deny list (by certificate fingerprint and by identity,
+ * effective on the next call, undone by UNREVOKE), the second factor for
+ * revoking a vault and for shortening retention (a second operator, or the
+ * operator's TOTP code), TOTP enrolment of a tenant admin, the vault-wide
+ * audit log, and the security notifications (revocation, new agent
+ * identity) reaching a webhook.
+ *
+ * One vault, started without the harness's automatic registration, so the
+ * first calls see an empty registry. Its lockout threshold is the highest
+ * the vault accepts: this test is refused on purpose many times, always
+ * from 127.0.0.1.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>  /* htonl */
+#include <netinet/in.h> /* sockaddr_in */
+#include <pthread.h>    /* the webhook listener */
+#include <signal.h>     /* SIGTERM */
+#include <stdio.h>      /* snprintf, popen */
+#include <stdlib.h>     /* getenv */
+#include <string.h>     /* strstr */
+#include <sys/socket.h> /* socket, accept */
+#include <sys/stat.h>   /* stat: no tenant directory */
+#include <sys/time.h>   /* struct timeval */
+#include <time.h>       /* time */
+#include <unistd.h>     /* read, close */
+
+#include "coffer_vault.pb-c.h"
+#include "env.h"  /* a sealing session */
+#include "keys.h" /* a tenant keyring for real sealed chunks */
+#include "mem.h"  /* cfr_free */
+#include "rpc.h"  /* statuses */
+#include "totp.h" /* codes for the enrolled secrets */
+#include "vault_client_support.h"
+#include "vault_support.h"
+
+static struct vs_env env;
+static struct vs_vault vault;
+static struct cfr_keyring *keyring;
+static struct cfr_session *session;
+
+/* ---- a webhook listener ------------------------------------------------ */
+
+struct hook {
+    int fd;
+    int port;
+    pthread_mutex_t mu;
+    char body[65536];
+    size_t len;
+    pthread_t th;
+};
+
+static struct hook hook;
+
+static void *
+hook_main(void *arg)
+{
+    struct hook *h = arg;
+    /* Serves until the test closes the socket (accept then fails). */
+    for (;;) {
+        char buf[8192];
+        size_t got = 0;
+        int c = accept(h->fd, NULL, NULL);
+        if (c < 0) {
+            break;
+        }
+        struct timeval tv = {2, 0};
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        for (;;) {
+            ssize_t n = read(c, buf + got, sizeof(buf) - 1 - got);
+            if (n <= 0) {
+                break;
+            }
+            got += (size_t)n;
+            buf[got] = '\0';
+            char *hdr_end = strstr(buf, "\r\n\r\n");
+            if ((hdr_end != NULL && strrchr(hdr_end, '}') != NULL) ||
+                got == sizeof(buf) - 1) {
+                break;
+            }
+        }
+        static const char ok[] =
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        (void)!write(c, ok, sizeof(ok) - 1);
+        close(c);
+        pthread_mutex_lock(&h->mu);
+        if (h->len + got < sizeof(h->body)) {
+            memcpy(h->body + h->len, buf, got);
+            h->len += got;
+            h->body[h->len] = '\0';
+        }
+        pthread_mutex_unlock(&h->mu);
+    }
+    return NULL;
+}
+
+static int
+hook_start(struct hook *h)
+{
+    struct sockaddr_in a;
+    socklen_t al = sizeof(a);
+    h->fd = socket(AF_INET, SOCK_STREAM, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (h->fd < 0 || bind(h->fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+        listen(h->fd, 16) != 0 ||
+        getsockname(h->fd, (struct sockaddr *)&a, &al) != 0) {
+        return -1;
+    }
+    h->port = ntohs(a.sin_port);
+    return pthread_create(&h->th, NULL, hook_main, h) == 0 ? 0 : -1;
+}
+
+static void
+hook_stop(struct hook *h)
+{
+    shutdown(h->fd, SHUT_RDWR);
+    close(h->fd);
+    pthread_join(h->th, NULL);
+    pthread_mutex_destroy(&h->mu);
+}
+
+/* Waits (bounded) until every needle is in the bodies received. */
+static bool
+hook_wait(struct hook *h, const char *a, const char *b, int64_t timeout_ms)
+{
+    int64_t end = vc_now_ms() + timeout_ms;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        bool ok = strstr(h->body, a) != NULL &&
+                  (b == NULL || strstr(h->body, b) != NULL);
+        pthread_mutex_unlock(&h->mu);
+        if (ok) {
+            return true;
+        }
+        if (vc_now_ms() > end) {
+            return false;
+        }
+        vc_sleep_ms(20);
+    }
+}
+
+/* ---- System calls ------------------------------------------------------ */
+
+/*
+ * One System call as ident; *resp_r (may be NULL) gets the response, msg
+ * the status message. Returns the gRPC status.
+ */
+static int
+sys_call(const char *ident, const Coffer__V1__SystemRequest *req,
+         Coffer__V1__SystemResponse **resp_r, char *msg, size_t msg_size)
+{
+    struct cfr_rpc_client *cli = vs_client(&vault, ident);
+    ProtobufCMessage *resp = NULL;
+    struct cfr_err err;
+    int st;
+    assert_non_null(cli);
+    cfr_err_clear(&err);
+    st = vs_unary(cli, "System", &req->base,
+                  &coffer__v1__system_response__descriptor, &resp, &err);
+    if (msg != NULL) {
+        snprintf(msg, msg_size, "%s", err.msg);
+    }
+    if (st == CFR_RPC_OK) {
+        assert_non_null(resp);
+    }
+    if (resp_r != NULL) {
+        *resp_r = (Coffer__V1__SystemResponse *)resp;
+    } else if (resp != NULL) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+    }
+    cfr_rpc_client_free(cli);
+    return st;
+}
+
+static int
+deny_op(const char *ident, Coffer__V1__SystemOp op, const char *kind,
+        const char *value, const uint8_t *approval, const char *totp,
+        Coffer__V1__SystemResponse **resp_r)
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__DenyEntry d = COFFER__V1__DENY_ENTRY__INIT;
+    d.kind = (char *)kind;
+    d.value = (char *)value;
+    d.reason = (char *)"test";
+    req.op = op;
+    req.deny = &d;
+    if (approval != NULL) {
+        req.approval_id.data = (uint8_t *)approval;
+        req.approval_id.len = 16;
+    }
+    if (totp != NULL) {
+        req.totp = (char *)totp;
+    }
+    return sys_call(ident, &req, resp_r, NULL, 0);
+}
+
+static int
+approve(const char *ident, const uint8_t id[16])
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_APPROVE;
+    req.approval_id.data = (uint8_t *)id;
+    req.approval_id.len = 16;
+    return sys_call(ident, &req, NULL, NULL, 0);
+}
+
+static int
+tenant_set(const char *name, const char *const *regions, int64_t retention_ms,
+           const uint8_t *approval, Coffer__V1__SystemResponse **resp_r)
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__TenantInfo ti = COFFER__V1__TENANT_INFO__INIT;
+    size_t n = 0;
+    while (regions != NULL && regions[n] != NULL) {
+        n++;
+    }
+    ti.name = (char *)name;
+    ti.regions = (char **)regions;
+    ti.n_regions = n;
+    ti.retention_ms = retention_ms;
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_SET;
+    req.tenant = &ti;
+    if (approval != NULL) {
+        req.approval_id.data = (uint8_t *)approval;
+        req.approval_id.len = 16;
+    }
+    return sys_call("operator", &req, resp_r, NULL, 0);
+}
+
+/* The vault-wide audit log (tenant "" = all), synced by the vault. */
+static Coffer__V1__SystemResponse *
+audit(const char *tenant)
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__SystemResponse *resp = NULL;
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT;
+    req.tenant_name = (char *)tenant;
+    req.limit = 10000;
+    assert_int_equal(sys_call("operator", &req, &resp, NULL, 0), CFR_RPC_OK);
+    return resp;
+}
+
+static void
+code_now(const uint8_t *secret, size_t len, char out[7])
+{
+    struct cfr_err err;
+    uint32_t c = 0;
+    assert_int_equal(
+        cfr_totp_at(secret, len, NULL, (int64_t)time(NULL), &c, &err), 0);
+    snprintf(out, 7, "%06u", (unsigned)c);
+}
+
+/* The SHA-256 of a test certificate (DER), lower-case hex, via openssl. */
+static void
+fingerprint_of(const char *stem, char out[65])
+{
+    char cmd[1024], path[2 * VS_PATH_MAX], line[256];
+    FILE *p;
+    snprintf(cmd, sizeof(cmd),
+             "openssl x509 -in %s -outform DER | sha256sum | cut -c1-64",
+             vs_env_path(&env, stem, path, sizeof(path)));
+    p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(line, sizeof(line), p));
+    pclose(p);
+    assert_true(strlen(line) >= 64);
+    memcpy(out, line, 64);
+    out[64] = '\0';
+}
+
+/* Health as ident: the cheapest call that passes the deny list. */
+static int
+health_as(const char *ident)
+{
+    struct cfr_rpc_client *cli = vs_client(&vault, ident);
+    int st;
+    assert_non_null(cli);
+    st = vc_health(cli, NULL);
+    cfr_rpc_client_free(cli);
+    return st;
+}
+
+static int
+open_lease_as(const char *ident, char *msg, size_t msg_size)
+{
+    struct cfr_rpc_client *cli = vs_client(&vault, ident);
+    uint8_t lease[16];
+    struct cfr_err err;
+    int st;
+    assert_non_null(cli);
+    cfr_err_clear(&err);
+    st = vc_open_lease(session, cli, lease, &err);
+    if (msg != NULL) {
+        snprintf(msg, msg_size, "%s", err.msg);
+    }
+    cfr_rpc_client_free(cli);
+    return st;
+}
+
+/* ---- the tests --------------------------------------------------------- */
+
+/*
+ * Unregistered tenants are refused (and audited) without a database being
+ * created; registering makes the same agent work, and TENANT_LIST shows
+ * its usage once it uploaded.
+ */
+static void
+test_vault_system_registry(void **state)
+{
+    (void)state;
+    char msg[256], path[2 * VS_PATH_MAX + 64];
+    struct stat sb;
+    Coffer__V1__SystemResponse *resp = NULL;
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+
+    /* Health works for anyone authenticated; data does not. */
+    assert_int_equal(health_as("agent"), CFR_RPC_OK);
+    assert_int_equal(open_lease_as("agent", msg, sizeof(msg)),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_non_null(strstr(msg, "tenant not registered"));
+    snprintf(path, sizeof(path), "%s/data/acme", vault.dir);
+    assert_int_not_equal(stat(path, &sb), 0);
+    assert_true(vc_log_has(&vault, "vault.unregistered tenant=acme"));
+
+    /* Only an operator manages the vault. */
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST;
+    assert_int_equal(sys_call("acme-admin", &req, NULL, NULL, 0),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(sys_call("agent", &req, NULL, NULL, 0),
+                     CFR_RPC_PERMISSION_DENIED);
+
+    assert_int_equal(vs_tenant_add(&vault, "acme", NULL, msg, sizeof(msg)),
+                     CFR_RPC_OK);
+    assert_int_equal(vs_tenant_add(&vault, "acme", NULL, msg, sizeof(msg)),
+                     CFR_RPC_ALREADY_EXISTS);
+    assert_int_equal(vs_tenant_add(&vault, "globex", NULL, msg, sizeof(msg)),
+                     CFR_RPC_OK);
+    /* A bad name is refused with a reason, nothing registered. */
+    assert_int_equal(vs_tenant_add(&vault, "Bad_Name", NULL, msg, sizeof(msg)),
+                     CFR_RPC_INVALID_ARGUMENT);
+    assert_non_null(strstr(msg, "tenant.name"));
+
+    /* An upload by acme's agent, then its usage in the list. */
+    {
+        struct cfr_rpc_client *agent = vs_client(&vault, "agent");
+        struct vc_objset chunks = {0};
+        struct vc_snapshot sn;
+        uint8_t lease[16];
+        for (int i = 0; i < 3; i++) {
+            vc_make_chunk(keyring, session, &chunks, 100 + (uint64_t)i, 2000);
+        }
+        vc_make_snapshot(keyring, session, &sn, &chunks, "INBOX", 1);
+        assert_int_equal(vc_open_lease(session, agent, lease, NULL),
+                         CFR_RPC_OK);
+        assert_int_equal(
+            vc_put_objects(agent, lease, &chunks, 0, chunks.n, 8, NULL, NULL),
+            CFR_RPC_OK);
+        assert_int_equal(vc_put_objects(agent, lease, &sn.pages, 0, sn.pages.n,
+                                        8, NULL, NULL),
+                         CFR_RPC_OK);
+        assert_int_equal(vc_commit(agent, lease, &sn, NULL, NULL), CFR_RPC_OK);
+        vc_snapshot_fini(&sn);
+        vc_objset_fini(&chunks);
+        cfr_rpc_client_free(agent);
+    }
+    assert_int_equal(sys_call("operator", &req, &resp, NULL, 0), CFR_RPC_OK);
+    assert_int_equal(resp->n_tenants, 2);
+    assert_string_equal(resp->tenants[0]->name, "acme");
+    assert_true(resp->tenants[0]->objects >= 3);
+    assert_true(resp->tenants[0]->object_bytes > 3 * 1000);
+    assert_int_equal(resp->tenants[0]->snapshots, 1);
+    assert_true(resp->tenants[0]->created_ms > 0);
+    assert_string_equal(resp->tenants[1]->name, "globex");
+    assert_int_equal(resp->tenants[1]->objects, 0);
+    assert_int_equal(resp->tenants[1]->snapshots, 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/* Data of a tenant placed elsewhere is refused here; metadata is not. */
+static void
+test_vault_system_region_placement(void **state)
+{
+    (void)state;
+    static const char *const elsewhere[] = {"eu-west", "eu-central", NULL};
+    static const char *const here[] = {"eu-west", "test-1", NULL};
+    char msg[256];
+
+    assert_int_equal(tenant_set("globex", elsewhere, 0, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(open_lease_as("globex-agent", msg, sizeof(msg)),
+                     CFR_RPC_FAILED_PRECONDITION);
+    assert_non_null(
+        strstr(msg, ": tenant globex is not allowed in region test-1"));
+    {
+        struct cfr_rpc_client *cli = vs_client(&vault, "globex-agent");
+        int st = -1;
+        Coffer__V1__ListSnapshotsResponse *ls =
+            vc_list_snapshots(cli, false, &st);
+        assert_int_equal(st, CFR_RPC_OK);
+        protobuf_c_message_free_unpacked(&ls->base, NULL);
+        cfr_rpc_client_free(cli);
+    }
+    assert_int_equal(tenant_set("globex", here, 0, NULL, NULL), CFR_RPC_OK);
+    assert_int_equal(open_lease_as("globex-agent", NULL, 0), CFR_RPC_OK);
+    assert_int_equal(tenant_set("nosuch", here, 0, NULL, NULL),
+                     CFR_RPC_NOT_FOUND);
+}
+
+/*
+ * A fingerprint stops one certificate (agent2) at once, the identity URI
+ * stops every holder, UNREVOKE restores; the revocation is notified.
+ */
+static void
+test_vault_system_revoke(void **state)
+{
+    (void)state;
+    char fp[65];
+    Coffer__V1__SystemResponse *resp = NULL;
+    Coffer__V1__SystemRequest list = COFFER__V1__SYSTEM_REQUEST__INIT;
+    static const char acme_agent[] = "coffer://tenant/acme/role/agent";
+
+    fingerprint_of("agent2.pem", fp);
+    assert_int_equal(health_as("agent2"), CFR_RPC_OK);
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "fingerprint", fp, NULL, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(health_as("agent2"), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(health_as("agent"), CFR_RPC_OK);
+    assert_int_equal(open_lease_as("agent", NULL, 0), CFR_RPC_OK);
+
+    list.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST;
+    assert_int_equal(sys_call("operator", &list, &resp, NULL, 0), CFR_RPC_OK);
+    assert_int_equal(resp->n_denied, 1);
+    assert_string_equal(resp->denied[0]->kind, "fingerprint");
+    assert_string_equal(resp->denied[0]->value, fp);
+    assert_string_equal(resp->denied[0]->by, "coffer://operator/alice");
+    assert_true(resp->denied[0]->added_ms > 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", acme_agent, NULL, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(health_as("agent"), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(health_as("agent2"), CFR_RPC_PERMISSION_DENIED);
+    /* Other identities of the tenant are untouched. */
+    assert_int_equal(health_as("acme-restore"), CFR_RPC_OK);
+
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE,
+                             "identity", acme_agent, NULL, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(health_as("agent"), CFR_RPC_OK);
+    assert_int_equal(health_as("agent2"), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE,
+                             "fingerprint", fp, NULL, NULL, NULL),
+                     CFR_RPC_OK);
+    assert_int_equal(health_as("agent2"), CFR_RPC_OK);
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE,
+                             "fingerprint", fp, NULL, NULL, NULL),
+                     CFR_RPC_NOT_FOUND);
+    /* A value that names nothing revocable is refused. */
+    assert_int_equal(
+        deny_op("operator", COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE, "identity",
+                "coffer://tenant/acme", NULL, NULL, NULL),
+        CFR_RPC_INVALID_ARGUMENT);
+
+    if (!hook_wait(&hook, "vault.revocation", fp, 10000)) {
+        fail_msg("no revocation notification; webhook got:\n%s", hook.body);
+    }
+    assert_true(vc_log_has(&vault, "vault.revocation kind=fingerprint"));
+}
+
+/*
+ * Revoking a vault needs a second operator (never the requester itself),
+ * or the operator's TOTP code; replacing that TOTP secret needs one too.
+ */
+static void
+test_vault_system_second_factor(void **state)
+{
+    (void)state;
+    Coffer__V1__SystemResponse *resp = NULL;
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    uint8_t id[16], secret[20];
+    char code[7];
+    bool found = false;
+
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/x", NULL, NULL, &resp),
+                     CFR_RPC_OK);
+    assert_true(resp->pending);
+    assert_int_equal(resp->approval_id.len, 16);
+    memcpy(id, resp->approval_id.data, 16);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* Pending is not revoked; self-approval and replays fail. */
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/x", id, NULL, NULL),
+                     CFR_RPC_FAILED_PRECONDITION);
+    assert_int_equal(approve("operator", id), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(approve("acme-admin", id), CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(approve("operator2", id), CFR_RPC_OK);
+    /* Approved for exactly this identity. */
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/z", id, NULL, NULL),
+                     CFR_RPC_FAILED_PRECONDITION);
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/x", id, NULL, &resp),
+                     CFR_RPC_OK);
+    assert_false(resp->pending);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/x", id, NULL, NULL),
+                     CFR_RPC_FAILED_PRECONDITION);
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST;
+    assert_int_equal(sys_call("operator", &req, &resp, NULL, 0), CFR_RPC_OK);
+    for (size_t i = 0; i < resp->n_denied; i++) {
+        found |= strcmp(resp->denied[i]->value, "coffer://vault/x") == 0;
+    }
+    assert_true(found);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* The operator enrols its own TOTP secret: the first needs nothing. */
+    for (size_t i = 0; i < sizeof(secret); i++) {
+        secret[i] = (uint8_t)(0xa0 + i);
+    }
+    {
+        Coffer__V1__SystemRequest t = COFFER__V1__SYSTEM_REQUEST__INIT;
+        t.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET;
+        t.totp_secret.data = secret;
+        t.totp_secret.len = sizeof(secret);
+        assert_int_equal(sys_call("operator", &t, &resp, NULL, 0), CFR_RPC_OK);
+        assert_false(resp->pending);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        /* Not someone else's. */
+        t.principal = (char *)"bob";
+        assert_int_equal(sys_call("operator", &t, NULL, NULL, 0),
+                         CFR_RPC_PERMISSION_DENIED);
+        /* Replacing it needs a second factor. */
+        t.principal = (char *)"";
+        assert_int_equal(sys_call("operator", &t, &resp, NULL, 0), CFR_RPC_OK);
+        assert_true(resp->pending);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    /* A wrong code is refused; the right one revokes at once. */
+    code_now(secret, sizeof(secret), code);
+    {
+        char wrong[16];
+        snprintf(wrong, sizeof(wrong), "%06u",
+                 (unsigned)((strtoul(code, NULL, 10) + 500000) % 1000000));
+        assert_int_equal(
+            deny_op("operator", COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                    "identity", "coffer://vault/y", NULL, wrong, NULL),
+            CFR_RPC_PERMISSION_DENIED);
+    }
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/y", NULL, code, &resp),
+                     CFR_RPC_OK);
+    assert_false(resp->pending);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* The same code again is a replay. */
+    assert_int_equal(deny_op("operator",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE,
+                             "identity", "coffer://vault/w", NULL, code, NULL),
+                     CFR_RPC_PERMISSION_DENIED);
+
+    /* Shortening a tenant's retention waits for a second operator. */
+    assert_int_equal(tenant_set("acme", NULL, 2 * 86400000LL, NULL, &resp),
+                     CFR_RPC_OK);
+    assert_true(resp->pending);
+    memcpy(id, resp->approval_id.data, 16);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    assert_int_equal(approve("operator2", id), CFR_RPC_OK);
+    assert_int_equal(tenant_set("acme", NULL, 2 * 86400000LL, id, &resp),
+                     CFR_RPC_OK);
+    assert_false(resp->pending);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    /* Lengthening it again needs nothing. */
+    assert_int_equal(tenant_set("acme", NULL, 0, NULL, &resp), CFR_RPC_OK);
+    assert_false(resp->pending);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+/*
+ * An operator enrols a tenant admin's TOTP secret; the admin then uses it
+ * as the second factor of a destructive Admin op.
+ */
+static void
+test_vault_system_enrols_admin_totp(void **state)
+{
+    (void)state;
+    Coffer__V1__SystemRequest t = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__AdminResponse *ar = NULL;
+    struct cfr_rpc_client *adm = vs_client(&vault, "acme-admin");
+    uint8_t secret[32];
+    char code[7], msg[256];
+
+    for (size_t i = 0; i < sizeof(secret); i++) {
+        secret[i] = (uint8_t)(0x11 * (i + 1));
+    }
+    t.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET;
+    t.tenant_name = (char *)"acme";
+    t.principal = (char *)"acme-admin";
+    t.totp_secret.data = secret;
+    t.totp_secret.len = sizeof(secret);
+    assert_int_equal(sys_call("operator", &t, NULL, NULL, 0), CFR_RPC_OK);
+    t.tenant_name = (char *)"nosuch";
+    assert_int_equal(sys_call("operator", &t, NULL, NULL, 0),
+                     CFR_RPC_NOT_FOUND);
+
+    code_now(secret, sizeof(secret), code);
+    assert_int_equal(
+        vc_admin_ex(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_SET_RETENTION, NULL,
+                    86400000LL, NULL, code, &ar, msg, sizeof(msg)),
+        CFR_RPC_OK);
+    assert_false(ar->pending);
+    protobuf_c_message_free_unpacked(&ar->base, NULL);
+    cfr_rpc_client_free(adm);
+}
+
+/*
+ * The vault-wide audit: other tenants' records, a refused unauthenticated
+ * call, System ops with their outcome; the tenant filter; and the
+ * identity.new notification of acme's agent certificate.
+ */
+static void
+test_vault_system_audit_and_identity_new(void **state)
+{
+    (void)state;
+    Coffer__V1__SystemResponse *resp;
+    bool acme = false, globex = false, noid = false, revoke = false;
+    bool other = false;
+    char fp[65];
+
+    assert_int_equal(health_as("noid"), CFR_RPC_UNAUTHENTICATED);
+    resp = audit("");
+    for (size_t i = 0; i < resp->n_entries; i++) {
+        const Coffer__V1__AuditEntry *e = resp->entries[i];
+        acme |= strcmp(e->tenant, "acme") == 0;
+        globex |= strcmp(e->tenant, "globex") == 0;
+        noid |= strcmp(e->tenant, "") == 0 &&
+                strcmp(e->status, "UNAUTHENTICATED") == 0 &&
+                strstr(e->method, "Health") != NULL;
+        revoke |= strcmp(e->method, "System.revoke") == 0 &&
+                  strstr(e->detail, "outcome=ok") != NULL &&
+                  strcmp(e->identity, "coffer://operator/alice") == 0;
+        /* No TOTP code or secret ever lands in the log. */
+        assert_null(strstr(e->detail, "totp_secret"));
+    }
+    assert_true(acme);
+    assert_true(globex);
+    assert_true(noid);
+    assert_true(revoke);
+    /* The refused unregistered call is there, as a denial. */
+    {
+        bool unreg = false;
+        for (size_t i = 0; i < resp->n_entries; i++) {
+            const Coffer__V1__AuditEntry *e = resp->entries[i];
+            unreg |= strcmp(e->tenant, "acme") == 0 &&
+                     strcmp(e->decision, "denied") == 0 &&
+                     strstr(e->detail, "tenant not registered") != NULL;
+        }
+        assert_true(unreg);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    resp = audit("globex");
+    assert_true(resp->n_entries > 0);
+    for (size_t i = 0; i < resp->n_entries; i++) {
+        other |= strcmp(resp->entries[i]->tenant, "globex") != 0;
+    }
+    assert_false(other);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* acme's agent was seen first in test_vault_system_registry. */
+    fingerprint_of("agent.pem", fp);
+    if (!hook_wait(&hook, "vault.identity.new", fp, 10000)) {
+        fail_msg("no identity.new notification; webhook got:\n%s", hook.body);
+    }
+    assert_true(vc_log_has(&vault, "vault.identity.new tenant=acme"));
+}
+
+/* ---- setup ------------------------------------------------------------- */
+
+static int
+setup(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    if (cfr_rpc_global_init(&err) != 0 || hook_start(&hook) != 0) {
+        return -1;
+    }
+    keyring = cfr_keyring_generate(1700000000000, &err);
+    if (keyring == NULL ||
+        (session = cfr_session_new(keyring, 0, &err)) == NULL) {
+        return -1;
+    }
+    if (vs_env_init(&env) != 0 || vs_vault_init(&vault, &env, "sys") != 0) {
+        return -1;
+    }
+    vault.no_register = true;
+    snprintf(vault.extra_cfg, sizeof(vault.extra_cfg),
+             "limits = { max_failures = 64; };\n"
+             "notify = { webhook = \"http://127.0.0.1:%d/hook\"; };\n",
+             hook.port);
+    return vs_vault_start(&vault, 30000);
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    if (vault.pid > 0) {
+        vs_vault_stop(&vault, SIGTERM, 30000);
+    }
+    hook_stop(&hook);
+    vs_env_fini(&env);
+    cfr_session_free(session);
+    cfr_keyring_free(keyring);
+    cfr_rpc_global_fini();
+    return 0;
+}
+
+int
+main(void)
+{
+    /* In order: each builds on the registry the previous one left. */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vault_system_registry),
+        cmocka_unit_test(test_vault_system_region_placement),
+        cmocka_unit_test(test_vault_system_revoke),
+        cmocka_unit_test(test_vault_system_second_factor),
+        cmocka_unit_test(test_vault_system_enrols_admin_totp),
+        cmocka_unit_test(test_vault_system_audit_and_identity_new),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,555 @@
+/*
+ * vault_admin_client_test.c - the checks and helpers of coffer-admin's
+ * vault operations (vault/admin_client.h): what is refused before any
+ * vault is contacted, connection files, tenant comparison, JSON strings,
+ * and the System call against a local stand-in server (pending answers,
+ * refusals, undecodable answers, the wiped request).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin_client.h"
+#include "log.h"
+#include "mem.h"
+
+#define DAY_MS (86400 * INT64_C(1000))
+
+static void
+test_admin_client_target_check(void **state)
+{
+    (void)state;
+    static const char *const good[] = {"127.0.0.1:7443", "vault1.example.net:1",
+                                       "[::1]:65535", "[2001:db8::10]:443",
+                                       "localhost:80"};
+    static const char *const bad[] = {
+        "",     "vault",    ":443",      "host:", "host:0", "h:65536",  "h:12a",
+        "h:-1", "[::1:443", "[zz::1]:1", "a b:1", "h/x:1",  "h:123456", "[]:1"};
+    struct cfr_err err;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        if (vault_admin_target_check(good[i], &err) != 0) {
+            fail_msg("%s refused: %s", good[i], err.msg);
+        }
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (vault_admin_target_check(bad[i], &err) != CFR_EINVAL) {
+            fail_msg("%s accepted", bad[i]);
+        }
+    }
+}
+
+static void
+test_admin_client_argument_checks(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    bool is_vault = true;
+
+    assert_int_equal(vault_admin_tenant_check("acme.mail_1-x", &err), 0);
+    assert_int_equal(vault_admin_tenant_check("_system", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_tenant_check("Acme", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_tenant_check("", &err), CFR_EINVAL);
+    assert_int_equal(
+        vault_admin_tenant_check(
+            "a123456789012345678901234567890123456789012345678901234567890123",
+            &err),
+        CFR_EINVAL);
+
+    assert_int_equal(vault_admin_region_check("eu-west-1", &err), 0);
+    assert_int_equal(vault_admin_region_check("EU", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_region_check("eu_west", &err), CFR_EINVAL);
+    assert_int_equal(
+        vault_admin_region_check("abcdefghijabcdefghijabcdefghijab", &err),
+        CFR_EINVAL);
+
+    assert_int_equal(vault_admin_notify_check("https://h.example/x", &err), 0);
+    assert_int_equal(vault_admin_notify_check("mailto:sec@acme.example", &err),
+                     0);
+    assert_int_equal(vault_admin_notify_check("mailto:@x", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_notify_check("mailto:a@b,c@d", &err),
+                     CFR_EINVAL);
+    assert_int_equal(vault_admin_notify_check("https://", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_notify_check("https://a b", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_notify_check("ftp://x", &err), CFR_EINVAL);
+
+    assert_int_equal(vault_admin_identity_check(
+                         "coffer://tenant/acme/role/agent", &is_vault, &err),
+                     0);
+    assert_false(is_vault);
+    assert_int_equal(
+        vault_admin_identity_check("coffer://operator/alice", &is_vault, &err),
+        0);
+    assert_false(is_vault);
+    assert_int_equal(
+        vault_admin_identity_check("coffer://vault/peer-1", &is_vault, &err),
+        0);
+    assert_true(is_vault);
+    static const char *const bad_ids[] = {"coffer://tenant/Acme/role/agent",
+                                          "coffer://vault/",
+                                          "coffer://vault/-x",
+                                          "coffer://vault/a/b",
+                                          "coffer://operator/",
+                                          "https://x",
+                                          ""};
+    for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+        if (vault_admin_identity_check(bad_ids[i], NULL, &err) != CFR_EINVAL) {
+            fail_msg("%s accepted", bad_ids[i]);
+        }
+    }
+
+    assert_int_equal(vault_admin_totp_code_check("123456", &err), 0);
+    assert_int_equal(vault_admin_totp_code_check("12345678", &err), 0);
+    assert_int_equal(vault_admin_totp_code_check("12345", &err), CFR_EINVAL);
+    assert_int_equal(vault_admin_totp_code_check("123456789", &err),
+                     CFR_EINVAL);
+    assert_int_equal(vault_admin_totp_code_check("12345a", &err), CFR_EINVAL);
+    /* A refused code is never echoed: it may be valid still. */
+    assert_null(strstr(err.msg, "12345a"));
+
+    assert_int_equal(vault_admin_text_check("r", "laptop lost", &err), 0);
+    assert_int_equal(vault_admin_text_check("r", "a\nb", &err), CFR_EINVAL);
+
+    int64_t v = 0;
+    assert_int_equal(vault_admin_int_parse("n", "42", 1, 100, &v, &err), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(vault_admin_int_parse("n", "0", 1, 100, &v, &err),
+                     CFR_EINVAL);
+    assert_int_equal(vault_admin_int_parse("n", "4x", 1, 100, &v, &err),
+                     CFR_EINVAL);
+    assert_int_equal(vault_admin_int_parse("n", "", 1, 100, &v, &err),
+                     CFR_EINVAL);
+    assert_int_equal(
+        vault_admin_int_parse("n", "99999999999999999999", 1, 100, &v, &err),
+        CFR_EINVAL);
+}
+
+static void
+test_admin_client_fingerprint_and_approval(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    char fpr[CFR_RPC_FINGERPRINT_LEN + 1];
+    const char *want =
+        "f52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e532";
+    assert_int_equal(
+        vault_admin_fingerprint_parse(
+            "F5:2F:0E:30:D0:D8:23:DD:B4:E2:A1:4F:C3:7A:51:C2:A0:A7:90:58:C9:"
+            "A7:6D:00:12:FE:7A:94:E1:26:E5:32",
+            fpr, &err),
+        0);
+    assert_string_equal(fpr, want);
+    assert_int_equal(
+        vault_admin_fingerprint_parse(
+            "F52F0E30D0D823DDB4E2A14FC37A51C2A0A79058C9A76D0012FE7A94E126E532",
+            fpr, &err),
+        0);
+    assert_string_equal(fpr, want);
+    static const char *const bad[] = {
+        "",
+        "f52f",
+        /* 63 digits, 65 digits */
+        "f52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e53",
+        "f52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e5321",
+        "g52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e532",
+        /* colons in the wrong places */
+        "F52:F0E:30:D0:D8:23:DD:B4:E2:A1:4F:C3:7A:51:C2:A0:A7:90:58:C9:"
+        "A7:6D:00:12:FE:7A:94:E1:26:E5:32",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (vault_admin_fingerprint_parse(bad[i], fpr, &err) != CFR_EINVAL) {
+            fail_msg("case %zu accepted", i);
+        }
+        assert_string_equal(fpr, "");
+    }
+
+    uint8_t id[VAULT_ADMIN_APPROVAL_ID];
+    assert_int_equal(vault_admin_approval_parse(
+                         "00112233445566778899AABBccddeeff", id, &err),
+                     0);
+    assert_int_equal(id[0], 0x00);
+    assert_int_equal(id[5], 0x55);
+    assert_int_equal(id[10], 0xaa);
+    assert_int_equal(id[15], 0xff);
+    assert_int_equal(
+        vault_admin_approval_parse("00112233445566778899aabbccddeef", id, &err),
+        CFR_EINVAL);
+    assert_int_equal(vault_admin_approval_parse(
+                         "00112233445566778899aabbccddeefg", id, &err),
+                     CFR_EINVAL);
+}
+
+static void
+test_admin_client_tenant_same(void **state)
+{
+    (void)state;
+    char *ra[] = {"eu-1", "us-2"}, *rb[] = {"us-2", "eu-1"}, *rc[] = {"eu-1"};
+    char *na[] = {"https://h.example/x"};
+    Coffer__V1__TenantInfo want = COFFER__V1__TENANT_INFO__INIT;
+    Coffer__V1__TenantInfo have = COFFER__V1__TENANT_INFO__INIT;
+    want.name = have.name = "acme";
+    want.regions = ra;
+    want.n_regions = 2;
+    have.regions = rb;
+    have.n_regions = 2;
+    want.notify = have.notify = na;
+    want.n_notify = have.n_notify = 1;
+    /* Order does not matter; the default retention matches its value. */
+    have.retention_ms = 30 * DAY_MS;
+    assert_true(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+    assert_false(vault_admin_tenant_same(&want, &have, 20 * DAY_MS));
+    want.retention_ms = 40 * DAY_MS;
+    assert_false(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+    want.retention_ms = 0;
+    have.regions = rc;
+    have.n_regions = 1;
+    assert_false(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+    /* A duplicate does not stand in for a missing value. */
+    char *dup[] = {"eu-1", "eu-1"};
+    have.regions = dup;
+    have.n_regions = 2;
+    assert_false(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+    have.regions = rb;
+    have.n_notify = 0;
+    assert_false(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+    have.n_notify = 1;
+    have.name = "globex";
+    assert_false(vault_admin_tenant_same(&want, &have, 30 * DAY_MS));
+}
+
+static void
+test_admin_client_text_helpers(void **state)
+{
+    (void)state;
+    char buf[256];
+    FILE *f = fmemopen(buf, sizeof(buf), "w");
+    assert_non_null(f);
+    vault_admin_json_string(f, "a\"b\\c\nd\x01\xc3\xa9");
+    fclose(f);
+    assert_string_equal(buf, "\"a\\\"b\\\\c\\nd\\u0001\\u00c3\\u00a9\"");
+
+    assert_string_equal(vault_admin_time_text(1700000000123, buf, sizeof(buf)),
+                        "2023-11-14T22:13:20.123Z");
+    assert_string_equal(vault_admin_time_text(0, buf, sizeof(buf)), "-");
+    assert_string_equal(vault_admin_duration_text(30 * DAY_MS, buf, 64), "30d");
+    assert_string_equal(vault_admin_duration_text(36 * 3600000, buf, 64),
+                        "36h");
+    assert_string_equal(vault_admin_duration_text(90000, buf, 64), "90s");
+    assert_string_equal(vault_admin_duration_text(1500, buf, 64), "1500ms");
+    assert_string_equal(vault_admin_duration_text(0, buf, 64), "default");
+
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_OK), VAULT_ADMIN_DONE);
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_UNAVAILABLE),
+                     VAULT_ADMIN_UNREACHABLE);
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_DEADLINE_EXCEEDED),
+                     VAULT_ADMIN_UNREACHABLE);
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_PERMISSION_DENIED),
+                     VAULT_ADMIN_REFUSED);
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_FAILED_PRECONDITION),
+                     VAULT_ADMIN_REFUSED);
+    assert_int_equal(vault_admin_outcome_of(CFR_RPC_INTERNAL),
+                     VAULT_ADMIN_FAILED);
+}
+
+/* ---- connection files ---------------------------------------------------- */
+
+static char tmpdir[64];
+
+static const char *
+write_conf(const char *text)
+{
+    static char path[128];
+    snprintf(path, sizeof(path), "%s/ops.conf", tmpdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static void
+test_admin_client_connection_file(void **state)
+{
+    (void)state;
+    struct vault_admin_conn c, cli;
+    struct cfr_err err;
+    char want[160];
+    const char *p = write_conf(
+        "vaults = [ \"v1.example.net:7443\", \"[::1]:7443\" ];\n"
+        "tls = { cert = \"alice.pem\"; key = \"/etc/coffer/alice.key\";\n"
+        "        ca = \"ca.pem\"; name = \"vault.example.net\"; };\n"
+        "timeout = \"5s\";\n");
+    assert_int_equal(vault_admin_conn_load(p, &c, &err), 0);
+    assert_int_equal(c.n_vaults, 2);
+    assert_string_equal(c.vaults[0], "v1.example.net:7443");
+    assert_string_equal(c.vaults[1], "[::1]:7443");
+    /* Relative paths are the file's siblings; absolute ones stay. */
+    snprintf(want, sizeof(want), "%s/alice.pem", tmpdir);
+    assert_string_equal(c.cert, want);
+    assert_string_equal(c.key, "/etc/coffer/alice.key");
+    assert_string_equal(c.tls_name, "vault.example.net");
+    assert_int_equal(c.timeout_ms, 5000);
+    assert_int_equal(vault_admin_conn_check(&c, &err), 0);
+
+    /* The command line wins field by field. */
+    memset(&cli, 0, sizeof(cli));
+    cli.n_vaults = 1;
+    snprintf(cli.vaults[0], sizeof(cli.vaults[0]), "other:1");
+    snprintf(cli.key, sizeof(cli.key), "mine.key");
+    vault_admin_conn_merge(&c, &cli);
+    assert_int_equal(c.n_vaults, 1);
+    assert_string_equal(c.vaults[0], "other:1");
+    assert_string_equal(c.key, "mine.key");
+    assert_string_equal(c.cert, want);
+
+    static const struct {
+        const char *text, *says;
+    } bad[] = {
+        {"vaults = [ \"v1\" ];\n", "HOST:PORT"},
+        {"vault = [ \"v1:1\" ];\n", "vault"},
+        {"vaults = [ \"v1:1\" ];\ntls = { certs = \"x\"; };\n", "certs"},
+        {"vaults = [ \"v1:1\" ];\ntimeout = \"forever\";\n", "timeout"},
+        {"vaults = [ \"v1:1\" ];\ntimeout = \"20m\";\n", "timeout"},
+        {"vaults = [ \"v1:1\" \n", "ops.conf"},
+        {"vaults = \"v1:1\";\n", "vaults"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        p = write_conf(bad[i].text);
+        cfr_err_clear(&err);
+        int rc = vault_admin_conn_load(p, &c, &err);
+        if (rc == 0 || strstr(err.msg, bad[i].says) == NULL) {
+            fail_msg("case %zu: rc %d: %s", i, rc, err.msg);
+        }
+    }
+    assert_int_equal(vault_admin_conn_load("/nonexistent/ops.conf", &c, &err),
+                     CFR_ENOTFOUND);
+
+    /* Incomplete or inconsistent connections. */
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(vault_admin_conn_check(&c, &err), CFR_EINVAL);
+    assert_non_null(strstr(err.msg, "no vault"));
+    c.n_vaults = 2;
+    snprintf(c.vaults[0], sizeof(c.vaults[0]), "a:1");
+    snprintf(c.vaults[1], sizeof(c.vaults[1]), "a:1");
+    snprintf(c.cert, sizeof(c.cert), "c");
+    snprintf(c.key, sizeof(c.key), "k");
+    snprintf(c.ca, sizeof(c.ca), "ca");
+    assert_int_equal(vault_admin_conn_check(&c, &err), CFR_EINVAL);
+    assert_non_null(strstr(err.msg, "twice"));
+    snprintf(c.vaults[1], sizeof(c.vaults[1]), "b:1");
+    assert_int_equal(vault_admin_conn_check(&c, &err), 0);
+    c.ca[0] = '\0';
+    assert_int_equal(vault_admin_conn_check(&c, &err), CFR_EINVAL);
+}
+
+/* ---- the System call against a stand-in server -------------------------- */
+
+static char *pki_file(const char *name);
+
+static int
+authz_all(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
+{
+    (void)ctx;
+    (void)peer;
+    (void)method;
+    return CFR_RPC_OK;
+}
+
+/* Answers by op: TENANT_LIST lists one tenant, REVOKE is pending, AUDIT
+ * sends bytes that do not decode, anything else PERMISSION_DENIED. */
+static void
+h_system(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    (void)arg;
+    size_t len = 0;
+    const uint8_t *p = cfr_rpc_ctx_request(ctx, &len);
+    Coffer__V1__SystemRequest *req =
+        coffer__v1__system_request__unpack(NULL, len, p);
+    Coffer__V1__SystemResponse resp = COFFER__V1__SYSTEM_RESPONSE__INIT;
+    Coffer__V1__TenantInfo t = COFFER__V1__TENANT_INFO__INIT;
+    Coffer__V1__TenantInfo *tp = &t;
+    uint8_t id[16] = {0xab};
+    uint8_t buf[256];
+    if (req == NULL) {
+        cfr_rpc_ctx_finish(ctx, CFR_RPC_INVALID_ARGUMENT, "bad", NULL, 0, NULL);
+        return;
+    }
+    switch (req->op) {
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST:
+        t.name = "acme";
+        t.objects = 7;
+        resp.n_tenants = 1;
+        resp.tenants = &tp;
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE:
+        resp.pending = true;
+        resp.approval_id.data = id;
+        resp.approval_id.len = sizeof(id);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT:
+        memset(buf, 0xff, 8);
+        cfr_rpc_ctx_finish(ctx, CFR_RPC_OK, NULL, buf, 8, NULL);
+        coffer__v1__system_request__free_unpacked(req, NULL);
+        return;
+    default:
+        cfr_rpc_ctx_finish(ctx, CFR_RPC_PERMISSION_DENIED, "not an operator",
+                           NULL, 0, NULL);
+        coffer__v1__system_request__free_unpacked(req, NULL);
+        return;
+    }
+    size_t n = coffer__v1__system_response__pack(&resp, buf);
+    cfr_rpc_ctx_finish(ctx, CFR_RPC_OK, NULL, buf, n, NULL);
+    coffer__v1__system_request__free_unpacked(req, NULL);
+}
+
+static void
+test_admin_client_system_call(void **state)
+{
+    (void)state;
+    char *ca = pki_file("ca.pem"), *srv_pem = pki_file("server.pem");
+    char *srv_key = pki_file("server.key"), *op = pki_file("operator.pem");
+    char *op_key = pki_file("operator.key");
+    struct cfr_rpc_server *srv = NULL;
+    struct vault_admin_client *cli = NULL;
+    Coffer__V1__SystemResponse *resp = NULL;
+    struct cfr_err err;
+    char target[64];
+    int status = -1;
+
+    assert_int_equal(cfr_rpc_global_init(&err), 0);
+    struct cfr_rpc_server_opts so = {
+        .listen_addr = "127.0.0.1:0",
+        .cert_pem = srv_pem,
+        .key_pem = srv_key,
+        .client_ca_pem = ca,
+        .authz = authz_all,
+    };
+    assert_int_equal(cfr_rpc_server_new(&so, &srv, &err), 0);
+    assert_int_equal(cfr_rpc_server_add_method(srv, "/coffer.v1.Vault/System",
+                                               CFR_RPC_KIND_UNARY, h_system,
+                                               NULL, &err),
+                     0);
+    assert_int_equal(cfr_rpc_server_start(srv, &err), 0);
+    snprintf(target, sizeof(target), "127.0.0.1:%d", cfr_rpc_server_port(srv));
+    struct vault_admin_client_opts co = {
+        .target = target,
+        .tls_name = "localhost",
+        .ca_pem = ca,
+        .cert_pem = op,
+        .key_pem = op_key,
+        .timeout_ms = 5000,
+    };
+    assert_int_equal(vault_admin_client_new(&co, &cli, &err), 0);
+
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST;
+    assert_int_equal(vault_admin_system(cli, &req, &resp, &status, &err), 0);
+    assert_int_equal(status, CFR_RPC_OK);
+    assert_non_null(resp);
+    assert_int_equal(resp->n_tenants, 1);
+    assert_string_equal(resp->tenants[0]->name, "acme");
+    assert_int_equal(resp->tenants[0]->objects, 7);
+    coffer__v1__system_response__free_unpacked(resp, NULL);
+
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_REVOKE;
+    assert_int_equal(vault_admin_system(cli, &req, &resp, &status, &err), 0);
+    assert_true(resp->pending);
+    assert_int_equal(resp->approval_id.len, 16);
+    assert_int_equal(resp->approval_id.data[0], 0xab);
+    coffer__v1__system_response__free_unpacked(resp, NULL);
+
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNREVOKE;
+    assert_int_not_equal(vault_admin_system(cli, &req, &resp, &status, &err),
+                         0);
+    assert_null(resp);
+    assert_int_equal(status, CFR_RPC_PERMISSION_DENIED);
+    assert_non_null(strstr(err.msg, "not an operator"));
+    assert_int_equal(vault_admin_outcome_of(status), VAULT_ADMIN_REFUSED);
+
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT;
+    assert_int_equal(vault_admin_system(cli, &req, &resp, &status, &err),
+                     CFR_ECORRUPT);
+    assert_null(resp);
+    assert_int_equal(status, CFR_RPC_INTERNAL);
+
+    vault_admin_client_free(cli);
+    cfr_rpc_server_free(srv);
+    /* Nothing listens any more: unreachable, not refused. */
+    assert_int_equal(vault_admin_client_new(&co, &cli, &err), 0);
+    req.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST;
+    assert_int_not_equal(vault_admin_system(cli, &req, &resp, &status, &err),
+                         0);
+    assert_int_equal(vault_admin_outcome_of(status), VAULT_ADMIN_UNREACHABLE);
+    vault_admin_client_free(cli);
+    cfr_rpc_global_fini();
+    cfr_free(ca);
+    cfr_free(srv_pem);
+    cfr_free(srv_key);
+    cfr_free(op);
+    cfr_free(op_key);
+}
+
+/* ---- setup --------------------------------------------------------------- */
+
+static char *
+pki_file(const char *name)
+{
+    char path[160];
+    snprintf(path, sizeof(path), "%s/pki/%s", tmpdir, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *s = cfr_calloc(1, 65536);
+    assert_non_null(s);
+    size_t n = fread(s, 1, 65535, f);
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+static int
+setup(void **state)
+{
+    (void)state;
+    char cmd[512];
+    cfr_log_set_level(CFR_LOG_ERROR);
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/coffer-admin-client-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL) {
+        return -1;
+    }
+    /* The vectors live in tests/vectors, the PKI script beside them. */
+    snprintf(cmd, sizeof(cmd),
+             "mkdir %s/pki && bash %s/../pki/make-test-pki.sh %s/pki", tmpdir,
+             COFFER_VECTORS_DIR, tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_admin_client_target_check),
+        cmocka_unit_test(test_admin_client_argument_checks),
+        cmocka_unit_test(test_admin_client_fingerprint_and_approval),
+        cmocka_unit_test(test_admin_client_tenant_same),
+        cmocka_unit_test(test_admin_client_text_helpers),
+        cmocka_unit_test(test_admin_client_connection_file),
+        cmocka_unit_test(test_admin_client_system_call),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -9,6 +9,9 @@ target_link_libraries(gen_corpus PRIVATE coffer_core m)
 if(TARGET corpus_test)
     add_dependencies(corpus_test gen_corpus)
 endif()
+if(TARGET agent_state_test)
+    add_dependencies(agent_state_test gen_corpus)
+endif()
 
 # The pipeline needs the chunker, MIME scanner and envelope modules.
 if(EXISTS ${CMAKE_SOURCE_DIR}/core/chunk.c AND

@@ -251,7 +251,7 @@ pack_put(const uint8_t lease[16], const struct vc_objset *s, size_t i, size_t n,
 {
     Coffer__V1__PutObjectsRequest req = COFFER__V1__PUT_OBJECTS_REQUEST__INIT;
     Coffer__V1__Object *o = cfr_calloc(n + 1, sizeof(*o));
-    Coffer__V1__Object **p = cfr_calloc(n + 1, sizeof(*p));
+    Coffer__V1__Object **p = cfr_calloc(n + 1, sizeof(Coffer__V1__Object *));
     uint8_t *buf;
 
     assert_non_null(o);
@@ -505,7 +505,7 @@ vc_check_objects(struct cfr_rpc_client *agent, struct cfr_rpc_client *rest,
 {
     bool *miss = cfr_calloc(s->n + 1, sizeof(bool));
     struct vc_objset want = {0}, got = {0};
-    size_t n_missing = 0, n_msgs = 0;
+    size_t n_missing = 0, n_msgs = 0, present;
 
     assert_non_null(miss);
     assert_int_equal(vc_missing(agent, NULL, s, miss, &n_missing), CFR_RPC_OK);
@@ -533,11 +533,11 @@ vc_check_objects(struct cfr_rpc_client *agent, struct cfr_rpc_client *rest,
             assert_memory_equal(g->data, want.v[i].data, g->len);
         }
     }
-    n_missing = want.n;
+    present = want.n;
     vc_objset_fini(&want);
     vc_objset_fini(&got);
     cfr_free(miss);
-    return n_missing;
+    return present;
 }
 
 Coffer__V1__ListSnapshotsResponse *

@@ -1072,7 +1072,16 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
         break;
     }
     if (tenant_of(&c, false, &t) != 0) {
-        finish_code(&c);
+        /* Registered (the gate let us in) but nothing stored yet: the
+         * maintenance operations have nothing to do, which is success. */
+        if (c.err.code == CFR_ENOTFOUND &&
+            (req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION ||
+             req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_GC ||
+             req->op == COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB)) {
+            finish_msg(&c, &resp.base);
+        } else {
+            finish_code(&c);
+        }
         goto out;
     }
     switch (req->op) {

@@ -476,6 +476,21 @@ test_vault_purge_second_factor_with_coffer_admin_pki(void **state)
                      cfr_rpc_status_name(st), msg);
         }
     }
+    /* Registered but nothing stored yet: maintenance has nothing to do,
+     * which is success, not "no such tenant". */
+    {
+        Coffer__V1__AdminResponse *gc = NULL;
+        assert_int_equal(vc_admin(alice, COFFER__V1__ADMIN_OP__ADMIN_OP_GC,
+                                  NULL, 0, &gc, msg, sizeof(msg)),
+                         CFR_RPC_OK);
+        assert_non_null(gc);
+        assert_int_equal(gc->objects_removed, 0);
+        coffer__v1__admin_response__free_unpacked(gc, NULL);
+        assert_int_equal(
+            vc_admin(alice, COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
+                     NULL, 0, NULL, msg, sizeof(msg)),
+            CFR_RPC_OK);
+    }
     upload(agent, &inbox, &sn_inbox, "INBOX", 1);
     upload(agent, &sent, &sn_sent, "Sent", 2);
 

@@ -214,8 +214,13 @@ struct cfr_rpc_server {
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
-    /* Under mu: */
-    struct cfr_rpc_ctx *q_head, *q_tail;
+    /* Under mu. Two queues: a stream can hold a worker for minutes, so
+     * streams may occupy at most stream_workers workers and short unary
+     * calls (an agent's existence query) always find one free. */
+    struct cfr_rpc_ctx *q_head, *q_tail;   /* streaming calls */
+    struct cfr_rpc_ctx *uq_head, *uq_tail; /* unary calls, served first */
+    unsigned stream_workers;               /* limit, >= 1 */
+    unsigned busy_streams;
     bool workers_quit;
     bool shutdown_seen;
     unsigned active; /* slots held, invariant 3 */
@@ -1056,12 +1061,17 @@ on_new(struct cfr_rpc_ctx *c)
         srv->active++;
         c->slot_held = true;
         c->outstanding++; /* the worker's hold; only we know c yet */
-        if (srv->q_tail != NULL) {
-            srv->q_tail->qnext = c;
-        } else {
-            srv->q_head = c;
+        struct cfr_rpc_ctx **head = &srv->q_head, **tail = &srv->q_tail;
+        if (c->m->kind == CFR_RPC_KIND_UNARY) {
+            head = &srv->uq_head;
+            tail = &srv->uq_tail;
         }
-        srv->q_tail = c;
+        if (*tail != NULL) {
+            (*tail)->qnext = c;
+        } else {
+            *head = c;
+        }
+        *tail = c;
         queued = true;
         pthread_cond_broadcast(&srv->cv);
     }
@@ -1215,22 +1225,49 @@ worker_main(void *arg)
 {
     struct cfr_rpc_server *srv = arg;
     for (;;) {
+        struct cfr_rpc_ctx *c = NULL;
+        bool stream = false;
         pthread_mutex_lock(&srv->mu);
-        while (srv->q_head == NULL && !srv->workers_quit) {
-            pthread_cond_wait(&srv->cv, &srv->mu);
-        }
-        struct cfr_rpc_ctx *c = srv->q_head;
-        if (c != NULL) {
-            srv->q_head = c->qnext;
-            if (srv->q_head == NULL) {
-                srv->q_tail = NULL;
+        for (;;) {
+            /* Past shutdown the limit is moot: drain whatever is queued. */
+            bool stream_ok =
+                srv->q_head != NULL &&
+                (srv->busy_streams < srv->stream_workers || srv->workers_quit);
+            if (srv->uq_head != NULL) {
+                c = srv->uq_head;
+                srv->uq_head = c->qnext;
+                if (srv->uq_head == NULL) {
+                    srv->uq_tail = NULL;
+                }
+                break;
             }
+            if (stream_ok) {
+                c = srv->q_head;
+                srv->q_head = c->qnext;
+                if (srv->q_head == NULL) {
+                    srv->q_tail = NULL;
+                }
+                stream = true;
+                srv->busy_streams++;
+                break;
+            }
+            if (srv->workers_quit) {
+                break;
+            }
+            pthread_cond_wait(&srv->cv, &srv->mu);
         }
         pthread_mutex_unlock(&srv->mu);
         if (c == NULL) {
             break;
         }
         serve(c);
+        if (stream) {
+            pthread_mutex_lock(&srv->mu);
+            srv->busy_streams--;
+            /* A queued stream may have been waiting for this worker. */
+            pthread_cond_broadcast(&srv->cv);
+            pthread_mutex_unlock(&srv->mu);
+        }
         slot_release(c);
         ctx_drop(c);
     }
@@ -1443,6 +1480,11 @@ cfr_rpc_server_new(const struct cfr_rpc_server_opts *opts,
     srv->max_calls =
         opts->max_calls ? opts->max_calls : SERVER_MAX_CALLS_DEFAULT;
     srv->nworkers = opts->workers ? opts->workers : SERVER_WORKERS_DEFAULT;
+    /* A quarter of the workers (at least one) is kept for unary calls. */
+    srv->stream_workers =
+        srv->nworkers > 1
+            ? srv->nworkers - (srv->nworkers / 4 > 0 ? srv->nworkers / 4 : 1)
+            : 1;
     srv->ncq = opts->cq_threads ? opts->cq_threads : SERVER_CQ_THREADS_DEFAULT;
     atomic_init(&srv->stopping, false);
     atomic_init(&srv->tls_failures, 0);

@@ -1263,6 +1263,92 @@ test_rpc_max_concurrent_calls(void **state)
     cfr_rpc_server_free(srv);
 }
 
+struct finish_arg {
+    struct cfr_rpc_call *call;
+    int rc, status;
+    uint64_t count;
+    char msg[CFR_ERR_MSG_MAX];
+};
+
+static void *
+finish_thread(void *p)
+{
+    struct finish_arg *a = p;
+    struct cfr_buf resp;
+    struct cfr_err err;
+    cfr_buf_init(&resp, 64);
+    a->rc = cfr_rpc_cstream_finish(a->call, &resp, &a->status, &err);
+    if (a->rc != 0) {
+        snprintf(a->msg, sizeof(a->msg), "%s", err.msg);
+    } else if (resp.len >= 8) {
+        a->count = cfr_get_le64(resp.data);
+    }
+    cfr_buf_fini(&resp);
+    return NULL;
+}
+
+/*
+ * Long client streams (uploads) must not starve short unary calls (an
+ * agent's existence query): with 4 workers, streams may hold 3 of them,
+ * so a unary call is served at once while 4 streams are open.
+ */
+static void
+test_rpc_unary_not_starved_by_streams(void **state)
+{
+    (void)state;
+    enum { NSTREAMS = 4 };
+    struct cfr_rpc_server *srv = server_start(16, 4);
+    assert_non_null(srv);
+    struct cfr_rpc_client *cli =
+        client_for(cfr_rpc_server_port(srv), pem_agent, pem_agent_key, 0);
+    assert_non_null(cli);
+    struct cfr_err err;
+    struct cfr_rpc_call *calls[NSTREAMS];
+    int runs0 = atomic_load(&handler_runs);
+    for (int i = 0; i < NSTREAMS; i++) {
+        assert_int_equal(
+            cfr_rpc_cstream_open(cli, M_SUM, 20000, &calls[i], &err), 0);
+        assert_int_equal(cfr_rpc_cstream_send(calls[i], "x", 1, &err), 0);
+    }
+    /* Three handlers take their streams; the fourth stream waits. */
+    int64_t end = now_ms() + 5000;
+    while (atomic_load(&handler_runs) < runs0 + 3 && now_ms() < end) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(atomic_load(&handler_runs), runs0 + 3);
+
+    struct cfr_buf resp;
+    cfr_buf_init(&resp, RESP_CAP);
+    int status = -1;
+    int64_t t0 = now_ms();
+    assert_int_equal(
+        cfr_rpc_unary(cli, M_ECHO, "ping", 4, 3000, &resp, &status, &err), 0);
+    assert_int_equal(status, CFR_RPC_OK);
+    assert_true(now_ms() - t0 < 2000);
+    cfr_buf_fini(&resp);
+    /* The streams still complete, the queued one included. Which one
+     * the server queued is unknown, so all finish at once. */
+    struct finish_arg fa[NSTREAMS];
+    pthread_t th[NSTREAMS];
+    for (int i = 0; i < NSTREAMS; i++) {
+        fa[i] = (struct finish_arg){.call = calls[i], .status = -1};
+        assert_int_equal(pthread_create(&th[i], NULL, finish_thread, &fa[i]),
+                         0);
+    }
+    for (int i = 0; i < NSTREAMS; i++) {
+        pthread_join(th[i], NULL);
+        if (fa[i].rc != 0) {
+            fail_msg("stream %d: %s (status %d)", i, fa[i].msg, fa[i].status);
+        }
+        assert_int_equal(fa[i].status, CFR_RPC_OK);
+        assert_int_equal(fa[i].count, 1);
+        cfr_rpc_call_free(calls[i]);
+    }
+    cfr_rpc_client_free(cli);
+    cfr_rpc_server_free(srv);
+}
+
 static void
 test_rpc_shutdown_with_call_in_flight(void **state)
 {
@@ -1379,6 +1465,7 @@ main(void)
         cmocka_unit_test(test_rpc_oversized_message_refused_server_goes_on),
         cmocka_unit_test(test_rpc_deadline_exceeded_promptly),
         cmocka_unit_test(test_rpc_max_concurrent_calls),
+        cmocka_unit_test(test_rpc_unary_not_starved_by_streams),
         cmocka_unit_test(test_rpc_shutdown_with_call_in_flight),
         cmocka_unit_test(test_rpc_port_in_use_and_unstarted_free),
     };

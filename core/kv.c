@@ -17,6 +17,11 @@
  *  5. Every value handed out was read under RocksDB's checksums
  *     (verify_checksums stays on); chunk values also under our BLAKE2b-256.
  *  6. The env outlives every database opened on it (asserted at free).
+ *  7. No background job reads a blob's bytes: blob GC is on only inside
+ *     cfr_kv_compact, and automatic compactions of that family are off
+ *     for exactly that window. A damaged blob is therefore met only by a
+ *     read (an error for that chunk alone), a scrub, or a cfr_kv_compact
+ *     whose range still holds it live (the handle fails, see the doc).
  *
  * State of a handle:
  *
@@ -51,7 +56,8 @@
 #define CHECKSUM_XXH3         4
 #define BOTTOMMOST_FORCE      2
 #define WAL_POINT_IN_TIME     2
-#define GC_AGE_CUTOFF_DEFAULT "0.25"
+#define INFO_LOG_HEADER       5
+#define GC_AGE_CUTOFF_DEFAULT 0.25
 
 /* Keys per RocksDB multi-get call, to bound the scratch arrays. */
 #define MULTI_SLICE 1024
@@ -379,6 +385,14 @@ base_options(struct cfr_kv_env *env, const struct tuning *t)
     rocksdb_options_set_max_total_wal_size(o, 4 * (uint64_t)db_wb);
     rocksdb_options_set_max_open_files(o, t->max_open);
     rocksdb_options_set_max_background_jobs(o, 2);
+    /* Only the header (options, at open) goes to RocksDB's own LOG file.
+     * That file sits on the data disk, and once one of its writes fails
+     * (a full disk) the next line logged trips an assertion in RocksDB
+     * 7.8's file writer (Debian builds it with assertions on): the vault
+     * died by SIGABRT, from a flush thread or from close, instead of
+     * stopping cleanly. Errors that matter reach our own log through the
+     * failed calls (kv.failed); "rocksdb.stats" still gives the figures. */
+    rocksdb_options_set_info_log_level(o, INFO_LOG_HEADER);
     /* Thousands of tenants: keep each one's info log small. */
     rocksdb_options_set_keep_log_file_num(o, 3);
     rocksdb_options_set_max_log_file_size(o, 4u << 20);
@@ -406,7 +420,16 @@ set_blob_options(rocksdb_options_t *o, struct cfr_kv_env *env,
     rocksdb_options_set_enable_blob_files(o, 1);
     rocksdb_options_set_min_blob_size(o, t->min_blob);
     rocksdb_options_set_blob_file_size(o, 64u << 20);
-    rocksdb_options_set_enable_blob_gc(o, 1);
+    /* Off outside cfr_kv_compact: blob GC is the only background job that
+     * reads a blob's bytes, and a compaction that meets one bad blob stops
+     * the whole database (paranoid checks). With GC on, a single flipped
+     * byte would stop every write of the tenant at a moment no one chose,
+     * and again after each restart, since the same compaction is picked
+     * anew. Chunks are never overwritten, so blob garbage comes only from
+     * deletes, and every delete path ends in cfr_kv_compact, which turns
+     * GC on for its own compaction. */
+    rocksdb_options_set_enable_blob_gc(o, 0);
+    rocksdb_options_set_blob_gc_age_cutoff(o, GC_AGE_CUTOFF_DEFAULT);
     /* Ciphertext does not compress. */
     rocksdb_options_set_blob_compression_type(o, rocksdb_no_compression);
     rocksdb_options_set_blob_cache(o, env->cache);
@@ -1136,16 +1159,33 @@ cfr_kv_flush(struct cfr_kv *kv, struct cfr_err *err)
     return rc;
 }
 
+/*
+ * Switches a blob family between its normal state (automatic compactions
+ * on, blob GC off) and the state of a cfr_kv_compact (the reverse, GC of
+ * every blob file touched). One SetOptions call, so RocksDB, which reads a
+ * family's options under its mutex when it picks a compaction, never picks
+ * an automatic one with GC on: such a compaction could take an older file
+ * without the newer one holding a tombstone, and relocate (read) the very
+ * blob the caller deleted because it was damaged.
+ */
 static int
-set_gc_cutoff(struct cfr_kv *kv, unsigned cf, const char *v,
+set_gc_window(struct cfr_kv *kv, unsigned cf, bool open_window,
               struct cfr_err *err)
 {
-    const char *keys[1] = {"blob_garbage_collection_age_cutoff"};
-    const char *vals[1] = {v};
+    const char *keys[3] = {"disable_auto_compactions",
+                           "enable_blob_garbage_collection",
+                           "blob_garbage_collection_age_cutoff"};
+    char cutoff[16];
+    snprintf(cutoff, sizeof(cutoff), "%.2f",
+             open_window ? 1.0 : GC_AGE_CUTOFF_DEFAULT);
+    const char *vals[3] = {open_window ? "true" : "false",
+                           open_window ? "true" : "false", cutoff};
     char *e = NULL;
-    rocksdb_set_options_cf(kv->db, kv->cf[cf], 1, keys, vals, &e);
+    rocksdb_set_options_cf(kv->db, kv->cf[cf], 3, keys, vals, &e);
     if (e != NULL) {
-        return rerr_write(kv, &e, err, "set blob GC cutoff");
+        return rerr_write(kv, &e, err,
+                          open_window ? "open blob GC window"
+                                      : "close blob GC window");
     }
     return 0;
 }
@@ -1157,21 +1197,23 @@ cfr_kv_compact(struct cfr_kv *kv, unsigned cf, const void *lo, size_t lo_len,
     int rc;
     uint64_t bg_before = 0;
     uint64_t bg_after = 0;
-    bool cutoff_raised = false;
+    bool window_open = false;
     if ((rc = check_cf(kv, cf, err)) != 0 ||
         (rc = check_writable(kv, err)) != 0) {
         return rc;
     }
     pthread_mutex_lock(&kv->compact_lock);
     rocksdb_property_int(kv->db, "rocksdb.background-errors", &bg_before);
-    /* With the cutoff at 1.0 the compaction relocates the live blobs of
-     * every file it touches, so a file that held a deleted value among
-     * live ones is dropped too; at the default only the oldest quarter is. */
+    /* With GC on and the cutoff at 1.0 the compaction relocates the live
+     * blobs of every file it touches, so a file that held a deleted value
+     * among live ones is dropped too. Only the manual compaction below runs
+     * in this window: it takes every file of the range, so each deleted
+     * value meets its tombstone and is dropped before GC would read it. */
     if (kv->cf_blob[cf]) {
-        if ((rc = set_gc_cutoff(kv, cf, "1.0", err)) != 0) {
+        if ((rc = set_gc_window(kv, cf, true, err)) != 0) {
             goto out;
         }
-        cutoff_raised = true;
+        window_open = true;
     }
     if ((rc = cfr_kv_flush(kv, err)) != 0) {
         goto out;
@@ -1209,13 +1251,19 @@ cfr_kv_compact(struct cfr_kv *kv, unsigned cf, const void *lo, size_t lo_len,
         goto out;
     }
 out:
-    if (cutoff_raised) {
+    if (window_open) {
         struct cfr_err e2;
-        int r2 = set_gc_cutoff(kv, cf, GC_AGE_CUTOFF_DEFAULT, &e2);
-        if (r2 != 0 && rc == 0) {
-            rc = r2;
-            if (err != NULL) {
-                *err = e2;
+        int r2 = set_gc_window(kv, cf, false, &e2);
+        if (r2 != 0) {
+            /* A family left without automatic compactions would pile up
+             * level-0 files for good: fail the handle, so the vault
+             * restarts with the options of cfr_kv_open. */
+            enter_failed(kv, e2.msg);
+            if (rc == 0) {
+                rc = r2;
+                if (err != NULL) {
+                    *err = e2;
+                }
             }
         }
     }

@@ -224,7 +224,12 @@ int cfr_kv_flush(struct cfr_kv *kv, struct cfr_err *err);
  * the value becomes obsolete and is removed), rewrites the bottommost level
  * even when nothing else would, and, for blob families, garbage-collects
  * every blob file the range references (age cutoff 1.0), not just old ones.
- * Serialised per database; slow by design, for GC and purges.
+ * Blob GC runs only here: automatic compactions never read blob bytes, and
+ * are paused on cf for the duration, so deleting a chunk whose blob is
+ * damaged and then compacting cannot race with a background job reading it.
+ * A damaged blob still live in the range stops the database: CFR_ECORRUPT
+ * and the handle fails. Serialised per database; slow by design, for GC,
+ * purges and the recovery of a bad chunk.
  */
 int cfr_kv_compact(struct cfr_kv *kv, unsigned cf, const void *lo,
                    size_t lo_len, const void *hi, size_t hi_len,

@@ -1,0 +1,1274 @@
+/*
+ * restore.c - snapshot selection, manifest walk and safe file writing
+ * (restore.h).
+ *
+ * Invariants:
+ *  1. Nothing is written outside the target: every path comes from
+ *     restore_path_of (checked components only, relative), directories are
+ *     entered one component at a time with O_NOFOLLOW from their parent's
+ *     descriptor, files are created O_EXCL|O_NOFOLLOW under a temporary
+ *     name and renamed with RENAME_NOREPLACE. A symlink planted anywhere
+ *     in the target is never followed, an existing file never replaced.
+ *  2. No plaintext reaches a file before it was authenticated: chunks and
+ *     pages are opened (env.c checks the tag, and for chunks re-hashes the
+ *     plaintext against the chunk ID) before their bytes are written or
+ *     parsed. A file becomes visible under its name only once it holds
+ *     exactly the manifest's size; anything else leaves no file behind.
+ *  3. The first error stops the whole restore (workers see it between
+ *     batches, the walker between entries) and is the one reported, with
+ *     its kind (enum restore_failure) for the exit code.
+ *  4. Memory is bounded as restore.h states: the walker blocks when the
+ *     file queue holds 2 * workers files.
+ */
+#define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE, syncfs */
+
+#include "restore.h"
+
+#include <dirent.h>   /* fdopendir: is the target empty */
+#include <errno.h>    /* EEXIST, EINTR */
+#include <fcntl.h>    /* openat, O_NOFOLLOW */
+#include <limits.h>   /* NAME_MAX */
+#include <pthread.h>  /* workers */
+#include <stdatomic.h>/* temporary name counter */
+#include <stdio.h>    /* snprintf, renameat2 */
+#include <stdlib.h>   /* qsort */
+#include <string.h>   /* memchr, memcmp */
+#include <sys/stat.h> /* mkdirat, futimens, fchmod */
+#include <unistd.h>   /* write, close, unlinkat, syncfs */
+
+#include "buf.h" /* cfr_hex_encode */
+#include "env.h" /* cfr_opener, cfr_env_open */
+#include "id.h"  /* cfr_id_equal */
+#include "log.h" /* cfr_log */
+#include "mem.h" /* cfr_malloc */
+
+#define ID_LEN 32
+/* Object kinds of coffer_vault.proto, without including the messages. */
+#define KIND_SEALED 1
+
+const char *
+restore_failure_name(enum restore_failure f)
+{
+    switch (f) {
+    case RESTORE_F_NONE:
+        return "none";
+    case RESTORE_F_VAULT:
+        return "vault";
+    case RESTORE_F_NOTFOUND:
+        return "not-found";
+    case RESTORE_F_VERIFY:
+        return "verify";
+    case RESTORE_F_UNSAFE:
+        return "unsafe-path";
+    case RESTORE_F_TARGET:
+        return "target";
+    case RESTORE_F_IO:
+        return "io";
+    case RESTORE_F_OTHER:
+        break;
+    }
+    return "other";
+}
+
+/* ---- paths ------------------------------------------------------------ */
+
+static int
+component_check(const char *c, size_t n, const char *path, size_t len,
+                struct cfr_err *err)
+{
+    char q[128];
+    char shown[96];
+    size_t k = len < sizeof(shown) - 1 ? len : sizeof(shown) - 1;
+    memcpy(shown, path, k);
+    shown[k] = '\0';
+    for (size_t i = 0; i < k; i++) {
+        if (shown[i] == '\0') {
+            shown[i] = '?';
+        }
+    }
+    cfr_log_quote(shown, q, sizeof(q));
+    if (n == 0) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path %s: empty component", q);
+    }
+    if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.')) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path %s: \".\" or \"..\"", q);
+    }
+    if (n > NAME_MAX) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "unsafe path %s: a name longer than %d bytes", q,
+                       NAME_MAX);
+    }
+    if (memchr(c, '\0', n) != NULL) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path %s: a NUL byte", q);
+    }
+    return 0;
+}
+
+int
+restore_path_check(const char *path, size_t len, struct cfr_err *err)
+{
+    size_t start = 0;
+    int rc;
+    if (len == 0) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path: empty");
+    }
+    if (len >= RESTORE_PATH_MAX) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "unsafe path: %zu bytes, the limit is %d", len,
+                       RESTORE_PATH_MAX - 1);
+    }
+    if (path[0] == '/') {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path: absolute");
+    }
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || path[i] == '/') {
+            if ((rc = component_check(path + start, i - start, path, len,
+                                      err)) != 0) {
+                return rc;
+            }
+            start = i + 1;
+        }
+    }
+    return 0;
+}
+
+/* Appends n bytes to out at *at, keeping room for the NUL. */
+static int
+path_add(char *out, size_t out_size, size_t *at, const void *p, size_t n,
+         struct cfr_err *err)
+{
+    if (n >= out_size - *at || *at + n >= RESTORE_PATH_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe path: longer than %d bytes",
+                       RESTORE_PATH_MAX - 1);
+    }
+    memcpy(out + *at, p, n);
+    *at += n;
+    out[*at] = '\0';
+    return 0;
+}
+
+int
+restore_path_of(const struct cfr_snap_entry *e, char *out, size_t out_size,
+                size_t *folder_len_r, struct cfr_err *err)
+{
+    const uint8_t *sep;
+    const char *folder, *name;
+    size_t folder_len, name_len, at = 0;
+    int rc;
+
+    if (out_size == 0) {
+        return CFR_ERR(err, CFR_EINVAL, "restore_path_of: no room");
+    }
+    out[0] = '\0';
+    sep = e->key_len > 0 ? memchr(e->key, '\0', e->key_len) : NULL;
+    if (sep == NULL) {
+        return CFR_ERR(err, CFR_EINVAL, "unsafe entry: key without a folder");
+    }
+    folder = (const char *)e->key;
+    folder_len = (size_t)(sep - e->key);
+    name = (const char *)sep + 1;
+    name_len = e->key_len - folder_len - 1;
+    if (folder_len > 0) {
+        /* Maildir++ folders are one level: ".Sent", ".Lists.dev". */
+        if (folder[0] != '.' || memchr(folder, '/', folder_len) != NULL) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "unsafe entry: folder is not a Maildir++ name");
+        }
+        if ((rc = component_check(folder, folder_len, folder, folder_len,
+                                  err)) != 0 ||
+            (rc = path_add(out, out_size, &at, folder, folder_len, err)) != 0 ||
+            (rc = path_add(out, out_size, &at, "/", 1, err)) != 0) {
+            return rc;
+        }
+    }
+    if (e->kind == CFR_SNAP_MAILDIR_MESSAGE) {
+        const char *sub = e->in_new ? "new/" : "cur/";
+        if (name_len == 0 || memchr(name, '/', name_len) != NULL ||
+            (e->info_len > 0 && memchr(e->info, '/', e->info_len) != NULL)) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "unsafe entry: a message name holds '/'");
+        }
+        if ((rc = path_add(out, out_size, &at, sub, 4, err)) != 0 ||
+            (rc = path_add(out, out_size, &at, name, name_len, err)) != 0 ||
+            (rc = path_add(out, out_size, &at, e->info, e->info_len, err)) !=
+                0) {
+            return rc;
+        }
+    } else {
+        /* Any other file: "/" and its path relative to the folder. */
+        if (name_len < 2 || name[0] != '/') {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "unsafe entry: a file name without its '/'");
+        }
+        if ((rc = path_add(out, out_size, &at, name + 1, name_len - 1, err)) !=
+            0) {
+            return rc;
+        }
+    }
+    if (folder_len_r != NULL) {
+        *folder_len_r = folder_len;
+    }
+    /* The whole path by the same rules as any path (NULs, "..", lengths). */
+    return restore_path_check(out, at, err);
+}
+
+/* ---- directories and files ------------------------------------------- */
+
+int
+restore_open_dir(int root_fd, const char *rel, size_t len, int *fd_r,
+                 struct cfr_err *err)
+{
+    int fd = -1, next;
+    size_t start = 0;
+    char comp[NAME_MAX + 1];
+    int rc = 0;
+
+    *fd_r = -1;
+    if ((fd = fcntl(root_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        return CFR_ERR_ERRNO(err, CFR_EIO, "target: dup");
+    }
+    for (size_t i = 0; i <= len && len > 0; i++) {
+        size_t n;
+        if (i < len && rel[i] != '/') {
+            continue;
+        }
+        n = i - start;
+        if (n == 0 || n > NAME_MAX) {
+            rc = CFR_ERR(err, CFR_EINVAL, "unsafe path: bad component");
+            goto out;
+        }
+        memcpy(comp, rel + start, n);
+        comp[n] = '\0';
+        start = i + 1;
+        if (mkdirat(fd, comp, 0700) != 0 && errno != EEXIST) {
+            rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: cannot create a folder");
+            goto out;
+        }
+        next =
+            openat(fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (next < 0) {
+            /* A symlink (ELOOP) or a file (ENOTDIR) where a folder goes. */
+            rc = errno == ELOOP || errno == ENOTDIR
+                     ? CFR_ERR_ERRNO(err, CFR_EDENIED,
+                                     "target: not a plain directory: %.64s",
+                                     comp)
+                     : CFR_ERR_ERRNO(err, CFR_EIO,
+                                     "target: cannot open a folder");
+            goto out;
+        }
+        close(fd);
+        fd = next;
+    }
+    *fd_r = fd;
+    fd = -1;
+out:
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+struct restore_file {
+    int dir_fd;
+    int fd;
+    uint32_t mode;
+    uint64_t written;
+    char tmp[64];
+    char leaf[NAME_MAX + 1];
+};
+
+static atomic_uint_fast64_t tmp_counter;
+
+int
+restore_file_begin(int root_fd, const char *rel, uint32_t mode,
+                   struct restore_file **wf_r, struct cfr_err *err)
+{
+    struct restore_file *wf;
+    const char *slash;
+    size_t len = strlen(rel), dir_len, leaf_len;
+    int rc;
+
+    *wf_r = NULL;
+    if ((rc = restore_path_check(rel, len, err)) != 0) {
+        return rc;
+    }
+    if ((wf = cfr_calloc(1, sizeof(*wf))) == NULL) {
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+    }
+    wf->dir_fd = -1;
+    wf->fd = -1;
+    wf->mode = mode;
+    slash = strrchr(rel, '/');
+    dir_len = slash != NULL ? (size_t)(slash - rel) : 0;
+    leaf_len = slash != NULL ? len - dir_len - 1 : len;
+    memcpy(wf->leaf, rel + len - leaf_len, leaf_len);
+    wf->leaf[leaf_len] = '\0';
+    if ((rc = restore_open_dir(root_fd, rel, dir_len, &wf->dir_fd, err)) != 0) {
+        goto out;
+    }
+    /* A fresh name, never an existing file or a link someone planted. */
+    for (int tries = 0; tries < 16; tries++) {
+        snprintf(wf->tmp, sizeof(wf->tmp), ".coffer-restore.%ld.%llu.tmp",
+                 (long)getpid(),
+                 (unsigned long long)atomic_fetch_add(&tmp_counter, 1));
+        wf->fd =
+            openat(wf->dir_fd, wf->tmp,
+                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (wf->fd >= 0 || errno != EEXIST) {
+            break;
+        }
+    }
+    if (wf->fd < 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: cannot create a file");
+        wf->tmp[0] = '\0';
+        goto out;
+    }
+out:
+    if (rc != 0) {
+        restore_file_abort(wf);
+        wf = NULL;
+    }
+    *wf_r = wf;
+    return rc;
+}
+
+int
+restore_file_write(struct restore_file *wf, const void *p, size_t n,
+                   struct cfr_err *err)
+{
+    const uint8_t *q = p;
+    while (n > 0) {
+        ssize_t k = write(wf->fd, q, n);
+        if (k < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return CFR_ERR_ERRNO(err, CFR_EIO, "target: write failed");
+        }
+        q += k;
+        n -= (size_t)k;
+        wf->written += (uint64_t)k;
+    }
+    return 0;
+}
+
+void
+restore_file_abort(struct restore_file *wf)
+{
+    if (wf == NULL) {
+        return;
+    }
+    if (wf->fd >= 0) {
+        close(wf->fd);
+    }
+    if (wf->dir_fd >= 0) {
+        if (wf->tmp[0] != '\0') {
+            (void)unlinkat(wf->dir_fd, wf->tmp, 0);
+        }
+        close(wf->dir_fd);
+    }
+    cfr_free(wf);
+}
+
+int
+restore_file_commit(struct restore_file *wf, uint64_t size, int64_t mtime_ns,
+                    struct cfr_err *err)
+{
+    struct timespec ts[2];
+    mode_t perm;
+    int rc = 0, fd;
+
+    if (wf == NULL) {
+        return CFR_ERR(err, CFR_EINVAL, "restore_file_commit: no file");
+    }
+    perm = (mode_t)(wf->mode & 0777);
+    fd = wf->fd;
+
+    if (wf->written != size) {
+        rc = CFR_ERR(err, CFR_ECORRUPT,
+                     "%.64s: %llu bytes restored, the manifest says %llu",
+                     wf->leaf, (unsigned long long)wf->written,
+                     (unsigned long long)size);
+        goto out;
+    }
+    /* Mail files are the user's only: a manifest without bits gets 0600. */
+    if (perm == 0) {
+        perm = 0600;
+    }
+    ts[0].tv_sec = (time_t)(mtime_ns / 1000000000);
+    ts[0].tv_nsec = (long)(mtime_ns % 1000000000);
+    if (ts[0].tv_nsec < 0) {
+        ts[0].tv_sec -= 1;
+        ts[0].tv_nsec += 1000000000;
+    }
+    ts[1] = ts[0];
+    if (fchmod(fd, perm) != 0 || futimens(fd, ts) != 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: cannot set mode or mtime");
+        goto out;
+    }
+    wf->fd = -1;
+    if (close(fd) != 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: write failed (close)");
+        goto out;
+    }
+    if (renameat2(wf->dir_fd, wf->tmp, wf->dir_fd, wf->leaf,
+                  RENAME_NOREPLACE) != 0) {
+        char q[80];
+        rc = errno == EEXIST
+                 ? CFR_ERR(err, CFR_EEXIST,
+                           "target: %s exists already; nothing is replaced",
+                           cfr_log_quote(wf->leaf, q, sizeof(q)))
+                 : CFR_ERR_ERRNO(err, CFR_EIO, "target: rename failed");
+        goto out;
+    }
+    wf->tmp[0] = '\0';
+out:
+    restore_file_abort(wf);
+    return rc;
+}
+
+/* ---- snapshots -------------------------------------------------------- */
+
+/* Opens and decodes a sealed header; 0 or why not. */
+static int
+header_open(struct cfr_opener *op, const uint8_t id[ID_LEN], const uint8_t *env,
+            size_t len, struct cfr_snap_header *h, struct cfr_err *err)
+{
+    struct cfr_buf plain;
+    int rc;
+    cfr_buf_init(&plain, CFR_SNAP_HEADER_MAX);
+    if ((rc = cfr_env_open(op, CFR_ENV_SNAPSHOT_HEADER, id, env, len,
+                           CFR_SNAP_HEADER_MAX, &plain, err)) == 0) {
+        rc = cfr_snap_header_decode(plain.data, plain.len, h, err);
+    }
+    cfr_buf_fini(&plain);
+    return rc;
+}
+
+static int
+snap_cmp(const void *a, const void *b)
+{
+    const struct restore_snapshot *x = a, *y = b;
+    if (x->received_ms != y->received_ms) {
+        return x->received_ms > y->received_ms ? -1 : 1; /* newest first */
+    }
+    return memcmp(x->header_id, y->header_id, ID_LEN);
+}
+
+int
+restore_list(struct restore_fetcher *f, const struct cfr_keyring *kr,
+             const char *mailbox, struct restore_snapshot **v_r, size_t *n_r,
+             struct cfr_err *err)
+{
+    Coffer__V1__ListSnapshotsResponse *resp = NULL;
+    struct restore_snapshot *v = NULL;
+    struct cfr_opener *op = NULL;
+    uint8_t mid[ID_LEN];
+    size_t n = 0;
+    int rc;
+
+    *v_r = NULL;
+    *n_r = 0;
+    if (mailbox != NULL) {
+        cfr_keyring_name_id(kr, mailbox, strlen(mailbox), mid);
+    }
+    if ((op = cfr_opener_new(kr, err)) == NULL) {
+        rc = err != NULL && err->code != 0 ? err->code : CFR_EINVAL;
+        goto out;
+    }
+    if ((rc = restore_fetcher_list(f, mailbox != NULL ? mid : NULL, true, &resp,
+                                   err)) != 0) {
+        goto out;
+    }
+    if ((v = cfr_calloc(resp->n_snapshots + 1, sizeof(*v))) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < resp->n_snapshots; i++) {
+        const Coffer__V1__SnapshotRecord *r = resp->snapshots[i];
+        struct restore_snapshot *s = &v[n];
+        struct cfr_err e;
+        if (mailbox != NULL && memcmp(r->mailbox_id.data, mid, ID_LEN) != 0) {
+            continue; /* not asked for: a vault's mistake, not ours */
+        }
+        memcpy(s->header_id, r->header_id.data, ID_LEN);
+        memcpy(s->mailbox_id, r->mailbox_id.data, ID_LEN);
+        s->received_ms = r->received_ms;
+        s->flags = r->flags;
+        s->held = r->held;
+        cfr_err_clear(&e);
+        s->open_rc = header_open(op, s->header_id, r->header.data,
+                                 r->header.len, &s->h, &e);
+        if (s->open_rc == 0) {
+            /* The header is authentic; the record around it is the
+             * vault's. Both must name the same mailbox. */
+            uint8_t named[ID_LEN];
+            cfr_keyring_name_id(kr, s->h.mailbox, strlen(s->h.mailbox), named);
+            if (!cfr_id_equal(named, s->mailbox_id) ||
+                (mailbox != NULL && strcmp(s->h.mailbox, mailbox) != 0)) {
+                s->open_rc = CFR_ECORRUPT;
+            }
+        }
+        if (s->open_rc != 0) {
+            char hex[2 * ID_LEN + 1];
+            memset(&s->h, 0, sizeof(s->h));
+            cfr_log(CFR_LOG_WARN, "restore.header_bad", "header=%s code=%s",
+                    cfr_hex_encode(s->header_id, ID_LEN, hex),
+                    cfr_code_name(s->open_rc));
+        }
+        n++;
+    }
+    qsort(v, n, sizeof(*v), snap_cmp);
+    *v_r = v;
+    *n_r = n;
+    v = NULL;
+out:
+    cfr_free(v);
+    cfr_opener_free(op);
+    if (resp != NULL) {
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    return rc;
+}
+
+/* ---- the restore run -------------------------------------------------- */
+
+/* One file for a worker: everything copied out of the manifest page. */
+struct job {
+    char path[RESTORE_PATH_MAX];
+    uint32_t mode;
+    uint64_t size;
+    int64_t mtime_ns;
+    uint8_t *chunk_ids; /* owned */
+    size_t n_chunks;
+    struct job *next;
+};
+
+struct run {
+    struct restore_fetcher *f;
+    const struct cfr_keyring *kr;
+    struct restore_opts o;
+    int root_fd;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv_job;   /* a job was queued, or the end */
+    pthread_cond_t cv_space; /* a job was taken */
+    struct job *head, *tail;
+    size_t queued, queue_max;
+    bool done;   /* no more jobs will come */
+    bool failed; /* stop everything */
+    int fail_rc;
+    enum restore_failure fail_kind;
+    struct cfr_err fail_err;
+    struct restore_stats *st;
+};
+
+static void
+run_fail(struct run *r, int rc, enum restore_failure kind,
+         const struct cfr_err *e)
+{
+    pthread_mutex_lock(&r->mu);
+    if (!r->failed) {
+        r->failed = true;
+        r->fail_rc = rc;
+        r->fail_kind = kind;
+        if (e != NULL) {
+            r->fail_err = *e;
+        }
+        pthread_cond_broadcast(&r->cv_job);
+        pthread_cond_broadcast(&r->cv_space);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+static bool
+run_failed(struct run *r)
+{
+    bool b;
+    pthread_mutex_lock(&r->mu);
+    b = r->failed;
+    pthread_mutex_unlock(&r->mu);
+    return b;
+}
+
+static void
+job_free(struct job *j)
+{
+    if (j != NULL) {
+        cfr_free(j->chunk_ids);
+        cfr_free(j);
+    }
+}
+
+/* What went wrong while fetching, for the exit code. */
+static enum restore_failure
+fetch_kind(int rc)
+{
+    switch (rc) {
+    case CFR_ENOTFOUND:
+    case CFR_ECORRUPT:
+    case CFR_EVERSION:
+        return RESTORE_F_VERIFY;
+    case CFR_ENOMEM:
+        return RESTORE_F_OTHER;
+    default:
+        return RESTORE_F_VAULT;
+    }
+}
+
+/* A chunk that arrived before its turn. */
+struct stashed {
+    uint8_t id[ID_LEN];
+    uint8_t *data;
+    size_t len;
+};
+
+struct worker {
+    struct run *r;
+    pthread_t tid;
+    bool started;
+    struct cfr_opener *op;
+    struct cfr_buf plain;
+    struct restore_file *wf;
+    /* the current window */
+    const uint8_t *ids;
+    size_t n, next;
+    struct stashed *stash;
+    size_t n_stash, stash_bytes;
+    bool open_failed;
+    uint64_t chunks, files, bytes;
+};
+
+static int
+write_next(struct worker *w, const uint8_t *p, size_t len, struct cfr_err *err)
+{
+    int rc = restore_file_write(w->wf, p, len, err);
+    if (rc == 0) {
+        w->next++;
+    }
+    return rc;
+}
+
+/* Writes stashed chunks whose turn has come. */
+static int
+drain(struct worker *w, struct cfr_err *err)
+{
+    bool moved = true;
+    int rc = 0;
+    while (moved && w->next < w->n && rc == 0) {
+        moved = false;
+        for (size_t i = 0; i < w->n_stash; i++) {
+            struct stashed *s = &w->stash[i];
+            if (memcmp(s->id, w->ids + w->next * ID_LEN, ID_LEN) == 0) {
+                rc = write_next(w, s->data, s->len, err);
+                w->stash_bytes -= s->len;
+                cfr_free(s->data);
+                *s = w->stash[--w->n_stash];
+                moved = true;
+                break;
+            }
+        }
+    }
+    return rc;
+}
+
+static int
+chunk_cb(void *ctx, const uint8_t *id, int kind, const uint8_t *data,
+         size_t len, struct cfr_err *err)
+{
+    struct worker *w = ctx;
+    int rc;
+    if (kind != KIND_SEALED) {
+        w->open_failed = true;
+        return CFR_ERR(err, CFR_ECORRUPT, "a chunk came as a clear page");
+    }
+    /* Authenticates, decompresses and re-hashes against the chunk ID. */
+    if ((rc = cfr_env_open(w->op, CFR_ENV_CHUNK, id, data, len,
+                           CFR_ENV_PLAIN_MAX, &w->plain, err)) != 0) {
+        char hex[2 * ID_LEN + 1];
+        struct cfr_err e = *err;
+        w->open_failed = true;
+        return CFR_ERR(err, rc, "chunk %s does not open: %s",
+                       cfr_hex_encode(id, ID_LEN, hex), e.msg);
+    }
+    w->chunks++;
+    if (w->next < w->n && memcmp(id, w->ids + w->next * ID_LEN, ID_LEN) == 0) {
+        if ((rc = write_next(w, w->plain.data, w->plain.len, err)) != 0) {
+            return rc;
+        }
+        return drain(w, err);
+    }
+    /* Early: keep it for its turn, within a bound. */
+    if (w->stash_bytes + w->plain.len > RESTORE_STASH_MAX) {
+        return CFR_ERR(err, CFR_ELIMIT,
+                       "vault sends chunks far out of order (over %zu bytes)",
+                       RESTORE_STASH_MAX);
+    }
+    {
+        struct stashed *s = &w->stash[w->n_stash];
+        s->data = cfr_malloc(w->plain.len + 1);
+        if (s->data == NULL) {
+            return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        }
+        memcpy(s->id, id, ID_LEN);
+        if (w->plain.len > 0) {
+            memcpy(s->data, w->plain.data, w->plain.len);
+        }
+        s->len = w->plain.len;
+        w->stash_bytes += s->len;
+        w->n_stash++;
+    }
+    return 0;
+}
+
+static void
+stash_clear(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_stash; i++) {
+        cfr_free(w->stash[i].data);
+    }
+    w->n_stash = 0;
+    w->stash_bytes = 0;
+}
+
+/* Window end: at most batch IDs, none twice (fetch.h asks for that). */
+static size_t
+window_end(const uint8_t *ids, size_t from, size_t n, size_t batch)
+{
+    size_t end = from;
+    while (end < n && end - from < batch) {
+        for (size_t k = from; k < end; k++) {
+            if (memcmp(ids + k * ID_LEN, ids + end * ID_LEN, ID_LEN) == 0) {
+                return end;
+            }
+        }
+        end++;
+    }
+    return end;
+}
+
+static int
+write_job(struct worker *w, const struct job *j, enum restore_failure *kind_r,
+          struct cfr_err *err)
+{
+    int rc;
+    *kind_r = RESTORE_F_IO;
+    if ((rc = restore_file_begin(w->r->root_fd, j->path, j->mode, &w->wf,
+                                 err)) != 0) {
+        if (rc == CFR_EDENIED || rc == CFR_EINVAL) {
+            *kind_r = RESTORE_F_UNSAFE;
+        }
+        return rc;
+    }
+    for (size_t from = 0; from < j->n_chunks;) {
+        size_t end =
+            window_end(j->chunk_ids, from, j->n_chunks, w->r->o.batch_ids);
+        if (run_failed(w->r)) {
+            rc = CFR_ERR(err, CFR_EINTERNAL, "stopped");
+            goto out;
+        }
+        w->ids = j->chunk_ids + from * ID_LEN;
+        w->n = end - from;
+        w->next = 0;
+        w->open_failed = false;
+        rc = restore_fetcher_get(w->r->f, w->ids, w->n, chunk_cb, w, err);
+        stash_clear(w);
+        if (rc != 0) {
+            *kind_r = w->open_failed ? RESTORE_F_VERIFY : fetch_kind(rc);
+            if (rc == CFR_EIO) {
+                *kind_r = RESTORE_F_IO;
+            }
+            goto out;
+        }
+        if (w->next != w->n) {
+            rc = CFR_ERR(err, CFR_EINTERNAL, "restore: %zu of %zu chunks",
+                         w->next, w->n);
+            *kind_r = RESTORE_F_OTHER;
+            goto out;
+        }
+        from = end;
+    }
+    rc = restore_file_commit(w->wf, j->size, j->mtime_ns, err);
+    w->wf = NULL;
+    if (rc == CFR_ECORRUPT) {
+        *kind_r = RESTORE_F_VERIFY;
+    } else if (rc == CFR_EEXIST) {
+        *kind_r = RESTORE_F_TARGET;
+    }
+    if (rc == 0) {
+        w->files++;
+        w->bytes += j->size;
+    }
+out:
+    restore_file_abort(w->wf);
+    w->wf = NULL;
+    return rc;
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct run *r = w->r;
+    for (;;) {
+        struct job *j;
+        struct cfr_err e;
+        enum restore_failure kind;
+        int rc;
+        pthread_mutex_lock(&r->mu);
+        while (r->head == NULL && !r->done && !r->failed) {
+            pthread_cond_wait(&r->cv_job, &r->mu);
+        }
+        if (r->failed || r->head == NULL) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
+        j = r->head;
+        r->head = j->next;
+        if (r->head == NULL) {
+            r->tail = NULL;
+        }
+        r->queued--;
+        pthread_cond_signal(&r->cv_space);
+        pthread_mutex_unlock(&r->mu);
+        cfr_err_clear(&e);
+        rc = write_job(w, j, &kind, &e);
+        if (rc != 0 && rc != CFR_EINTERNAL) {
+            run_fail(r, rc, kind, &e);
+        } else if (rc == CFR_EINTERNAL && !run_failed(r)) {
+            run_fail(r, rc, RESTORE_F_OTHER, &e);
+        }
+        job_free(j);
+        if (rc != 0) {
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Queues j (taken), blocking while the queue is full. */
+static int
+push_job(struct run *r, struct job *j)
+{
+    CFR_ASSERT(j != NULL);
+    pthread_mutex_lock(&r->mu);
+    while (r->queued >= r->queue_max && !r->failed) {
+        pthread_cond_wait(&r->cv_space, &r->mu);
+    }
+    if (r->failed) {
+        pthread_mutex_unlock(&r->mu);
+        job_free(j);
+        return -1;
+    }
+    j->next = NULL;
+    if (r->tail != NULL) {
+        r->tail->next = j;
+    } else {
+        r->head = j;
+    }
+    r->tail = j;
+    r->queued++;
+    pthread_cond_signal(&r->cv_job);
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
+/* Manifest pages: fetched, opened, checked against their keyed ID. */
+struct pages {
+    struct restore_fetcher *f;
+    const struct cfr_keyring *kr;
+    struct cfr_opener *op;
+    struct cfr_buf env;
+    bool verify_failed;
+};
+
+static int
+page_get(void *ctx, const uint8_t id[CFR_TREE_ID_LEN], struct cfr_buf *page,
+         struct cfr_err *err)
+{
+    struct pages *p = ctx;
+    uint8_t again[ID_LEN];
+    char hex[2 * ID_LEN + 1];
+    int kind = 0, rc;
+
+    if ((rc = restore_fetcher_get_one(p->f, id, &p->env, &kind, err)) != 0) {
+        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+            p->verify_failed = true;
+        }
+        return rc;
+    }
+    p->verify_failed = true; /* until it opened */
+    if (kind != KIND_SEALED) {
+        return CFR_ERR(err, CFR_ECORRUPT, "manifest page %s came in clear",
+                       cfr_hex_encode(id, ID_LEN, hex));
+    }
+    if ((rc = cfr_env_open(p->op, CFR_ENV_MANIFEST_PAGE, id, p->env.data,
+                           p->env.len, CFR_TREE_PAGE_MAX, page, err)) != 0) {
+        return rc;
+    }
+    /* The agent names pages by their keyed hash (FORMAT.md). */
+    cfr_keyring_chunk_id(p->kr, page->data, page->len, again);
+    if (!cfr_id_equal(again, id)) {
+        cfr_buf_reset(page);
+        return CFR_ERR(err, CFR_ECORRUPT,
+                       "manifest page %s: content does not match its ID",
+                       cfr_hex_encode(id, ID_LEN, hex));
+    }
+    p->verify_failed = false;
+    return 0;
+}
+
+/* Opens dir (creating it), checks it is empty unless allowed. */
+static int
+target_open(const char *dir, bool into_nonempty, int *fd_r, struct cfr_err *err)
+{
+    DIR *d = NULL;
+    int fd = -1, dfd = -1, rc = 0;
+    char q[128];
+
+    *fd_r = -1;
+    cfr_log_quote(dir, q, sizeof(q));
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        return CFR_ERR_ERRNO(err, CFR_EIO, "target %s: cannot create", q);
+    }
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        return CFR_ERR_ERRNO(err, CFR_EIO, "target %s: not a directory", q);
+    }
+    if (!into_nonempty) {
+        struct dirent *de;
+        if ((dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0 ||
+            (d = fdopendir(dfd)) == NULL) {
+            rc = CFR_ERR_ERRNO(err, CFR_EIO, "target %s: cannot read", q);
+            goto out;
+        }
+        dfd = -1;
+        while ((de = readdir(d)) != NULL) {
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                rc = CFR_ERR(err, CFR_EEXIST,
+                             "target %s is not empty (restore into an empty "
+                             "or new directory)",
+                             q);
+                goto out;
+            }
+        }
+    }
+    *fd_r = fd;
+    fd = -1;
+out:
+    if (d != NULL) {
+        closedir(d);
+    }
+    if (dfd >= 0) {
+        close(dfd);
+    }
+    if (fd >= 0) {
+        close(fd);
+    }
+    return rc;
+}
+
+/* cur/ new/ tmp/ of a folder ("" = the root: INBOX). */
+static int
+maildir_layout(int root_fd, const char *folder, size_t len, struct cfr_err *err)
+{
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    char p[NAME_MAX + 8];
+    int rc = 0;
+    for (size_t i = 0; i < 3 && rc == 0; i++) {
+        int fd = -1;
+        int k = len > 0 ? snprintf(p, sizeof(p), "%.*s/%s", (int)len, folder,
+                                   subs[i])
+                        : snprintf(p, sizeof(p), "%s", subs[i]);
+        if (k < 0 || (size_t)k >= sizeof(p)) {
+            return CFR_ERR(err, CFR_EINVAL, "unsafe path: folder too long");
+        }
+        rc = restore_open_dir(root_fd, p, (size_t)k, &fd, err);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
+    return rc;
+}
+
+static int
+job_of(const struct cfr_snap_entry *e, struct job **j_r, size_t *folder_len_r,
+       struct cfr_err *err)
+{
+    struct job *j = cfr_calloc(1, sizeof(*j));
+    int rc;
+    *j_r = NULL;
+    if (j == NULL) {
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+    }
+    if ((rc = restore_path_of(e, j->path, sizeof(j->path), folder_len_r,
+                              err)) != 0) {
+        cfr_free(j);
+        return rc;
+    }
+    j->mode = e->mode;
+    j->size = e->size;
+    j->mtime_ns = e->mtime_ns;
+    j->n_chunks = e->n_chunks;
+    j->chunk_ids = cfr_malloc(e->n_chunks * ID_LEN + 1);
+    if (j->chunk_ids == NULL) {
+        cfr_free(j);
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+    }
+    if (e->n_chunks > 0) {
+        memcpy(j->chunk_ids, e->chunk_ids, e->n_chunks * ID_LEN);
+    }
+    *j_r = j;
+    return 0;
+}
+
+/* Walks the manifest, lays out folders, queues files. */
+static void
+walk(struct run *r, const struct cfr_snap_header *h)
+{
+    struct pages pg;
+    struct cfr_snap_manifest_reader *mr = NULL;
+    struct cfr_snap_entry e;
+    struct cfr_err err;
+    char folder[NAME_MAX + 1] = "";
+    size_t folder_len = 0;
+    bool any_folder = false;
+    int rc;
+
+    memset(&pg, 0, sizeof(pg));
+    cfr_err_clear(&err);
+    pg.f = r->f;
+    pg.kr = r->kr;
+    cfr_buf_init(&pg.env, RESTORE_FETCH_MSG_MAX);
+    if ((pg.op = cfr_opener_new(r->kr, &err)) == NULL) {
+        run_fail(r, err.code, RESTORE_F_OTHER, &err);
+        goto out;
+    }
+    if ((rc = maildir_layout(r->root_fd, "", 0, &err)) != 0) {
+        run_fail(r, rc, RESTORE_F_IO, &err);
+        goto out;
+    }
+    r->st->folders = 1;
+    if ((rc = cfr_snap_manifest_reader_new(page_get, &pg, &h->manifest, &mr,
+                                           &err)) != 0) {
+        run_fail(r, rc, RESTORE_F_OTHER, &err);
+        goto out;
+    }
+    while (!run_failed(r)) {
+        struct job *j = NULL;
+        size_t flen = 0;
+        rc = cfr_snap_manifest_reader_next(mr, &e, &err);
+        if (rc == 0) {
+            break;
+        }
+        if (rc < 0) {
+            run_fail(r, rc,
+                     pg.verify_failed || rc == CFR_ECORRUPT ||
+                             rc == CFR_EAUTH || rc == CFR_EVERSION
+                         ? RESTORE_F_VERIFY
+                         : fetch_kind(rc),
+                     &err);
+            break;
+        }
+        if ((rc = job_of(&e, &j, &flen, &err)) != 0) {
+            run_fail(r, rc,
+                     rc == CFR_EINVAL ? RESTORE_F_UNSAFE : RESTORE_F_OTHER,
+                     &err);
+            break;
+        }
+        /* Keys sort by folder first: each folder's layout once. */
+        if (flen > 0 && (!any_folder || flen != folder_len ||
+                         memcmp(folder, e.key, flen) != 0)) {
+            memcpy(folder, e.key, flen);
+            folder[flen] = '\0';
+            folder_len = flen;
+            any_folder = true;
+            if ((rc = maildir_layout(r->root_fd, folder, flen, &err)) != 0) {
+                job_free(j);
+                run_fail(r, rc,
+                         rc == CFR_EDENIED ? RESTORE_F_UNSAFE : RESTORE_F_IO,
+                         &err);
+                break;
+            }
+            r->st->folders++;
+        }
+        if (push_job(r, j) != 0) {
+            break;
+        }
+    }
+out:
+    cfr_snap_manifest_reader_free(mr);
+    cfr_opener_free(pg.op);
+    cfr_buf_fini(&pg.env);
+}
+
+int
+restore_mailbox(struct restore_fetcher *f, const struct cfr_keyring *kr,
+                const char *mailbox, const char *dir,
+                const struct restore_opts *opts, struct restore_stats *stats_r,
+                struct cfr_err *err)
+{
+    struct restore_stats local;
+    struct restore_stats *st = stats_r != NULL ? stats_r : &local;
+    struct restore_snapshot *snaps = NULL;
+    struct worker *ws = NULL;
+    struct run r;
+    size_t n_snaps = 0;
+    unsigned nw;
+    bool mu_init = false;
+    int rc;
+
+    memset(st, 0, sizeof(*st));
+    memset(&r, 0, sizeof(r));
+    r.root_fd = -1;
+    r.f = f;
+    r.kr = kr;
+    if (opts != NULL) {
+        r.o = *opts;
+    }
+    nw = r.o.workers == 0 ? RESTORE_WORKERS_DEFAULT : r.o.workers;
+    if (nw > RESTORE_WORKERS_MAX) {
+        nw = RESTORE_WORKERS_MAX;
+    }
+    if (r.o.batch_ids == 0 || r.o.batch_ids > RESTORE_FETCH_IDS_MAX) {
+        r.o.batch_ids = RESTORE_BATCH_DEFAULT;
+    }
+    r.st = st;
+
+    /* 1. The newest snapshot of this mailbox. */
+    if ((rc = restore_list(f, kr, mailbox, &snaps, &n_snaps, err)) != 0) {
+        st->failure = rc == CFR_ENOMEM ? RESTORE_F_OTHER
+                      : rc == CFR_ECORRUPT || rc == CFR_EVERSION
+                          ? RESTORE_F_VERIFY
+                          : RESTORE_F_VAULT;
+        goto out;
+    }
+    if (n_snaps == 0) {
+        char q[128];
+        size_t n_all = 0, n_bad = 0;
+        /* A wrong key names the mailbox by another ID, so nothing matches:
+         * tell that apart from a mailbox that was never backed up. */
+        cfr_free_null(&snaps);
+        if (restore_list(f, kr, NULL, &snaps, &n_all, NULL) == 0) {
+            for (size_t i = 0; i < n_all; i++) {
+                n_bad += snaps[i].open_rc != 0;
+            }
+        }
+        if (n_all > 0 && n_bad == n_all) {
+            rc = CFR_ERR(err, CFR_EAUTH,
+                         "none of the tenant's %zu snapshots opens with this "
+                         "key: wrong key file?",
+                         n_all);
+            st->failure = RESTORE_F_VERIFY;
+            goto out;
+        }
+        rc = CFR_ERR(err, CFR_ENOTFOUND, "no snapshot of mailbox %s",
+                     cfr_log_quote(mailbox, q, sizeof(q)));
+        st->failure = RESTORE_F_NOTFOUND;
+        goto out;
+    }
+    st->snap = snaps[0];
+    st->have_snap = true;
+    if (snaps[0].open_rc != 0) {
+        char hex[2 * ID_LEN + 1];
+        rc = CFR_ERR(err, snaps[0].open_rc,
+                     "newest snapshot %s does not open (%s): wrong key, or "
+                     "damaged or forged by the vault; no older one is "
+                     "used in its place",
+                     cfr_hex_encode(snaps[0].header_id, ID_LEN, hex),
+                     cfr_code_name(snaps[0].open_rc));
+        st->failure = RESTORE_F_VERIFY;
+        goto out;
+    }
+
+    /* 2. The target. */
+    if ((rc = target_open(dir, r.o.into_nonempty, &r.root_fd, err)) != 0) {
+        st->failure = RESTORE_F_TARGET;
+        goto out;
+    }
+
+    /* 3. Workers, then the walk feeding them. */
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv_job, NULL);
+    pthread_cond_init(&r.cv_space, NULL);
+    mu_init = true;
+    r.queue_max = 2 * (size_t)nw;
+    if ((ws = cfr_calloc(nw, sizeof(*ws))) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        st->failure = RESTORE_F_OTHER;
+        goto out;
+    }
+    for (unsigned i = 0; i < nw; i++) {
+        struct cfr_err e;
+        ws[i].r = &r;
+        cfr_buf_init(&ws[i].plain, CFR_ENV_PLAIN_MAX);
+        ws[i].stash = cfr_calloc(r.o.batch_ids + 1, sizeof(*ws[i].stash));
+        cfr_err_clear(&e);
+        if (ws[i].stash == NULL ||
+            (ws[i].op = cfr_opener_new(kr, &e)) == NULL) {
+            run_fail(&r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
+            break;
+        }
+        if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
+            CFR_ERR(&e, CFR_ENOMEM, "restore: cannot start a worker");
+            run_fail(&r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
+            break;
+        }
+        ws[i].started = true;
+    }
+    if (!run_failed(&r)) {
+        walk(&r, &snaps[0].h);
+    }
+    pthread_mutex_lock(&r.mu);
+    r.done = true;
+    pthread_cond_broadcast(&r.cv_job);
+    pthread_mutex_unlock(&r.mu);
+    for (unsigned i = 0; i < nw; i++) {
+        if (ws[i].started) {
+            pthread_join(ws[i].tid, NULL);
+        }
+        st->files += ws[i].files;
+        st->bytes += ws[i].bytes;
+        st->chunks += ws[i].chunks;
+    }
+    if (r.failed) {
+        rc = r.fail_rc != 0 ? r.fail_rc : CFR_EINTERNAL;
+        st->failure =
+            r.fail_kind != RESTORE_F_NONE ? r.fail_kind : RESTORE_F_OTHER;
+        if (err != NULL) {
+            *err = r.fail_err;
+        }
+        goto out;
+    }
+    /* 4. Durable before success is reported. */
+    if (syncfs(r.root_fd) != 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: sync failed");
+        st->failure = RESTORE_F_IO;
+        goto out;
+    }
+    rc = 0;
+out:
+    while (r.head != NULL) {
+        struct job *j = r.head;
+        r.head = j->next;
+        job_free(j);
+    }
+    if (ws != NULL) {
+        for (unsigned i = 0; i < nw; i++) {
+            stash_clear(&ws[i]);
+            cfr_free(ws[i].stash);
+            cfr_opener_free(ws[i].op);
+            cfr_buf_fini(&ws[i].plain);
+        }
+        cfr_free(ws);
+    }
+    if (mu_init) {
+        pthread_mutex_destroy(&r.mu);
+        pthread_cond_destroy(&r.cv_job);
+        pthread_cond_destroy(&r.cv_space);
+    }
+    if (r.root_fd >= 0) {
+        close(r.root_fd);
+    }
+    cfr_free(snaps);
+    return rc;
+}

@@ -1,0 +1,174 @@
+/*
+ * restore.h - brings a mailbox back from its newest snapshot into a
+ * Maildir++ tree, byte for byte, without ever writing outside the target.
+ *
+ * A restore, in order:
+ *  1. Selection: the vault's snapshot records of the mailbox's opaque ID
+ *     (keyed hash of its name), newest by the vault's receive time; its
+ *     sealed header is opened with the tenant's full keyring and must name
+ *     the same mailbox (a vault cannot pass one mailbox off as another).
+ *     A newest snapshot that does not open fails the restore: an older
+ *     one is never substituted silently.
+ *  2. Manifest walk (snap.h reader, one page per level, each page opened
+ *     and checked against its keyed ID), in key order. Every entry's path
+ *     is built and validated (restore_path_of) before anything is created
+ *     for it; one unsafe path fails the whole restore.
+ *  3. Files are written by opts.workers threads in parallel. A worker
+ *     fetches a file's chunks in batches of opts.batch_ids IDs (fetch.h),
+ *     opens each (the envelope authenticates it and re-hashes the
+ *     plaintext against its chunk ID), writes them in file order to a
+ *     temporary name in the file's directory, checks the size against the
+ *     manifest, sets mode and mtime, and renames it into place without
+ *     replacing anything (RENAME_NOREPLACE).
+ *  4. The target is synced (syncfs) once at the end.
+ *
+ * Safety (the target is created 0700 and must be empty unless
+ * opts.into_nonempty): every directory below the target is created and
+ * then opened with O_NOFOLLOW relative to its parent's descriptor, files
+ * are created O_EXCL|O_NOFOLLOW and renamed with RENAME_NOREPLACE, so a
+ * symlink or file planted in the target is never followed or replaced.
+ *
+ * Memory, whatever the mailbox size: per worker one file's chunk list
+ * (at most 512 KiB), one fetch stream message and its decoded copy (the
+ * vault sends about 4 MiB per message; at most RESTORE_FETCH_MSG_MAX),
+ * one opened chunk, and at most RESTORE_STASH_MAX of chunks a vault sent
+ * out of order; 2 * workers queued files; one manifest page per level.
+ * With 4 workers and chunks of the default sizes, about 50 MiB.
+ *
+ * Thread safety: one restore per call; the keyring and fetcher are shared
+ * by the workers (both allow it).
+ */
+#ifndef RESTORE_RESTORE_H
+#define RESTORE_RESTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"   /* struct cfr_err */
+#include "fetch.h" /* struct restore_fetcher */
+#include "keys.h"  /* struct cfr_keyring */
+#include "snap.h"  /* struct cfr_snap_entry, struct cfr_snap_header */
+
+#define RESTORE_WORKERS_MAX     64
+#define RESTORE_WORKERS_DEFAULT 4
+/* Chunk IDs per GetObjects request of one worker. */
+#define RESTORE_BATCH_DEFAULT 256
+/* Opened chunks a worker holds that arrived before their turn. */
+#define RESTORE_STASH_MAX ((size_t)64 << 20)
+/* Longest relative path written (PATH_MAX with its NUL). */
+#define RESTORE_PATH_MAX 4096
+
+/* Why a restore failed, for exit codes; never renumbered. */
+enum restore_failure {
+    RESTORE_F_NONE = 0,
+    RESTORE_F_OTHER = 1,    /* memory, a bug */
+    RESTORE_F_VAULT = 2,    /* no vault answered, or it refused */
+    RESTORE_F_NOTFOUND = 3, /* no snapshot of that mailbox */
+    RESTORE_F_VERIFY = 4,   /* data missing, corrupt, or not ours */
+    RESTORE_F_UNSAFE = 5,   /* a path in the manifest was refused */
+    RESTORE_F_TARGET = 6,   /* the target is not empty or not usable */
+    RESTORE_F_IO = 7,       /* writing the target failed */
+};
+
+/* A short stable name ("verify", "unsafe-path", ...). */
+const char *restore_failure_name(enum restore_failure f);
+
+struct restore_opts {
+    unsigned workers;   /* 0: RESTORE_WORKERS_DEFAULT */
+    size_t batch_ids;   /* 0: RESTORE_BATCH_DEFAULT; <= RESTORE_FETCH_IDS_MAX */
+    bool into_nonempty; /* allow a non-empty target (nothing is replaced) */
+};
+
+/* One snapshot record with its header opened (when it opened). */
+struct restore_snapshot {
+    uint8_t header_id[32];
+    uint8_t mailbox_id[32];
+    int64_t received_ms; /* the vault's clock */
+    uint32_t flags;      /* SNAPSHOT_FLAG_* */
+    bool held;
+    int open_rc;              /* 0: h is valid; else why it did not open */
+    struct cfr_snap_header h; /* the decoded header */
+};
+
+/* What a restore did; filled even when it fails. */
+struct restore_stats {
+    enum restore_failure failure;
+    struct restore_snapshot snap; /* the snapshot chosen */
+    bool have_snap;
+    uint64_t files;   /* files written and renamed into place */
+    uint64_t bytes;   /* their content bytes */
+    uint64_t chunks;  /* chunks fetched and opened */
+    uint64_t folders; /* Maildir++ folders laid out (INBOX included) */
+};
+
+/*
+ * Every snapshot the tenant's certificate sees on the current vault (or
+ * only mailbox's, when not NULL), newest first, each header opened with
+ * kr (a failure is recorded in open_rc, not returned). *v_r is owned
+ * (cfr_free). Errors: the vault's, CFR_ECORRUPT, CFR_ENOMEM.
+ */
+int restore_list(struct restore_fetcher *f, const struct cfr_keyring *kr,
+                 const char *mailbox, struct restore_snapshot **v_r,
+                 size_t *n_r, struct cfr_err *err);
+
+/*
+ * Restores the newest snapshot of mailbox (its exact name bytes) into dir
+ * (created when absent; its parent must exist). opts may be NULL; stats_r
+ * (may be NULL) is zeroed and filled, failure says which kind of error
+ * the return value is.
+ */
+int restore_mailbox(struct restore_fetcher *f, const struct cfr_keyring *kr,
+                    const char *mailbox, const char *dir,
+                    const struct restore_opts *opts,
+                    struct restore_stats *stats_r, struct cfr_err *err);
+
+/* ---- exposed for tests ------------------------------------------------ */
+
+/*
+ * The relative path (NUL-terminated into out, out_size bytes) of entry e
+ * in a Maildir++ tree: [folder/]{new,cur}/base+info for a message,
+ * [folder/]relpath for any other file. CFR_EINVAL (err says why) unless
+ * the folder is "" or one Maildir++ name (".x", not "." or ".."), and
+ * every component is non-empty, not "." or "..", without NUL or '/'
+ * inside it, at most NAME_MAX bytes, and the whole path fits
+ * RESTORE_PATH_MAX. *folder_len_r (may be NULL) gets the folder's length.
+ */
+int restore_path_of(const struct cfr_snap_entry *e, char *out, size_t out_size,
+                    size_t *folder_len_r, struct cfr_err *err);
+
+/*
+ * Checks a relative path (len bytes, no terminator needed) by the rules
+ * above: CFR_EINVAL for an absolute path, "..", ".", an empty component,
+ * a NUL, a component over NAME_MAX or a path of RESTORE_PATH_MAX bytes or
+ * more.
+ */
+int restore_path_check(const char *path, size_t len, struct cfr_err *err);
+
+/*
+ * Opens (creating as needed, mode 0700) the directory rel (a checked
+ * relative path; "" is root_fd itself) below root_fd, one component at a
+ * time with O_NOFOLLOW: a symlink or file in the way is CFR_EDENIED.
+ * Returns an owned descriptor in *fd_r.
+ */
+int restore_open_dir(int root_fd, const char *rel, size_t len, int *fd_r,
+                     struct cfr_err *err);
+
+/*
+ * The safe writer: a temporary file in the directory of rel (below
+ * root_fd), written, then given mode and mtime and renamed to rel without
+ * replacing anything (CFR_EEXIST when rel exists, symlink or not). begin
+ * returns an owned writer; commit or abort frees it. commit refuses
+ * (CFR_ECORRUPT) a file whose length is not size, and removes the
+ * temporary file on any failure; abort removes it too.
+ */
+struct restore_file;
+int restore_file_begin(int root_fd, const char *rel, uint32_t mode,
+                       struct restore_file **wf_r, struct cfr_err *err);
+int restore_file_write(struct restore_file *wf, const void *p, size_t n,
+                       struct cfr_err *err);
+int restore_file_commit(struct restore_file *wf, uint64_t size,
+                        int64_t mtime_ns, struct cfr_err *err);
+void restore_file_abort(struct restore_file *wf);
+
+#endif /* RESTORE_RESTORE_H */

@@ -160,8 +160,8 @@ test_admin_client_fingerprint_and_approval(void **state)
         "f52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e5321",
         "g52f0e30d0d823ddb4e2a14fc37a51c2a0a79058c9a76d0012fe7a94e126e532",
         /* colons in the wrong places */
-        "F52:F0E:30:D0:D8:23:DD:B4:E2:A1:4F:C3:7A:51:C2:A0:A7:90:58:C9:"
-        "A7:6D:00:12:FE:7A:94:E1:26:E5:32",
+        ("F52:F0E:30:D0:D8:23:DD:B4:E2:A1:4F:C3:7A:51:C2:A0:A7:90:58:C9:"
+         "A7:6D:00:12:FE:7A:94:E1:26:E5:32"),
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (vault_admin_fingerprint_parse(bad[i], fpr, &err) != CFR_EINVAL) {

@@ -41,6 +41,7 @@
 
 #include "backup.h"            /* agent_backup_mailbox */
 #include "buf.h"               /* cfr_buf, hex */
+#include "cfg.h"               /* cfr_cfg_read_file: PEM files */
 #include "cli.h"               /* exit codes, lock, summary */
 #include "coffer_vault.pb-c.h" /* ListSnapshots */
 #include "config.h"            /* agent_config_load */
@@ -59,7 +60,6 @@
 #define AGENT_VERSION "0.1.0"
 #endif
 
-#define PEM_MAX           ((size_t)1 << 20)
 #define ESCROW_PASS_MIN   12
 #define SNAPSHOTS_MAX     100000 /* per mailbox, merged over the vaults */
 #define PROGRESS_EVERY_MS 250
@@ -139,62 +139,6 @@ complain(const struct cfr_err *err)
     fprintf(stderr, "coffer-agent: %s\n", err->msg);
 }
 
-/* Reads a whole PEM file; returns owned NUL-terminated text or NULL. */
-static char *
-read_pem(const char *path, const char *setting, struct cfr_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    struct cfr_buf b;
-    char *out = NULL;
-    size_t n;
-
-    cfr_buf_init(&b, PEM_MAX);
-    if (f == NULL) {
-        CFR_ERR_ERRNO(err, CFR_ECONFIG, "%s: cannot open \"%s\"", setting,
-                      path);
-        goto out;
-    }
-    for (;;) {
-        uint8_t chunk[4096];
-        n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && cfr_buf_append(&b, chunk, n, err) != 0) {
-            CFR_ERR(err, CFR_ECONFIG, "%s: \"%s\" is larger than 1 MiB",
-                    setting, path);
-            goto out;
-        }
-        if (n < sizeof(chunk)) {
-            break;
-        }
-    }
-    if (ferror(f) || b.len == 0) {
-        CFR_ERR(err, CFR_ECONFIG, "%s: cannot read \"%s\" (or it is empty)",
-                setting, path);
-        goto out;
-    }
-    if (cfr_buf_append_u8(&b, 0, err) != 0) {
-        goto out;
-    }
-    out = (char *)cfr_buf_steal(&b, &n);
-out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (out == NULL) {
-        cfr_wipe(b.data, b.len);
-    }
-    cfr_buf_fini(&b);
-    return out;
-}
-
-static void
-free_pem(char *p)
-{
-    if (p != NULL) {
-        cfr_wipe(p, strlen(p));
-        cfr_free(p);
-    }
-}
-
 /* The PEM files every vault connection uses. */
 struct tls_files {
     char *ca, *cert, *key;
@@ -205,9 +149,9 @@ tls_load(const struct agent_config *cfg, struct tls_files *t,
          struct cfr_err *err)
 {
     memset(t, 0, sizeof(*t));
-    if ((t->ca = read_pem(cfg->tls_ca, "tls.ca", err)) == NULL ||
-        (t->cert = read_pem(cfg->tls_cert, "tls.cert", err)) == NULL ||
-        (t->key = read_pem(cfg->tls_key, "tls.key", err)) == NULL) {
+    if ((t->ca = cfr_cfg_read_file(cfg->tls_ca, "tls.ca", err)) == NULL ||
+        (t->cert = cfr_cfg_read_file(cfg->tls_cert, "tls.cert", err)) == NULL ||
+        (t->key = cfr_cfg_read_file(cfg->tls_key, "tls.key", err)) == NULL) {
         return CFR_ECONFIG;
     }
     return 0;
@@ -216,9 +160,9 @@ tls_load(const struct agent_config *cfg, struct tls_files *t,
 static void
 tls_free(struct tls_files *t)
 {
-    free_pem(t->ca);
-    free_pem(t->cert);
-    free_pem(t->key);
+    cfr_cfg_free_file(t->ca);
+    cfr_cfg_free_file(t->cert);
+    cfr_cfg_free_file(t->key);
     memset(t, 0, sizeof(*t));
 }
 

@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mem.h" /* cfr_calloc, cfr_free */
+#include "buf.h"    /* reading a named file */
+#include "mem.h"    /* cfr_calloc, cfr_free */
+#include "secret.h" /* cfr_wipe: a named file may be a private key */
 
 struct cfr_cfg {
     config_t conf;
@@ -475,4 +477,59 @@ cfr_cfg_check_keys(const struct cfr_cfg *cfg, const char *path,
         }
     }
     return 0;
+}
+
+char *
+cfr_cfg_read_file(const char *path, const char *setting, struct cfr_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    struct cfr_buf b;
+    char *out = NULL;
+    size_t n;
+
+    cfr_buf_init(&b, CFR_CFG_FILE_MAX + 1);
+    if (f == NULL) {
+        CFR_ERR_ERRNO(err, CFR_ECONFIG, "%s: cannot open \"%s\"", setting,
+                      path);
+        goto out;
+    }
+    for (;;) {
+        uint8_t chunk[4096];
+        n = fread(chunk, 1, sizeof(chunk), f);
+        if (n > 0 && (b.len + n > CFR_CFG_FILE_MAX ||
+                      cfr_buf_append(&b, chunk, n, err) != 0)) {
+            cfr_wipe(chunk, sizeof(chunk));
+            CFR_ERR(err, CFR_ECONFIG, "%s: \"%s\" is larger than %zu bytes",
+                    setting, path, CFR_CFG_FILE_MAX);
+            goto out;
+        }
+        cfr_wipe(chunk, n);
+        if (n < sizeof(chunk)) {
+            break;
+        }
+    }
+    if (ferror(f) || b.len == 0 || cfr_buf_append_u8(&b, 0, err) != 0) {
+        CFR_ERR(err, CFR_ECONFIG, "%s: cannot read \"%s\" (or it is empty)",
+                setting, path);
+        goto out;
+    }
+    out = (char *)cfr_buf_steal(&b, &n);
+out:
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (out == NULL && b.data != NULL) {
+        cfr_wipe(b.data, b.len);
+    }
+    cfr_buf_fini(&b);
+    return out;
+}
+
+void
+cfr_cfg_free_file(char *text)
+{
+    if (text != NULL) {
+        cfr_wipe(text, strlen(text));
+        cfr_free(text);
+    }
 }

@@ -76,6 +76,19 @@ int cfr_cfg_fail(const struct cfr_cfg *cfg, const char *path,
                  struct cfr_err *err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/*
+ * Reads the whole file a setting names (a PEM certificate chain or private
+ * key; at most CFR_CFG_FILE_MAX bytes) as NUL-terminated text. Returns
+ * owned text, or NULL with a CFR_ECONFIG error naming the setting and the
+ * path (missing, unreadable, empty or too large). Free it with
+ * cfr_cfg_free_file, which wipes it first: it may hold a private key.
+ */
+#define CFR_CFG_FILE_MAX ((size_t)1 << 20)
+char *cfr_cfg_read_file(const char *path, const char *setting,
+                        struct cfr_err *err);
+/* Wipes and frees text from cfr_cfg_read_file; accepts NULL. */
+void cfr_cfg_free_file(char *text);
+
 /* Standalone parsers, shared with command-line flags. Return CFR_EINVAL. */
 int cfr_parse_duration_ms(const char *s, int64_t *out);
 int cfr_parse_size(const char *s, uint64_t *out);

@@ -24,7 +24,8 @@
 #include <string.h>   /* strcmp */
 #include <time.h>     /* gmtime_r, clock_gettime */
 
-#include "buf.h"     /* cfr_hex_encode, PEM files */
+#include "buf.h"     /* cfr_hex_encode */
+#include "cfg.h"     /* cfr_cfg_read_file: PEM files */
 #include "config.h"  /* restore_config */
 #include "fetch.h"   /* restore_fetcher */
 #include "keys.h"    /* cfr_keyring_import */
@@ -49,7 +50,6 @@ enum {
 };
 
 #define VERSION  "coffer-restore 0.1"
-#define PEM_MAX  ((size_t)1 << 20)
 #define NAME_LEN 1024
 
 static void
@@ -159,46 +159,6 @@ json_error(FILE *f, enum restore_failure kind, const struct cfr_err *err)
 
 /* ---- start-up ------------------------------------------------------------ */
 
-static char *
-read_pem(const char *path, const char *setting, struct cfr_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    struct cfr_buf b;
-    char *out = NULL;
-    size_t n;
-
-    cfr_buf_init(&b, PEM_MAX);
-    if (f == NULL) {
-        CFR_ERR_ERRNO(err, CFR_ECONFIG, "%s: cannot open \"%s\"", setting,
-                      path);
-        goto out;
-    }
-    for (;;) {
-        uint8_t chunk[4096];
-        n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && cfr_buf_append(&b, chunk, n, err) != 0) {
-            CFR_ERR(err, CFR_ECONFIG, "%s: \"%s\" is larger than 1 MiB",
-                    setting, path);
-            goto out;
-        }
-        if (n < sizeof(chunk)) {
-            break;
-        }
-    }
-    if (ferror(f) || b.len == 0 || cfr_buf_append_u8(&b, 0, err) != 0) {
-        CFR_ERR(err, CFR_ECONFIG, "%s: cannot read \"%s\" (or it is empty)",
-                setting, path);
-        goto out;
-    }
-    out = (char *)cfr_buf_steal(&b, &n);
-out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    cfr_buf_fini(&b);
-    return out;
-}
-
 struct session {
     struct restore_config cfg;
     struct cfr_keyring *kr;
@@ -211,12 +171,9 @@ session_fini(struct session *s)
 {
     restore_fetcher_free(s->f);
     cfr_keyring_free(s->kr);
-    cfr_free(s->ca);
-    cfr_free(s->cert);
-    if (s->key != NULL) {
-        cfr_wipe(s->key, strlen(s->key));
-        cfr_free(s->key);
-    }
+    cfr_cfg_free_file(s->ca);
+    cfr_cfg_free_file(s->cert);
+    cfr_cfg_free_file(s->key);
     restore_config_fini(&s->cfg);
 }
 
@@ -252,9 +209,10 @@ session_open(struct session *s, const char *config_path, struct cfr_err *err)
         }
         return EXIT_CONFIG;
     }
-    if ((s->ca = read_pem(s->cfg.tls_ca, "tls.ca", err)) == NULL ||
-        (s->cert = read_pem(s->cfg.tls_cert, "tls.cert", err)) == NULL ||
-        (s->key = read_pem(s->cfg.tls_key, "tls.key", err)) == NULL) {
+    if ((s->ca = cfr_cfg_read_file(s->cfg.tls_ca, "tls.ca", err)) == NULL ||
+        (s->cert = cfr_cfg_read_file(s->cfg.tls_cert, "tls.cert", err)) ==
+            NULL ||
+        (s->key = cfr_cfg_read_file(s->cfg.tls_key, "tls.key", err)) == NULL) {
         return EXIT_CONFIG;
     }
     if (cfr_rpc_global_init(err) != 0) {

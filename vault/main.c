@@ -25,7 +25,7 @@
 #include <string.h>  /* strcmp */
 #include <time.h>    /* struct timespec */
 
-#include "cfg.h"    /* cfr_parse_duration_ms */
+#include "cfg.h"    /* cfr_parse_duration_ms, cfr_cfg_read_file */
 #include "clock.h"  /* the vault's clock */
 #include "config.h" /* vault_config_load */
 #include "log.h"    /* structured logging */
@@ -47,8 +47,6 @@ enum {
     EXIT_START = 6,  /* anything else before serving */
 };
 
-#define PEM_MAX ((size_t)1 << 20)
-
 static void
 usage(FILE *f)
 {
@@ -68,50 +66,6 @@ usage(FILE *f)
             "  4  cannot listen on the configured address\n"
             "  5  cannot open the data directory\n"
             "  6  other start-up failure\n");
-}
-
-/* Reads a whole PEM file; returns owned NUL-terminated text or NULL. */
-static char *
-read_pem(const char *path, const char *setting, struct cfr_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    struct cfr_buf b;
-    char *out = NULL;
-    size_t n;
-
-    cfr_buf_init(&b, PEM_MAX);
-    if (f == NULL) {
-        CFR_ERR_ERRNO(err, CFR_ECONFIG, "%s: cannot open \"%s\"", setting,
-                      path);
-        goto out;
-    }
-    for (;;) {
-        uint8_t chunk[4096];
-        n = fread(chunk, 1, sizeof(chunk), f);
-        if (n > 0 && cfr_buf_append(&b, chunk, n, err) != 0) {
-            CFR_ERR(err, CFR_ECONFIG, "%s: \"%s\" is larger than 1 MiB",
-                    setting, path);
-            goto out;
-        }
-        if (n < sizeof(chunk)) {
-            break;
-        }
-    }
-    if (ferror(f) || b.len == 0) {
-        CFR_ERR(err, CFR_ECONFIG, "%s: cannot read \"%s\" (or it is empty)",
-                setting, path);
-        goto out;
-    }
-    if (cfr_buf_append_u8(&b, 0, err) != 0) {
-        goto out;
-    }
-    out = (char *)cfr_buf_steal(&b, &n);
-out:
-    if (f != NULL) {
-        fclose(f);
-    }
-    cfr_buf_fini(&b);
-    return out;
 }
 
 /* Writes the bound port for supervisors and tests (temp file + rename). */
@@ -222,9 +176,10 @@ main(int argc, char **argv)
         goto out;
     }
     cfr_log_set_level(level);
-    if ((cert = read_pem(cfg.tls_cert, "tls.cert", &err)) == NULL ||
-        (key = read_pem(cfg.tls_key, "tls.key", &err)) == NULL ||
-        (ca = read_pem(cfg.tls_client_ca, "tls.client_ca", &err)) == NULL) {
+    if ((cert = cfr_cfg_read_file(cfg.tls_cert, "tls.cert", &err)) == NULL ||
+        (key = cfr_cfg_read_file(cfg.tls_key, "tls.key", &err)) == NULL ||
+        (ca = cfr_cfg_read_file(cfg.tls_client_ca, "tls.client_ca", &err)) ==
+            NULL) {
         code = EXIT_CONFIG;
         report("vault.config", &err);
         goto out;
@@ -377,16 +332,10 @@ out:
         cfr_log(CFR_LOG_ERROR, "vault.stopped",
                 "exit=%d reason=storage_write_failed", code);
     }
-    cfr_free(cert);
-    if (key != NULL) {
-        /* The server key is gRPC's copy now; ours need not linger. */
-        volatile char *k = key;
-        for (size_t i = 0; k[i] != '\0'; i++) {
-            k[i] = '\0';
-        }
-    }
-    cfr_free(key);
-    cfr_free(ca);
+    cfr_cfg_free_file(cert);
+    /* The server key is gRPC's copy now; ours need not linger. */
+    cfr_cfg_free_file(key);
+    cfr_cfg_free_file(ca);
     vault_config_fini(&cfg);
     return code;
 }

@@ -176,6 +176,50 @@ test_cfg_parsers(void **state)
     assert_int_equal(cfr_parse_size("20000000000T", &sz), CFR_EINVAL);
 }
 
+static void
+test_cfg_read_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/cfg_test_pem_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    struct cfr_err err;
+
+    /* Empty, then a normal file, then one byte over the limit. */
+    assert_null(cfr_cfg_read_file(path, "tls.key", &err));
+    assert_int_equal(err.code, CFR_ECONFIG);
+    assert_non_null(strstr(err.msg, "tls.key"));
+    assert_non_null(strstr(err.msg, "empty"));
+
+    static const char pem[] = "-----BEGIN X-----\nabc\n-----END X-----\n";
+    assert_int_equal(write(fd, pem, sizeof(pem) - 1), (ssize_t)sizeof(pem) - 1);
+    char *text = cfr_cfg_read_file(path, "tls.key", &err);
+    assert_non_null(text);
+    assert_string_equal(text, pem);
+    cfr_cfg_free_file(text);
+    cfr_cfg_free_file(NULL);
+
+    char *big = calloc(1, CFR_CFG_FILE_MAX);
+    assert_non_null(big);
+    assert_int_equal(ftruncate(fd, 0), 0);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    assert_int_equal(write(fd, big, CFR_CFG_FILE_MAX),
+                     (ssize_t)CFR_CFG_FILE_MAX);
+    text = cfr_cfg_read_file(path, "tls.cert", &err);
+    assert_non_null(text); /* exactly the limit is fine */
+    cfr_cfg_free_file(text);
+    assert_int_equal(write(fd, "x", 1), 1);
+    assert_null(cfr_cfg_read_file(path, "tls.cert", &err));
+    assert_non_null(strstr(err.msg, "larger than"));
+    free(big);
+    close(fd);
+    unlink(path);
+
+    assert_null(cfr_cfg_read_file(path, "tls.ca", &err));
+    assert_int_equal(err.code, CFR_ECONFIG);
+    assert_non_null(strstr(err.msg, "tls.ca: cannot open"));
+}
+
 int
 main(void)
 {
@@ -184,6 +228,7 @@ main(void)
         cmocka_unit_test(test_cfg_errors_name_line_and_setting),
         cmocka_unit_test(test_cfg_file_errors),
         cmocka_unit_test(test_cfg_parsers),
+        cmocka_unit_test(test_cfg_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

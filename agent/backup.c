@@ -39,6 +39,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#if defined(__GLIBC__)
+#include <malloc.h> /* mallopt */
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +57,7 @@
 #define ID_LEN          CFR_ID_LEN
 #define SEG_MAX         AGENT_UPLINK_IDS_MAX
 #define PAGE_BATCH_MAX  512
-#define PAGE_BATCH_SIZE ((size_t)8 << 20)
+#define PAGE_BATCH_SIZE ((size_t)2 << 20)
 #define MERGE_BUF_IDS   1024
 #define RUNS_MAX        4096
 #define ENV_SLACK       ((size_t)1 << 20)
@@ -418,6 +421,7 @@ struct worker {
     struct cfr_chunker *ch;
     uint8_t *buf; /* a chunk's tail, then a block */
     size_t buf_cap;
+    bool big; /* holds the run's one large read buffer (b->big_held) */
     uint64_t *hints;
     size_t *seg_off, *seg_len;
     uint8_t *seg_ids, *seg_assign;
@@ -467,6 +471,7 @@ struct backup {
     size_t q_ids;
     unsigned busy;  /* workers reading, chunking or sealing */
     unsigned alive; /* workers not yet finished */
+    bool big_held;  /* a worker's buffer is past AGENT_BACKUP_READ_SMALL */
     struct item *ohead, *otail;
     size_t obytes;
     bool failed;
@@ -979,6 +984,56 @@ file_error(struct worker *w, const struct job *j, int sys_errno, int code,
 }
 
 /* Reads, chunks and seals one file; returns only run-fatal errors. */
+/*
+ * Takes the run's one allowance for a read buffer past
+ * AGENT_BACKUP_READ_SMALL: workers share it, so that large files, rare in
+ * mail, cost one block, not one per worker. Waiting counts as not busy,
+ * like a query: the holder may be waiting on an answer the driver sends
+ * only when every busy worker asked.
+ */
+static int
+big_take(struct worker *w, struct cfr_err *err)
+{
+    struct backup *b = w->b;
+    int rc;
+    pthread_mutex_lock(&b->mu);
+    b->busy--;
+    pthread_cond_signal(&b->cv_coord);
+    while (b->big_held && !b->failed) {
+        pthread_cond_wait(&b->cv_work, &b->mu);
+    }
+    b->busy++;
+    rc = b->failed ? b->fail_rc : 0;
+    if (rc == 0) {
+        b->big_held = true;
+        w->big = true;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return rc != 0 ? CFR_ERR(err, rc, "backup: run failed") : 0;
+}
+
+/* Gives the allowance back with the memory: the buffer shrinks to its
+ * small size (freed outright, so that the allocator returns the pages). */
+static void
+big_give(struct worker *w)
+{
+    struct backup *b = w->b;
+    if (!w->big) {
+        return;
+    }
+    uint8_t *nb = cfr_malloc(AGENT_BACKUP_READ_SMALL);
+    if (nb != NULL) {
+        cfr_free(w->buf);
+        w->buf = nb;
+        w->buf_cap = AGENT_BACKUP_READ_SMALL;
+    }
+    w->big = false;
+    pthread_mutex_lock(&b->mu);
+    b->big_held = false;
+    pthread_cond_broadcast(&b->cv_work);
+    pthread_mutex_unlock(&b->mu);
+}
+
 static int
 process_file(struct worker *w, const struct job *j, struct cfr_err *err)
 {
@@ -1033,6 +1088,11 @@ process_file(struct worker *w, const struct job *j, struct cfr_err *err)
         if ((uint64_t)st.st_size >= pos &&
             (uint64_t)st.st_size - pos < AGENT_BACKUP_BLOCK) {
             want = (size_t)((uint64_t)st.st_size - pos) + 1;
+        }
+        if (tail + want > AGENT_BACKUP_READ_SMALL && !w->big &&
+            (rc = big_take(w, &ferr)) != 0) {
+            *err = ferr;
+            goto out;
         }
         if (tail + want > w->buf_cap) {
             uint8_t *nb = cfr_realloc(w->buf, tail + want);
@@ -1182,6 +1242,7 @@ out:
     if (fd >= 0) {
         close(fd);
     }
+    big_give(w);
     return rc;
 }
 
@@ -2067,4 +2128,19 @@ agent_backup_sink_uplink(struct agent_uplink *up,
     sink_r->flush = up_flush;
     sink_r->commit = up_commit;
     sink_r->ctx = up;
+}
+
+void
+agent_backup_malloc_setup(void)
+{
+#if defined(__GLIBC__)
+    /* Two arenas: the driving thread and the workers contend little (a
+     * sealed chunk is one allocation), and the resident set then no
+     * longer grows with the thread count. */
+    (void)mallopt(M_ARENA_MAX, 2);
+    /* A fixed threshold: read buffers past it (large files, one at a
+     * time) are mapped and given back whole when freed; sealed chunks
+     * stay below it. Fixing it also fixes the trim threshold (twice). */
+    (void)mallopt(M_MMAP_THRESHOLD, (int)AGENT_BACKUP_READ_SMALL);
+#endif
 }

@@ -37,20 +37,31 @@
  *     commit are deletions forgotten and the cache generation ended, so a
  *     killed run re-scans and finds on the vaults what it already sent.
  *
- * Memory, whatever the mailbox size: per worker a read buffer that grows
- * to the largest file it met but never past AGENT_BACKUP_BLOCK plus one
- * chunk (16.25 MiB), one sealed chunk, a file's chunk list (512 KiB) and
- * a segment of 4096 IDs; AGENT_BACKUP_JOBS_MAX queued file names;
- * AGENT_BACKUP_QUEUE_BYTES of sealed objects between the workers and the
- * uplink (plus the uplink's own queues); the run's dedup set, at most
- * AGENT_BACKUP_DEDUP_MAX IDs in a table of twice as many 33-byte slots
- * (past that it forgets IDs already put: a repeat is then sealed and sent
- * again, and stored once by the vault); the reference-list sort,
- * opts.refs_run_ids IDs in memory (4 MiB) and 32 KiB per sorted run on
- * disk (in opts.tmp_dir; one run per 4 MiB of IDs); one page per level
- * for each tree writer and a batch of at most 8 MiB of pages. So about
- * 17 MiB per worker plus 80 MiB, and 32 KiB more per 128 Ki chunks of
- * the mailbox at the end.
+ * Memory, whatever the mailbox size: per worker a read buffer of at most
+ * AGENT_BACKUP_READ_SMALL (1 MiB), one sealed chunk (with slack, 1.25
+ * MiB), a file's chunk list (512 KiB), a segment of 4096 IDs and a zstd
+ * context; one worker of the run at a time grows its buffer to the
+ * largest file it meets but never past AGENT_BACKUP_BLOCK plus one chunk
+ * (16.25 MiB); AGENT_BACKUP_JOBS_MAX queued file names;
+ * AGENT_BACKUP_QUEUE_BYTES (4 MiB) of sealed objects between the workers
+ * and the uplink, plus the uplink's own queue (4 MiB per vault) and one
+ * PutObjects message (1 MiB) three times over (packed, gRPC's copy, the
+ * transport's); the run's dedup set, at most AGENT_BACKUP_DEDUP_MAX IDs in
+ * a table of twice as many 33-byte slots (past that it forgets IDs
+ * already put: a repeat is then sealed and sent again, and stored once by
+ * the vault); the reference-list sort, opts.refs_run_ids IDs in memory
+ * (1 MiB) and 32 KiB per sorted run on disk (in opts.tmp_dir; one run per
+ * 1 MiB of IDs); one page per level for each tree writer and a batch of
+ * at most 2 MiB of pages; the file cache's memtables (state.c, 1 MiB
+ * each) and block cache (state_cache). So at most about 3.5 MiB per
+ * worker plus 4 MiB per vault plus 42 MiB, plus the dedup set (34 MiB
+ * once full: a mailbox of 2^19 distinct chunks, tens of GB; 4 MiB for
+ * 1 GB of mail), and 32 KiB more per 32 Ki chunks of the mailbox at the
+ * end; these are ceilings, rarely all reached at once. Measured
+ * (tests/integration/agent_rss_test.c): a 1 GB store peaks at 48 MiB
+ * resident with 1 worker and 57 MiB with 4, about 24 MiB of it the
+ * shared libraries' pages. agent_backup_malloc_setup keeps glibc's
+ * per-thread arenas from multiplying this by the thread count.
  *
  * Niceness: opts.cpu_nice (setpriority) and opts.io_class (ioprio_set)
  * are applied to the scanner and worker threads only, the threads that
@@ -82,17 +93,25 @@
  * boundary gets its start cut and body hint but no MIME cuts.
  */
 #define AGENT_BACKUP_BLOCK ((size_t)16 << 20)
+/*
+ * A worker's read buffer stays within this size; one worker of the run
+ * at a time may grow it past (up to a block and a chunk) for a larger
+ * file, the others wait for their turn. Mail is mostly small messages:
+ * large ones then cost one block per run, not one per worker. Chunking
+ * does not depend on it.
+ */
+#define AGENT_BACKUP_READ_SMALL ((size_t)1 << 20)
 /* Worker threads at most, and when the core count is unknown. */
 #define AGENT_BACKUP_WORKERS_MAX     32
 #define AGENT_BACKUP_WORKERS_DEFAULT 4
 /* Files queued between the scanner and the workers. */
 #define AGENT_BACKUP_JOBS_MAX 256
 /* Sealed bytes queued between the workers and the uplink. */
-#define AGENT_BACKUP_QUEUE_BYTES ((size_t)32 << 20)
+#define AGENT_BACKUP_QUEUE_BYTES ((size_t)4 << 20)
 /* IDs the run remembers for deduplication before forgetting put ones. */
 #define AGENT_BACKUP_DEDUP_MAX ((size_t)1 << 19)
-/* IDs sorted in memory per run of the reference-list sort (4 MiB). */
-#define AGENT_BACKUP_REFS_RUN 131072
+/* IDs sorted in memory per run of the reference-list sort (1 MiB). */
+#define AGENT_BACKUP_REFS_RUN 32768
 /* Files waiting for an acknowledgement before a flush is forced. */
 #define AGENT_BACKUP_PENDING_MAX 1024
 /* CommitRequest.flags bit for a marked snapshot (SNAPSHOT_FLAG_*). */
@@ -216,6 +235,16 @@ int agent_backup_mailbox(const char *name, const char *root,
                          const struct agent_backup_opts *opts,
                          struct agent_backup_stats *stats_r,
                          struct cfr_err *err);
+
+/*
+ * Sets the C library's allocator up for the agent's memory bound; call it
+ * once at program start, before any thread exists. glibc otherwise gives
+ * each busy thread an arena of its own that keeps freed memory, and after
+ * freeing one large buffer raises its mmap threshold so that the next
+ * ones come from (and stay in) those arenas: both multiply the resident
+ * set by the worker count. A no-op elsewhere.
+ */
+void agent_backup_malloc_setup(void);
 
 /*
  * Where a message's Message-ID value is in msg (borrowed, the start of a

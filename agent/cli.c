@@ -12,7 +12,7 @@
  *  3. The summary keeps nothing per mailbox: each one is printed as it
  *     finishes and folded into the totals, so a host with 100,000
  *     mailboxes costs the same memory as one with ten.
- *  4. Every JSON string goes through agent_cli_json_string: mailbox names
+ *  4. Every JSON string goes through cfr_json_fput: mailbox names
  *     and vault messages come from outside and may hold any byte.
  */
 #include "cli.h"
@@ -28,6 +28,7 @@
 #include <unistd.h>   /* read, write, close, getpid */
 
 #include "buf.h"    /* cfr_hex_encode */
+#include "json.h"   /* cfr_json_fput */
 #include "secret.h" /* passphrases in guarded memory */
 
 const char *
@@ -462,38 +463,6 @@ agent_cli_text_end(FILE *f, const struct agent_cli_run *run,
 
 /* ---- JSON --------------------------------------------------------------- */
 
-void
-agent_cli_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        switch (*p) {
-        case '"':
-            fputs("\\\"", f);
-            break;
-        case '\\':
-            fputs("\\\\", f);
-            break;
-        case '\n':
-            fputs("\\n", f);
-            break;
-        case '\r':
-            fputs("\\r", f);
-            break;
-        case '\t':
-            fputs("\\t", f);
-            break;
-        default:
-            if (*p < 0x20 || *p == 0x7f) {
-                fprintf(f, "\\u%04x", *p);
-            } else {
-                fputc(*p, f);
-            }
-        }
-    }
-    fputc('"', f);
-}
-
 static void
 json_u64(FILE *f, const char *key, uint64_t v, bool comma)
 {
@@ -506,9 +475,9 @@ agent_cli_json_begin(FILE *f, const struct agent_cli_run *run)
     char when[32];
     iso_time(run->started_ms, when, sizeof(when));
     fputs("{\"command\":\"backup\",\"tenant\":", f);
-    agent_cli_json_string(f, run->tenant);
+    cfr_json_fput(f, run->tenant);
     fputs(",\"host\":", f);
-    agent_cli_json_string(f, run->host);
+    cfr_json_fput(f, run->host);
     fprintf(f, ",\"started\":\"%s\",\"started_ms\":%lld,\"mailboxes\":[", when,
             (long long)run->started_ms);
 }
@@ -520,10 +489,10 @@ agent_cli_json_mailbox(FILE *f, const struct agent_cli_mailbox *m, bool first)
     const char *status = m->skipped ? "skipped" : m->rc == 0 ? "ok" : "failed";
 
     fputs(first ? "\n{\"name\":" : ",\n{\"name\":", f);
-    agent_cli_json_string(f, m->name);
+    cfr_json_fput(f, m->name);
     fprintf(f, ",\"status\":\"%s\",\"error\":", status);
     if (m->rc != 0 || m->skipped) {
-        agent_cli_json_string(f, m->error != NULL ? m->error : "");
+        cfr_json_fput(f, m->error != NULL ? m->error : "");
     } else {
         fputs("null", f);
     }
@@ -580,10 +549,10 @@ agent_cli_json_end(FILE *f, const struct agent_cli_run *run,
     for (size_t i = 0; i < n_vaults; i++) {
         const struct agent_uplink_report *r = &vaults[i];
         fputs(i == 0 ? "\n{\"name\":" : ",\n{\"name\":", f);
-        agent_cli_json_string(f, r->name);
+        cfr_json_fput(f, r->name);
         fprintf(f, ",\"state\":\"%s\",\"status\":%d,\"message\":",
                 agent_uplink_state_name((int)r->state), r->status);
-        agent_cli_json_string(f, r->message);
+        cfr_json_fput(f, r->message);
         fputc(',', f);
         json_u64(f, "objects_sent", r->objects_sent, true);
         json_u64(f, "bytes_sent", r->bytes_sent, true);

@@ -167,9 +167,6 @@ void agent_cli_json_end(FILE *f, const struct agent_cli_run *run,
                         size_t n_vaults, const struct agent_cli_totals *t,
                         int64_t elapsed_ms);
 
-/* s (borrowed) as a JSON string, quotes included; bytes >= 0x80 pass. */
-void agent_cli_json_string(FILE *f, const char *s);
-
 /* ---- progress ----------------------------------------------------------- */
 
 struct agent_cli_progress {

@@ -46,6 +46,7 @@
 #include "coffer_vault.pb-c.h" /* ListSnapshots */
 #include "config.h"            /* agent_config_load */
 #include "env.h"               /* sealing sessions */
+#include "json.h"              /* cfr_json_fput */
 #include "keys.h"              /* keyrings and key files */
 #include "kv.h"                /* the state's RocksDB environment */
 #include "log.h"               /* cfr_log */
@@ -493,8 +494,15 @@ cmd_init(int argc, char **argv)
         goto out;
     }
     escrow_written = true;
+    /*
+     * A generated passphrase has 256 bits: no KDF cost adds to that, and
+     * every backup pays the cost in memory (64 MiB by default, the agent's
+     * whole bound; see agent/backup.h). An operator's own passphrase keeps
+     * the default cost.
+     */
+    struct cfr_kdf_params cheap = {CFR_KDF_OPS_MIN, CFR_KDF_MEM_MIN};
     if (cfr_keyring_save(view, cfg.key_file, (const char *)cfr_secret_ro(apass),
-                         alen, NULL, &err) != 0) {
+                         alen, pass_generated ? &cheap : NULL, &err) != 0) {
         code = AGENT_EXIT_FAILED;
         complain(&err);
         goto out;
@@ -1145,7 +1153,7 @@ print_rows(struct list_ctx *l, const char *name, const uint8_t id[32])
     if (json) {
         fputs(l->first_json ? "\n{\"name\":" : ",\n{\"name\":", stdout);
         l->first_json = false;
-        agent_cli_json_string(stdout, name);
+        cfr_json_fput(stdout, name);
         printf(",\"mailbox_id\":\"%s\",\"snapshots\":[", hex);
     } else {
         printf("%s (mailbox ID %.16s...): %zu snapshots\n", name, hex,
@@ -1172,7 +1180,7 @@ print_rows(struct list_ctx *l, const char *name, const uint8_t id[32])
             for (size_t v = 0; v < l->cfg->n_vaults; v++) {
                 if (row->on & (1u << v)) {
                     fputs(first ? "" : ",", stdout);
-                    agent_cli_json_string(stdout, l->cfg->vaults[v].name);
+                    cfr_json_fput(stdout, l->cfg->vaults[v].name);
                     first = false;
                 }
             }
@@ -1288,7 +1296,7 @@ cmd_snapshots(int argc, char **argv)
     }
     if (a.json) {
         fputs("{\"command\":\"snapshots\",\"tenant\":", stdout);
-        agent_cli_json_string(stdout, cfg.tenant);
+        cfr_json_fput(stdout, cfg.tenant);
         fputs(",\"headers_sealed\":true,\"mailboxes\":[", stdout);
     } else {
         printf("coffer-agent snapshots: tenant %s (times are the vaults'; "
@@ -1320,10 +1328,10 @@ cmd_snapshots(int argc, char **argv)
         fputs("\n],\"vaults\":[", stdout);
         for (size_t v = 0; v < cfg.n_vaults; v++) {
             fputs(v == 0 ? "\n{\"name\":" : ",\n{\"name\":", stdout);
-            agent_cli_json_string(stdout, cfg.vaults[v].name);
+            cfr_json_fput(stdout, cfg.vaults[v].name);
             printf(",\"state\":\"%s\",\"message\":",
                    l->failed[v] ? "unreachable" : "ok");
-            agent_cli_json_string(stdout, l->failed[v] ? l->why[v] : "");
+            cfr_json_fput(stdout, l->failed[v] ? l->why[v] : "");
             fputc('}', stdout);
         }
     } else {
@@ -1364,6 +1372,7 @@ main(int argc, char **argv)
 
     /* A closed pipe (| head) must be an error return, not a death. */
     signal(SIGPIPE, SIG_IGN);
+    agent_backup_malloc_setup(); /* before any thread: the memory bound */
     if (cmd == NULL) {
         usage(stderr);
         return AGENT_EXIT_USAGE;

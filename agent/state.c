@@ -179,8 +179,13 @@ wipe_dir(const char *dir, struct cfr_err *err)
 static int
 db_open(struct agent_state *st, struct cfr_err *err)
 {
-    /* A cache on a mail host: small memtables keep memory flat. */
-    struct cfr_kv_opts o = {.write_buffer_bytes = 4u << 20,
+    /*
+     * A cache on a mail host: small memtables keep memory flat. Each
+     * column family has its own, and a first run fills them all; at 1 MiB
+     * they cost a few MiB of the agent's bound (agent/backup.h), and a
+     * flush of 1 MiB is still a few thousand records.
+     */
+    struct cfr_kv_opts o = {.write_buffer_bytes = 1u << 20,
                             .max_write_buffers = 2};
     st->kv = cfr_kv_open(st->env, st->dir, cf_names, CF_COUNT, &o, err);
     return st->kv != NULL ? 0 : err != NULL ? err->code : CFR_EIO;

@@ -704,13 +704,13 @@ agent_uplink_open(const struct agent_uplink_opts *opts,
     up->n = opts->n_vaults;
     up->quorum = agent_uplink_quorum(opts->quorum, opts->n_vaults);
     if (up->opts.msg_bytes == 0) {
-        up->opts.msg_bytes = (size_t)4 << 20;
+        up->opts.msg_bytes = (size_t)1 << 20;
     }
     if (up->opts.stream_bytes == 0) {
         up->opts.stream_bytes = (size_t)64 << 20;
     }
     if (up->opts.queue_bytes == 0) {
-        up->opts.queue_bytes = (size_t)16 << 20;
+        up->opts.queue_bytes = (size_t)4 << 20;
     }
     if (up->opts.call_timeout_ms == 0) {
         up->opts.call_timeout_ms = 30000;

@@ -104,10 +104,10 @@ struct agent_uplink_opts {
     size_t msg_bytes;          /* PutObjects message, framing included;
                                 * keep it within the vaults' max_msg
                                 * (one larger object goes alone);
-                                * 0 = 4 MiB */
+                                * 0 = 1 MiB (gRPC holds two more copies) */
     size_t stream_bytes;       /* bytes per stream before it is cut
                                 * (acknowledged); 0 = 64 MiB */
-    size_t queue_bytes;        /* per vault; 0 = 16 MiB */
+    size_t queue_bytes;        /* per vault; 0 = 4 MiB */
     int64_t call_timeout_ms;   /* OpenLease, Missing, Commit; 0 = 30 s */
     int64_t stream_timeout_ms; /* one PutObjects stream; 0 = 300 s */
     int64_t stall_ms;          /* no room for this long: may drop; 0 = 30 s */

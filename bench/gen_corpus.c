@@ -3121,6 +3121,11 @@ main(int argc, char **argv)
             o->out = a;
             continue;
         }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            status = 0;
+            goto out;
+        }
         if (!has_val || parse_u64(val, &v, strcmp(a, "--size") == 0) != 0) {
             fprintf(stderr, "gen_corpus: %s needs a number\n", a);
             usage();

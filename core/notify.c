@@ -29,6 +29,7 @@
 #include <curl/curl.h> /* the only transport: HTTP(S) and SMTP(S) */
 
 #include "buf.h"    /* struct cfr_buf: rendered messages, capped */
+#include "json.h"   /* cfr_json_quote: webhook bodies */
 #include "log.h"    /* cfr_log, cfr_log_quote */
 #include "mem.h"    /* cfr_malloc and friends */
 #include "secret.h" /* cfr_wipe, cfr_crypto_random (Message-ID) */
@@ -249,80 +250,6 @@ static const char *const smtp_schemes[] = {"smtp", "smtps"};
 
 /* ---- rendering -------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 when invalid. */
-static size_t
-utf8_len(const unsigned char *p)
-{
-    if (p[0] < 0x80) {
-        return 1;
-    }
-    size_t n;
-    uint32_t cp;
-    if ((p[0] & 0xe0) == 0xc0) {
-        n = 2;
-        cp = p[0] & 0x1fu;
-    } else if ((p[0] & 0xf0) == 0xe0) {
-        n = 3;
-        cp = p[0] & 0x0fu;
-    } else if ((p[0] & 0xf8) == 0xf0) {
-        n = 4;
-        cp = p[0] & 0x07u;
-    } else {
-        return 0;
-    }
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (p[i] & 0x3fu);
-    }
-    /* Overlong forms, surrogates and values past U+10FFFF are refused. */
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
-        (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff)) {
-        return 0;
-    }
-    return n;
-}
-
-/* Appends s as a JSON string; invalid UTF-8 becomes U+FFFD. */
-static int
-json_str(struct cfr_buf *b, const char *s, struct cfr_err *err)
-{
-    int rc;
-    const unsigned char *p = (const unsigned char *)s;
-    if ((rc = cfr_buf_append_u8(b, '"', err)) != 0) {
-        return rc;
-    }
-    while (*p != '\0') {
-        char esc[8];
-        size_t n = utf8_len(p);
-        if (n == 0) {
-            rc = cfr_buf_append(b, "\\ufffd", 6, err);
-            p++;
-        } else if (n > 1) {
-            rc = cfr_buf_append(b, p, n, err);
-            p += n;
-        } else if (*p == '"' || *p == '\\') {
-            esc[0] = '\\';
-            esc[1] = (char)*p;
-            rc = cfr_buf_append(b, esc, 2, err);
-            p++;
-        } else if (*p < 0x20 || *p == 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            rc = cfr_buf_append(b, esc, 6, err);
-            p++;
-        } else {
-            rc = cfr_buf_append_u8(b, *p, err);
-            p++;
-        }
-        if (rc != 0) {
-            return rc;
-        }
-    }
-    return cfr_buf_append_u8(b, '"', err);
-}
-
 static int
 buf_str(struct cfr_buf *b, const char *s, struct cfr_err *err)
 {
@@ -335,16 +262,17 @@ render_json(const struct cfr_notify *n, const struct cfr_notify_event *ev,
 {
     int rc;
     if ((rc = buf_str(b, "{\"event\":", err)) != 0 ||
-        (rc = json_str(b, ev->event, err)) != 0 ||
+        (rc = cfr_json_quote(b, ev->event, err)) != 0 ||
         (rc = buf_str(b, ",\"tenant\":", err)) != 0 ||
-        (rc = json_str(b, ev->tenant != NULL ? ev->tenant : "", err)) != 0 ||
+        (rc = cfr_json_quote(b, ev->tenant != NULL ? ev->tenant : "", err)) !=
+            0 ||
         (rc = buf_str(b, ",\"time\":", err)) != 0 ||
-        (rc = json_str(b, when, err)) != 0) {
+        (rc = cfr_json_quote(b, when, err)) != 0) {
         return rc;
     }
     if (n->source != NULL) {
         if ((rc = buf_str(b, ",\"source\":", err)) != 0 ||
-            (rc = json_str(b, n->source, err)) != 0) {
+            (rc = cfr_json_quote(b, n->source, err)) != 0) {
             return rc;
         }
     }
@@ -353,9 +281,9 @@ render_json(const struct cfr_notify *n, const struct cfr_notify_event *ev,
     }
     for (size_t i = 0; i < ev->n_fields; i++) {
         if ((i > 0 && (rc = cfr_buf_append_u8(b, ',', err)) != 0) ||
-            (rc = json_str(b, ev->fields[i].key, err)) != 0 ||
+            (rc = cfr_json_quote(b, ev->fields[i].key, err)) != 0 ||
             (rc = cfr_buf_append_u8(b, ':', err)) != 0 ||
-            (rc = json_str(b, ev->fields[i].value, err)) != 0) {
+            (rc = cfr_json_quote(b, ev->fields[i].value, err)) != 0) {
             return rc;
         }
     }

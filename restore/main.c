@@ -28,6 +28,7 @@
 #include "cfg.h"     /* cfr_cfg_read_file: PEM files */
 #include "config.h"  /* restore_config */
 #include "fetch.h"   /* restore_fetcher */
+#include "json.h"    /* cfr_json_fput */
 #include "keys.h"    /* cfr_keyring_import */
 #include "log.h"     /* log level */
 #include "mem.h"     /* cfr_free */
@@ -109,27 +110,6 @@ exit_for_failure(enum restore_failure f)
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-/* A JSON string: quotes, backslashes and control bytes escaped. */
-static void
-json_str(FILE *f, const char *s)
-{
-    if (s == NULL) {
-        fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\') {
-            fprintf(f, "\\%c", *p);
-        } else if (*p < 0x20 || *p == 0x7f) {
-            fprintf(f, "\\u%04x", *p);
-        } else {
-            fputc(*p, f);
-        }
-    }
-    fputc('"', f);
-}
-
 static const char *
 iso_time(int64_t ms, char out[32])
 {
@@ -149,11 +129,11 @@ static void
 json_error(FILE *f, enum restore_failure kind, const struct cfr_err *err)
 {
     fprintf(f, "{\"kind\":");
-    json_str(f, restore_failure_name(kind));
+    cfr_json_fput(f, restore_failure_name(kind));
     fprintf(f, ",\"code\":");
-    json_str(f, cfr_code_name(err->code));
+    cfr_json_fput(f, cfr_code_name(err->code));
     fprintf(f, ",\"message\":");
-    json_str(f, err->msg);
+    cfr_json_fput(f, err->msg);
     fprintf(f, "}");
 }
 
@@ -248,11 +228,11 @@ print_snapshot_json(FILE *o, const struct restore_snapshot *s)
             s->held ? "true" : "false");
     if (s->open_rc == 0) {
         fprintf(o, ",\"readable\":true,\"mailbox\":");
-        json_str(o, s->h.mailbox);
+        cfr_json_fput(o, s->h.mailbox);
         fprintf(o, ",\"host\":");
-        json_str(o, s->h.host);
+        cfr_json_fput(o, s->h.host);
         fprintf(o, ",\"agent_version\":");
-        json_str(o, s->h.agent_version);
+        cfr_json_fput(o, s->h.agent_version);
         fprintf(o,
                 ",\"agent_time_ms\":%" PRId64 ",\"files\":%" PRIu64
                 ",\"bytes\":%" PRIu64 ",\"vanished\":%u",
@@ -260,7 +240,7 @@ print_snapshot_json(FILE *o, const struct restore_snapshot *s)
                 (unsigned)s->h.vanished);
     } else {
         fprintf(o, ",\"readable\":false,\"error\":");
-        json_str(o, cfr_code_name(s->open_rc));
+        cfr_json_fput(o, cfr_code_name(s->open_rc));
     }
     fprintf(o, "}");
 }
@@ -289,9 +269,9 @@ cmd_snapshots(struct session *s, const char *mailbox, bool json,
     }
     if (json) {
         printf("{\"tenant\":");
-        json_str(stdout, s->cfg.tenant);
+        cfr_json_fput(stdout, s->cfg.tenant);
         printf(",\"vault\":");
-        json_str(stdout, restore_fetcher_current(s->f));
+        cfr_json_fput(stdout, restore_fetcher_current(s->f));
         printf(",\"snapshots\":[");
     } else {
         printf("%-32s %-24s %-20s %8s %12s %-13s %-4s %s\n", "MAILBOX",
@@ -367,11 +347,11 @@ cmd_restore(struct session *s, const char *mailbox, const char *dir,
     if (json) {
         char hex[65], when[32];
         printf("{\"ok\":%s,\"mailbox\":", rc == 0 ? "true" : "false");
-        json_str(stdout, mailbox);
+        cfr_json_fput(stdout, mailbox);
         printf(",\"target\":");
-        json_str(stdout, dir);
+        cfr_json_fput(stdout, dir);
         printf(",\"vault\":");
-        json_str(stdout, restore_fetcher_current(s->f));
+        cfr_json_fput(stdout, restore_fetcher_current(s->f));
         if (st.have_snap) {
             printf(",\"snapshot\":\"%s\",\"received\":\"%s\"",
                    cfr_hex_encode(st.snap.header_id, 32, hex),

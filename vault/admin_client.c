@@ -21,6 +21,7 @@
 
 #include "buf.h"    /* response buffer, hex */
 #include "cfg.h"    /* connection files */
+#include "json.h"   /* cfr_json_fput */
 #include "mem.h"    /* cfr_malloc */
 #include "secret.h" /* cfr_wipe */
 
@@ -637,28 +638,6 @@ vault_admin_tenant_same(const Coffer__V1__TenantInfo *want,
 }
 
 void
-vault_admin_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
-         *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\') {
-            fputc('\\', f);
-            fputc(*p, f);
-        } else if (*p == '\n') {
-            fputs("\\n", f);
-        } else if (*p < 0x20 || *p >= 0x7f) {
-            /* Bytes, not code points: a hostile string cannot produce
-             * invalid UTF-8 or unescaped control characters. */
-            fprintf(f, "\\u%04x", (unsigned)*p);
-        } else {
-            fputc(*p, f);
-        }
-    }
-    fputc('"', f);
-}
-
-void
 vault_admin_json_token(FILE *f, const char *token)
 {
     size_t n = token != NULL ? strlen(token) : 0;
@@ -666,7 +645,7 @@ vault_admin_json_token(FILE *f, const char *token)
     size_t k = 0;
     if (n < 2 || token[0] != '"' || token[n - 1] != '"' ||
         (raw = cfr_malloc(n)) == NULL) {
-        vault_admin_json_string(f, token);
+        cfr_json_fput(f, token);
         return;
     }
     for (size_t i = 1; i + 1 < n; i++) {
@@ -688,7 +667,7 @@ vault_admin_json_token(FILE *f, const char *token)
         raw[k++] = c != '\0' ? c : '?';
     }
     raw[k] = '\0';
-    vault_admin_json_string(f, raw);
+    cfr_json_fput(f, raw);
     cfr_free(raw);
 }
 

@@ -181,9 +181,6 @@ bool vault_admin_tenant_same(const Coffer__V1__TenantInfo *want,
                              const Coffer__V1__TenantInfo *have,
                              int64_t default_retention_ms);
 
-/* Writes s as a JSON string (quoted, escaped; bytes >= 0x7f as \u00XX). */
-void vault_admin_json_string(FILE *f, const char *s);
-
 /*
  * Strings the vault keeps in its system database (audit records, deny
  * entries) come back as log-safe tokens (cfr_log_quote: plain, or

@@ -38,6 +38,7 @@
 #include "buf.h"          /* cfr_hex_encode */
 #include "cfg.h"          /* cfr_parse_duration_ms */
 #include "err.h"
+#include "json.h"   /* cfr_json_fput */
 #include "log.h"    /* quiet the transport's log lines */
 #include "mem.h"    /* cfr_malloc */
 #include "pki.h"    /* certificates, fingerprints, credential checks */
@@ -990,11 +991,11 @@ json_vault_error(struct op *o, const char *vault, int status,
                  const struct cfr_err *err)
 {
     printf("%s{\"vault\":", o->json_n++ > 0 ? "," : "");
-    vault_admin_json_string(stdout, vault);
+    cfr_json_fput(stdout, vault);
     printf(",\"ok\":false,\"status\":");
-    vault_admin_json_string(stdout, cfr_rpc_status_name(status));
+    cfr_json_fput(stdout, cfr_rpc_status_name(status));
     printf(",\"error\":");
-    vault_admin_json_string(stdout, err->msg);
+    cfr_json_fput(stdout, err->msg);
     printf("}");
 }
 
@@ -1251,7 +1252,7 @@ json_string_list(char **v, size_t n)
     printf("[");
     for (size_t i = 0; i < n; i++) {
         printf("%s", i ? "," : "");
-        vault_admin_json_string(stdout, v[i]);
+        cfr_json_fput(stdout, v[i]);
     }
     printf("]");
 }
@@ -1268,12 +1269,12 @@ op_tenant_list(struct op *o, struct vault_admin_client *cli, const char *vault)
     }
     if (o->json) {
         printf("%s{\"vault\":", o->json_n++ > 0 ? "," : "");
-        vault_admin_json_string(stdout, vault);
+        cfr_json_fput(stdout, vault);
         printf(",\"ok\":true,\"tenants\":[");
         for (size_t i = 0; i < r->n_tenants; i++) {
             const Coffer__V1__TenantInfo *t = r->tenants[i];
             printf("%s{\"name\":", i ? "," : "");
-            vault_admin_json_string(stdout, t->name);
+            cfr_json_fput(stdout, t->name);
             printf(",\"regions\":");
             json_string_list(t->regions, t->n_regions);
             printf(",\"retention_ms\":%lld,\"notify\":",
@@ -1369,7 +1370,7 @@ op_deny_list(struct op *o, struct vault_admin_client *cli, const char *vault)
     }
     if (o->json) {
         printf("%s{\"vault\":", o->json_n++ > 0 ? "," : "");
-        vault_admin_json_string(stdout, vault);
+        cfr_json_fput(stdout, vault);
         printf(",\"ok\":true,\"denied\":[");
         for (size_t i = 0; i < r->n_denied; i++) {
             const Coffer__V1__DenyEntry *d = r->denied[i];
@@ -1416,7 +1417,7 @@ op_audit(struct op *o, struct vault_admin_client *cli, const char *vault)
     }
     if (o->json) {
         printf("%s{\"vault\":", o->json_n++ > 0 ? "," : "");
-        vault_admin_json_string(stdout, vault);
+        cfr_json_fput(stdout, vault);
         printf(",\"ok\":true,\"entries\":[");
         for (size_t i = 0; i < r->n_entries; i++) {
             const Coffer__V1__AuditEntry *e = r->entries[i];

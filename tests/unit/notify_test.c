@@ -296,7 +296,7 @@ test_notify_webhook_posts_json(void **state)
     snprintf(want, sizeof(want),
              "{\"event\":\"vault.lockout\",\"tenant\":\"acme\",\"time\":\"%s\","
              "\"fields\":{\"identity\":\"coffer://tenant/acme/role/agent\","
-             "\"note\":\"quote\\\" back\\\\ nl\\u000a \xc3\xa9 bad\\ufffd\"}}",
+             "\"note\":\"quote\\\" back\\\\ nl\\n \xc3\xa9 bad\\ufffd\"}}",
              when);
     pthread_mutex_lock(&l->lock);
     assert_true(strncmp(l->data, "POST /hook HTTP/1.1\r\n", 21) == 0);

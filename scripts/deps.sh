@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Installs every Debian package Coffer needs to build, test and benchmark.
 # Idempotent: apt-get skips what is already there. Runs on bare bookworm.
+#
+#   scripts/deps.sh [--bench]
+#
+# --bench also installs the peers bench/run-peers.sh compares against
+# (restic, borgbackup) and GNU time for its probes; the default list does
+# not include them.
 set -euo pipefail
 
 packages=(
@@ -13,6 +19,15 @@ packages=(
     # Tools the tests and benchmarks drive.
     openssl libssl-dev zstd coreutils python3 iproute2 procps
 )
+
+case ${1:-} in
+"") ;;
+--bench) packages+=(restic borgbackup time) ;;
+*)
+    echo "usage: scripts/deps.sh [--bench]" >&2
+    exit 2
+    ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then

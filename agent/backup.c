@@ -29,8 +29,10 @@
  */
 #include "backup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h> /* NAME_MAX */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -983,6 +985,110 @@ file_error(struct worker *w, const struct job *j, int sys_errno, int code,
     return rc;
 }
 
+/*
+ * Where a Maildir message went when its name vanished between the scan and
+ * the read: Dovecot renames a message for a flag change or a move from new/
+ * to cur/, and only an expunge unlinks it. Like the scan (scan.h, invariant
+ * 3), the folder's new/ and cur/ are read again for the same unique base
+ * name, AGENT_SCAN_REREAD_ROUNDS times at most (it may move again while we
+ * look). Only this rare path pays for the directory reads.
+ *
+ * On success returns the open file and fills path_r (cap bytes), *in_new_r
+ * and info_r, *info_len_r (the name from the first ':', at most NAME_MAX
+ * bytes as the name is). Returns -1 with errno ENOENT when no name holds it
+ * any more (it was deleted), or another errno when the file found cannot be
+ * opened. The folder is found from the path, so the key need not be parsed.
+ */
+static int
+reopen_renamed(struct backup *b, const struct job *j, char *path_r, size_t cap,
+               bool *in_new_r, uint8_t *info_r, size_t *info_len_r)
+{
+    const char *slash = strrchr(j->path, '/');
+    if (slash == NULL || slash - j->path < 3) {
+        errno = ENOENT;
+        return -1;
+    }
+    const char *name = slash + 1;
+    const char *colon = strchr(name, ':');
+    size_t blen = colon != NULL ? (size_t)(colon - name) : strlen(name);
+    /* The folder's directory: the path before "new/" or "cur/". */
+    size_t flen = (size_t)(slash - j->path) - 3;
+    char folder[AGENT_SCAN_PATH_MAX + 1];
+    if (blen == 0 || flen + 2 > sizeof(folder)) {
+        errno = ENOENT;
+        return -1;
+    }
+    if (flen == 0) {
+        folder[0] = '.';
+        folder[1] = '\0';
+    } else {
+        memcpy(folder, j->path, flen);
+        folder[flen] = '\0';
+    }
+    int ffd = openat(b->rootfd, folder,
+                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (ffd < 0) {
+        errno = ENOENT; /* the folder went: its messages went with it */
+        return -1;
+    }
+    int fd = -1;
+    int e = ENOENT;
+    for (unsigned r = 0; r < AGENT_SCAN_REREAD_ROUNDS && fd < 0 && e == ENOENT;
+         r++) {
+        static const char *const subs[2] = {"new", "cur"};
+        for (int i = 0; i < 2 && fd < 0 && e == ENOENT; i++) {
+            int dfd = openat(ffd, subs[i],
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+            if (d == NULL) {
+                if (dfd >= 0) {
+                    close(dfd);
+                }
+                continue;
+            }
+            for (;;) {
+                const struct dirent *de = readdir(d);
+                if (de == NULL) {
+                    break;
+                }
+                const char *n = de->d_name;
+                size_t nl = strlen(n);
+                if (nl < blen || memcmp(n, name, blen) != 0 ||
+                    (n[blen] != '\0' && n[blen] != ':')) {
+                    continue;
+                }
+                if (nl > NAME_MAX || flen + 4 + nl + 1 > cap) {
+                    continue; /* cannot be named in the record: not ours */
+                }
+                fd = openat(dirfd(d), n,
+                            O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY |
+                                O_NONBLOCK);
+                if (fd < 0) {
+                    e = errno; /* ENOENT: renamed again, look again */
+                    if (e == ENOENT) {
+                        continue;
+                    }
+                    break;
+                }
+                memcpy(path_r, j->path, flen);
+                memcpy(path_r + flen, subs[i], 3);
+                path_r[flen + 3] = '/';
+                memcpy(path_r + flen + 4, n, nl + 1);
+                *in_new_r = i == 0;
+                *info_len_r = nl - blen;
+                memcpy(info_r, n + blen, nl - blen);
+                break;
+            }
+            closedir(d);
+        }
+    }
+    close(ffd);
+    if (fd < 0) {
+        errno = e;
+    }
+    return fd;
+}
+
 /* Reads, chunks and seals one file; returns only run-fatal errors. */
 /*
  * Takes the run's one allowance for a read buffer past
@@ -1046,6 +1152,12 @@ process_file(struct worker *w, const struct job *j, struct cfr_err *err)
     size_t tail = 0;
     uint8_t prev[2] = {'\n', '\n'};
     enum cfr_snap_kind kind = j->kind;
+    /* The message's name as read: the scan's, unless renamed since. */
+    bool in_new = j->in_new;
+    const uint8_t *info = j->info;
+    size_t info_len = j->info_len;
+    char rpath[AGENT_SCAN_PATH_MAX + 1];
+    uint8_t rinfo[NAME_MAX];
 
     memset(&ferr, 0, sizeof(ferr));
     w->fn = 0;
@@ -1062,6 +1174,17 @@ process_file(struct worker *w, const struct job *j, struct cfr_err *err)
     }
     fd = openat(b->rootfd, j->path,
                 O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    if (fd < 0 && errno == ENOENT && j->kind == CFR_SNAP_MAILDIR_MESSAGE) {
+        /* Renamed since the scan, not deleted: same identity, new name. */
+        fd = reopen_renamed(b, j, rpath, sizeof(rpath), &in_new, rinfo,
+                            &info_len);
+        if (fd >= 0) {
+            info = rinfo;
+            char q[256];
+            cfr_log(CFR_LOG_DEBUG, "agent.backup.renamed", "path=%s",
+                    cfr_log_quote(rpath, q, sizeof(q)));
+        }
+    }
     if (fd < 0) {
         rc = file_error(w, j, errno, CFR_EIO, err);
         goto out;
@@ -1192,7 +1315,7 @@ process_file(struct worker *w, const struct job *j, struct cfr_err *err)
 
     /* Read to the end: the record waits for the acknowledgement. */
     struct item *it = cfr_malloc(sizeof(*it));
-    struct fileitem *f = cfr_malloc(sizeof(*f) + j->key_len + j->info_len +
+    struct fileitem *f = cfr_malloc(sizeof(*f) + j->key_len + info_len +
                                     w->msgid_len + w->fn * ID_LEN);
     if (it == NULL || f == NULL) {
         cfr_free(it);
@@ -1208,13 +1331,13 @@ process_file(struct worker *w, const struct job *j, struct cfr_err *err)
     memcpy(p, j->key, j->key_len);
     p += j->key_len;
     f->rec.kind = j->kind;
-    f->rec.in_new = j->in_new;
+    f->rec.in_new = in_new;
     f->rec.info = p;
-    f->rec.info_len = j->info_len;
-    if (j->info_len > 0) {
-        memcpy(p, j->info, j->info_len);
+    f->rec.info_len = info_len;
+    if (info_len > 0) {
+        memcpy(p, info, info_len);
     }
-    p += j->info_len;
+    p += info_len;
     f->rec.message_id = p;
     f->rec.message_id_len = w->msgid_len;
     if (w->msgid_len > 0) {

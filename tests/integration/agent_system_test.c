@@ -483,7 +483,7 @@ test_kill9(void **state)
              * about 43 % of its raw size, so that is past half of the
              * upload. The statistics file is rewritten only every 500 ms,
              * and a fast machine uploads the store in about a second, so
-             * the agent runs in 100 ms steps, stopped (SIGSTOP) until the
+             * the agent runs in 20 ms steps, stopped (SIGSTOP) until the
              * next rewrite shows where the vault is.
              */
             how = "vault-a stored a quarter of the store";
@@ -492,7 +492,7 @@ test_kill9(void **state)
                    put_bytes(0) - before < store / 4 &&
                    vc_now_ms() < deadline) {
                 assert_int_equal(kill(pid, SIGCONT), 0);
-                vc_sleep_ms(100);
+                vc_sleep_ms(20);
                 assert_int_equal(kill(pid, SIGSTOP), 0);
                 int64_t was = stats_mtime_ns(0), until = vc_now_ms() + 2000;
                 while (stats_mtime_ns(0) == was && vc_now_ms() < until) {
@@ -568,12 +568,12 @@ test_kill9(void **state)
                 "kill %u: rerun sent %" PRIu64 " of %" PRIu64
                 " store bytes in %lld ms\n",
                 k, sent, store, (long long)o.ms);
-        if (k == 0) {
-            /* Stepped as above, the first kill lands mid-upload. */
-            assert_int_equal(code, 128 + SIGKILL);
+        if (k == 0 && code == 128 + SIGKILL) {
             /* What reached the vaults before the kill is not sent again:
              * sending everything again would be about 0.43 of the store,
-             * the rest after a kill past half the upload under 0.2. */
+             * the rest after a kill past half the upload under 0.2. (A
+             * run so fast that it finished within one 20 ms step is
+             * counted as not interrupted below instead.) */
             assert_true(sent < store / 3);
         }
         out_fini(&o);
@@ -749,8 +749,7 @@ msg_index(const char *name, size_t *i_r)
 
 /* Checks the restored tree at to against the mutator's log. */
 static void
-check_restore(struct mutator *mu, const char *to, unsigned round,
-              uint64_t vanished)
+check_restore(struct mutator *mu, const char *to, unsigned round)
 {
     bool *seen = cfr_calloc(mu->n + 1, 1);
     unsigned *as = cfr_calloc(mu->n + 1, sizeof(*as)); /* name index */
@@ -807,32 +806,22 @@ check_restore(struct mutator *mu, const char *to, unsigned round,
         }
         closedir(d);
     }
-    unsigned untouched = 0, renamed = 0, lost = 0;
+    unsigned untouched = 0, renamed = 0;
     for (size_t i = 0; i < mu->n; i++) {
         struct msg *g = &mu->m[i];
         if (!g->before_round || g->deleted) {
             continue; /* delivered or deleted during the run: either way */
         }
         /*
-         * No phantom deletion: there before, never deleted. One exception
-         * the agent has today (reported): a message that is not in its
-         * cache (it vanished before its read in the previous run too)
-         * and is renamed again between this run's scan and read is
-         * counted as vanished and left out of this snapshot, not looked
-         * up under its new name. It must then be counted in the run's
-         * vanished files, and it is never a message the cache knew.
+         * No phantom deletion: there before, never deleted. A message
+         * renamed between the scan and its read, even one the cache does
+         * not know, is looked up again under its new name, never left out.
          */
         if (!seen[i]) {
-            if (g->in_prev || !g->touched || ++lost > vanished) {
-                fail_msg("round %u: message %zu (%s, %u names%s) is missing",
-                         round, i, cur_name(g), g->n_names,
-                         g->in_prev ? ", in the previous snapshot" : "");
-            }
-            fprintf(stderr,
-                    "round %u: message %zu (renamed during the run, in no "
-                    "earlier snapshot) missing: counted as vanished\n",
-                    round, i);
-            continue;
+            fail_msg("round %u: message %zu (%s, %u names%s%s) is missing",
+                     round, i, cur_name(g), g->n_names,
+                     g->touched ? ", renamed during the run" : "",
+                     g->in_prev ? ", in the previous snapshot" : "");
         }
         if (g->touched) {
             renamed++;
@@ -847,8 +836,8 @@ check_restore(struct mutator *mu, const char *to, unsigned round,
     }
     fprintf(stderr,
             "mutator round %u: %u ops, %u restored, %u untouched and %u "
-            "renamed ones there, %u vanished before their read\n",
-            round, mu->ops, found, untouched, renamed, lost);
+            "renamed ones there\n",
+            round, mu->ops, found, untouched, renamed);
     for (size_t i = 0; i < mu->n; i++) {
         mu->m[i].in_prev = seen[i];
     }
@@ -921,10 +910,11 @@ test_mutator(void **state)
         uint64_t files = 0, vanished = 0;
         if (o.code == 6) {
             /*
-             * Explained: a message delivered during the run was renamed or
-             * deleted between the scan and its read. Never in the cache,
-             * it has no previous version to keep; every file error must
-             * be such a vanished file.
+             * Explained: a message delivered during the run was deleted
+             * between the scan and its read (a renamed one is looked up
+             * under its new name). Never in the cache, it has no previous
+             * version to keep; every file error must be such a vanished
+             * file.
              */
             assert_true(ars_json_u64(o.out, "\"errors\"", "files", &files));
             assert_true(
@@ -952,7 +942,7 @@ test_mutator(void **state)
         run(COFFER_RESTORE_BIN, ra, &o);
         expect(&o, 0, "restore of the mutated mailbox");
         out_fini(&o);
-        check_restore(mu, to, round, vanished);
+        check_restore(mu, to, round);
         ars_rm_tree(to);
     }
     /* Once the store is still, a run catches up: every message there, under
@@ -973,7 +963,7 @@ test_mutator(void **state)
         run(COFFER_RESTORE_BIN, ra, &o);
         expect(&o, 0, "restore of the still mailbox");
         out_fini(&o);
-        check_restore(mu, to, MUT_ROUNDS, 0);
+        check_restore(mu, to, MUT_ROUNDS);
         ars_rm_tree(to);
         for (size_t i = 0; i < mu->n; i++) {
             if (mu->m[i].deleted && mu->m[i].in_prev) {

@@ -12,8 +12,10 @@
  * in blocks); a quiet second run (no byte read, no chunk sealed, no page
  * put); a flag storm and new/ -> cur/ moves (no byte read); per-file
  * errors (the old version carried over, a new unreadable file left out,
- * a file too large for the chunk list); a run stopped before its commit
- * (nothing committed, the next one seals nothing); a cached chunk the
+ * a file too large for the chunk list); a message renamed between the scan
+ * and its read (kept under its new name and flags, new or cached; one
+ * moved out of new/ and cur/ counts as vanished); a run stopped before its
+ * commit (nothing committed, the next one seals nothing); a cached chunk the
  * vault lost (the run fails, the next one reads that file again); the
  * reference list sorted through many on-disk runs; deletions and the
  * mass-deletion mark (header, commit flag, hold of the previous); bad
@@ -782,6 +784,121 @@ test_backup_file_errors_carry_over(void **state)
     assert_int_equal(restore_compare(fx, NULL), 10);
 }
 
+/*
+ * Renames a message between the scan and its read, as Dovecot does for a
+ * flag change or a move from new/ to cur/: the read finds the new name.
+ */
+struct mover {
+    const char *from, *to; /* relative to the root */
+    const struct fixture *fx;
+    unsigned moved;
+};
+
+static int
+move_hook(void *ctx, const char *path)
+{
+    struct mover *m = ctx;
+    if (strcmp(path, m->from) == 0) {
+        char a[PATH_MAX], b[PATH_MAX];
+        path_of(m->fx, m->from, a);
+        path_of(m->fx, m->to, b);
+        assert_int_equal(rename(a, b), 0);
+        m->moved++;
+    }
+    return 0;
+}
+
+struct named {
+    const char *key;   /* the base name */
+    const char *info;  /* the expected info */
+    bool in_new;       /* the expected place */
+    const char *bytes; /* the expected content */
+    size_t found, right;
+};
+
+static void
+named_cb(struct fixture *fx, const struct cfr_snap_entry *e,
+         const struct cfr_buf *content, void *ctx)
+{
+    struct named *n = ctx;
+    (void)fx;
+    size_t kl = strlen(n->key);
+    if (e->key_len != kl + 1 || e->key[0] != 0 ||
+        memcmp(e->key + 1, n->key, kl) != 0) {
+        return;
+    }
+    n->found++;
+    if (e->info_len == strlen(n->info) &&
+        memcmp(e->info, n->info, e->info_len) == 0 && e->in_new == n->in_new &&
+        content->len == strlen(n->bytes) &&
+        memcmp(content->data, n->bytes, content->len) == 0) {
+        n->right++;
+    }
+}
+
+static void
+test_backup_renamed_before_read_is_kept(void **state)
+{
+    struct fixture *fx = *state;
+    struct agent_backup_stats s;
+    struct agent_backup_opts o = {.workers = 2};
+    const char *fresh = "From: x@example.org\nSubject: new\n\nfresh\n";
+    const char *edited = "From: a@example.org\n\nedited since the last run\n";
+
+    make_store(fx);
+    assert_int_equal(run(fx, &o, &s), 0);
+
+    /*
+     * A message no run has seen, renamed (flags and place) before its
+     * read. The moves here go to new/, which the scan reads before cur/,
+     * so that the scan cannot report the new name itself and only the
+     * re-read can find it, whatever the file system's readdir order
+     * (Dovecot moves the other way; the lookup does not care).
+     */
+    struct mover m = {"cur/3000.M7.host:2,", "new/3000.M7.host:2,S", fx, 0};
+    put_str(fx, m.from, fresh);
+    o.before_read = move_hook;
+    o.hook_ctx = &m;
+    assert_int_equal(run(fx, &o, &s), 0);
+    assert_int_equal(m.moved, 1);
+    assert_int_equal(s.err_vanished, 0);
+    assert_int_equal(s.file_errors, 0);
+    assert_int_equal(s.files_read, 1);
+    assert_int_equal(s.bytes_read, strlen(fresh));
+    assert_int_equal(s.entries, 9);
+    struct named n = {"3000.M7.host", ":2,S", true, fresh, 0, 0};
+    restore_walk(fx, named_cb, &n);
+    assert_int_equal(n.found, 1);
+    assert_int_equal(n.right, 1);
+    assert_int_equal(restore_compare(fx, NULL), 9);
+
+    /* A cached message that must be read again, moved before the read: the
+     * new content under the new name and place, not the old ones. */
+    put_str(fx, "cur/1000.M1.host:2,S", edited);
+    m = (struct mover){"cur/1000.M1.host:2,S", "new/1000.M1.host", fx, 0};
+    assert_int_equal(run(fx, &o, &s), 0);
+    assert_int_equal(m.moved, 1);
+    assert_int_equal(s.err_vanished, 0);
+    assert_int_equal(s.files_read, 1);
+    assert_int_equal(s.bytes_read, strlen(edited));
+    assert_int_equal(s.entries, 9);
+    n = (struct named){"1000.M1.host", "", true, edited, 0, 0};
+    restore_walk(fx, named_cb, &n);
+    assert_int_equal(n.found, 1);
+    assert_int_equal(n.right, 1);
+    assert_int_equal(restore_compare(fx, NULL), 9);
+
+    /* Really deleted before the read: carried over as before, counted. */
+    put_str(fx, "cur/1001.M2.host:2,", "From: c@example.org\n\nshort now\n");
+    /* tmp/ is outside new/ and cur/: for Maildir the message is gone. */
+    m = (struct mover){"cur/1001.M2.host:2,", "tmp/1001.M2.host:2,", fx, 0};
+    assert_int_equal(run(fx, &o, &s), 0);
+    assert_int_equal(m.moved, 1);
+    assert_int_equal(s.err_vanished, 1);
+    assert_int_equal(s.files_read, 0);
+    assert_int_equal(s.entries, 9); /* the cached version carried over */
+}
+
 struct nice_seen {
     int nice, ioprio; /* of the last worker thread that read */
     unsigned calls;
@@ -995,6 +1112,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_backup_flag_storm_reads_nothing,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_file_errors_carry_over,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_backup_renamed_before_read_is_kept,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_backup_stopped_run_resends_nothing,
                                         setup, teardown),

@@ -236,14 +236,6 @@ register_tenant(void)
         protobuf_c_message_free_unpacked(resp, NULL);
     }
     cfr_rpc_client_free(cli);
-    /*
-     * UNIMPLEMENTED: a vault from before the tenant registry, which serves
-     * every tenant. Remove this case once no such vault is benchmarked.
-     */
-    if (st == CFR_RPC_UNIMPLEMENTED) {
-        fprintf(stderr, "vault_bench: System is not implemented; going on\n");
-        return;
-    }
     if (st != CFR_RPC_OK && st != CFR_RPC_ALREADY_EXISTS) {
         die("registering the tenant", err.msg);
     }

@@ -53,10 +53,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "keys.h"          /* opening what init wrote */
-#include "mem.h"           /* cfr_malloc */
-#include "rpc.h"           /* cfr_rpc_global_init */
-#include "vault_support.h" /* the harness */
+#include "agent_run_support.h" /* ars_slurp */
+#include "keys.h"              /* opening what init wrote */
+#include "mem.h"               /* cfr_malloc */
+#include "rpc.h"               /* cfr_rpc_global_init */
+#include "vault_support.h"     /* the harness */
 
 #define N_VAULTS  2
 #define N_MSGS    40
@@ -199,26 +200,6 @@ json_valid(const char *s)
 /* ---- helpers ---------------------------------------------------------------
  */
 
-static char *
-slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    char *p;
-    if (f == NULL) {
-        return NULL;
-    }
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    rewind(f);
-    p = cfr_malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    p[n] = '\0';
-    fclose(f);
-    return p;
-}
-
 static void
 put_file(const char *path, const char *text, mode_t mode)
 {
@@ -301,8 +282,8 @@ agent_wait(pid_t pid, const char *tag, struct out *o)
     FMT(op, "%s/%s.out", dir, tag);
     FMT(ep, "%s/%s.err", dir, tag);
     o->code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    o->out = slurp(op);
-    o->err = slurp(ep);
+    o->out = ars_slurp(op, NULL);
+    o->err = ars_slurp(ep, NULL);
     assert_non_null(o->out);
     assert_non_null(o->err);
 }
@@ -402,7 +383,7 @@ pty_run(const char *const *args, const char *tag, bool all_on_tty,
     }
     close(master);
     o->code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    o->out = all_on_tty ? NULL : slurp(op);
+    o->out = all_on_tty ? NULL : ars_slurp(op, NULL);
     o->err = NULL;
     *tty_r = buf;
 }
@@ -632,7 +613,7 @@ test_agent_cli_run(void **state)
     assert_int_equal(mode_of(key), 0600);
     assert_int_equal(mode_of(pass), 0600);
     assert_int_equal(mode_of(escrow), 0600);
-    char *agent_pass = slurp(pass);
+    char *agent_pass = ars_slurp(pass, NULL);
     assert_non_null(agent_pass);
     assert_int_equal(strlen(agent_pass), 65); /* 64 hex digits + newline */
     struct cfr_keyring *view = cfr_keyring_load(key, agent_pass, 64, &err);
@@ -648,13 +629,13 @@ test_agent_cli_run(void **state)
     /* The agent's passphrase does not open the escrow copy. */
     assert_null(cfr_keyring_import(escrow, agent_pass, 64, &err));
     cfr_keyring_free(full);
-    char *key_before = slurp(key);
+    char *key_before = ars_slurp(key, NULL);
     /* A second init refuses and leaves every file as it was. */
     agent_run(init, "init2", &o);
     expect_code(&o, 1, "second init");
     assert_non_null(strstr(o.err, "refusing to overwrite"));
     out_fini(&o);
-    char *key_after = slurp(key);
+    char *key_after = ars_slurp(key, NULL);
     assert_string_equal(key_before, key_after);
     cfr_free(key_before);
     cfr_free(key_after);
@@ -788,7 +769,7 @@ test_agent_cli_run(void **state)
         FMT(want, "%ld\n", (long)first);
         bool held = false;
         for (int i = 0; i < 2000 && !held; i++) {
-            char *l = slurp(lock);
+            char *l = ars_slurp(lock, NULL);
             held = l != NULL && strcmp(l, want) == 0;
             cfr_free(l);
             if (!held) {

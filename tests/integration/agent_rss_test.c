@@ -59,9 +59,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "mem.h"           /* cfr_malloc */
-#include "rpc.h"           /* cfr_rpc_global_init */
-#include "vault_support.h" /* the harness */
+#include "agent_run_support.h" /* ars_slurp */
+#include "mem.h"               /* cfr_malloc */
+#include "rpc.h"               /* cfr_rpc_global_init */
+#include "vault_support.h"     /* the harness */
 
 /* The issue's bound. Measured: 48 MiB for 100 MB and 55-57 MiB for 1 GB
  * with 4 workers (1 GB before the memory work: 109 MiB), so a regression
@@ -87,26 +88,6 @@ put_file(const char *path, const char *text, mode_t mode)
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     assert_int_equal(fchmod(fd, mode), 0);
     close(fd);
-}
-
-static char *
-slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    long n;
-    char *p;
-    if (f == NULL) {
-        return NULL;
-    }
-    assert_int_equal(fseek(f, 0, SEEK_END), 0);
-    n = ftell(f);
-    rewind(f);
-    p = cfr_malloc((size_t)n + 1);
-    assert_non_null(p);
-    assert_int_equal(fread(p, 1, (size_t)n, f), (size_t)n);
-    p[n] = '\0';
-    fclose(f);
-    return p;
 }
 
 /* What one child did. */
@@ -167,7 +148,7 @@ run_child(char *const *argv, const char *tag, int limit_s, struct run *r)
     r->secs =
         (double)(t.tv_sec - t0.tv_sec) + (double)(t.tv_nsec - t0.tv_nsec) / 1e9;
     if (r->code != 0) {
-        char *e = slurp(ep);
+        char *e = ars_slurp(ep, NULL);
         fprintf(stderr, "%s exited %d:\n%s\n", tag, r->code,
                 e != NULL ? e : "");
         cfr_free(e);
@@ -350,7 +331,7 @@ backup_store(const char *size)
 
     char op[VS_PATH_MAX + 96];
     FMT(op, "%s/backup.out", dir);
-    char *out = slurp(op);
+    char *out = ars_slurp(op, NULL);
     assert_non_null(out);
     uint64_t read = json_u64(out, "files_read");
     uint64_t bread = json_u64(out, "bytes_read");

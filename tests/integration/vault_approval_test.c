@@ -40,6 +40,7 @@
 #include <time.h>     /* time: TOTP codes */
 #include <unistd.h>   /* fork, execv */
 
+#include "agent_run_support.h"    /* ars_slurp */
 #include "coffer_vault.pb-c.h"    /* wire messages */
 #include "env.h"                  /* a sealing session */
 #include "keys.h"                 /* the tenant keyring */
@@ -209,25 +210,6 @@ make_pki(void)
 
 /* ---- the vault and its clients ------------------------------------------ */
 
-static char *
-slurp(const char *path)
-{
-    char *buf = cfr_malloc(FILE_MAX + 1);
-    FILE *f = fopen(path, "rb");
-    size_t n;
-    if (buf == NULL || f == NULL) {
-        cfr_free(buf);
-        if (f != NULL) {
-            fclose(f);
-        }
-        return NULL;
-    }
-    n = fread(buf, 1, FILE_MAX, f);
-    buf[n] = '\0';
-    fclose(f);
-    return buf;
-}
-
 /* A client for ident's files, verifying the vault by its IP SAN. */
 static struct cfr_rpc_client *
 client(const char *ident)
@@ -239,11 +221,11 @@ client(const char *ident)
     struct cfr_err err;
 
     snprintf(path, sizeof(path), "%s/ca.pem", env.dir);
-    ca = slurp(path);
+    ca = ars_slurp(path, NULL);
     snprintf(path, sizeof(path), "%s/%s.pem", env.dir, ident);
-    cert = slurp(path);
+    cert = ars_slurp(path, NULL);
     snprintf(path, sizeof(path), "%s/%s.key", env.dir, ident);
-    key = slurp(path);
+    key = ars_slurp(path, NULL);
     if (ca != NULL && cert != NULL && key != NULL) {
         snprintf(target, sizeof(target), "127.0.0.1:%d", vault.port);
         memset(&o, 0, sizeof(o));
@@ -291,7 +273,7 @@ start_vault(void)
     }
     vault.port = 0;
     for (;;) {
-        char *p = slurp(port_path);
+        char *p = ars_slurp(port_path, NULL);
         if (p != NULL) {
             vault.port = (int)strtol(p, NULL, 10);
             cfr_free(p);

@@ -36,11 +36,12 @@
 #include <sys/stat.h> /* mkdirat, futimens, fchmod */
 #include <unistd.h>   /* write, close, unlinkat, syncfs */
 
-#include "buf.h" /* cfr_hex_encode */
-#include "env.h" /* cfr_opener, cfr_env_open */
-#include "id.h"  /* cfr_id_equal */
-#include "log.h" /* cfr_log */
-#include "mem.h" /* cfr_malloc */
+#include "buf.h"      /* cfr_hex_encode */
+#include "env.h"      /* cfr_opener, cfr_env_open */
+#include "id.h"       /* cfr_id_equal */
+#include "log.h"      /* cfr_log */
+#include "manifest.h" /* restore_manifest */
+#include "mem.h"      /* cfr_malloc */
 
 #define ID_LEN 32
 /* Object kinds of coffer_vault.proto, without including the messages. */
@@ -873,51 +874,6 @@ push_job(struct run *r, struct job *j)
     return 0;
 }
 
-/* Manifest pages: fetched, opened, checked against their keyed ID. */
-struct pages {
-    struct restore_fetcher *f;
-    const struct cfr_keyring *kr;
-    struct cfr_opener *op;
-    struct cfr_buf env;
-    bool verify_failed;
-};
-
-static int
-page_get(void *ctx, const uint8_t id[CFR_TREE_ID_LEN], struct cfr_buf *page,
-         struct cfr_err *err)
-{
-    struct pages *p = ctx;
-    uint8_t again[ID_LEN];
-    char hex[2 * ID_LEN + 1];
-    int kind = 0, rc;
-
-    if ((rc = restore_fetcher_get_one(p->f, id, &p->env, &kind, err)) != 0) {
-        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
-            p->verify_failed = true;
-        }
-        return rc;
-    }
-    p->verify_failed = true; /* until it opened */
-    if (kind != KIND_SEALED) {
-        return CFR_ERR(err, CFR_ECORRUPT, "manifest page %s came in clear",
-                       cfr_hex_encode(id, ID_LEN, hex));
-    }
-    if ((rc = cfr_env_open(p->op, CFR_ENV_MANIFEST_PAGE, id, p->env.data,
-                           p->env.len, CFR_TREE_PAGE_MAX, page, err)) != 0) {
-        return rc;
-    }
-    /* The agent names pages by their keyed hash (FORMAT.md). */
-    cfr_keyring_chunk_id(p->kr, page->data, page->len, again);
-    if (!cfr_id_equal(again, id)) {
-        cfr_buf_reset(page);
-        return CFR_ERR(err, CFR_ECORRUPT,
-                       "manifest page %s: content does not match its ID",
-                       cfr_hex_encode(id, ID_LEN, hex));
-    }
-    p->verify_failed = false;
-    return 0;
-}
-
 /* Opens dir (creating it), checks it is empty unless allowed. */
 static int
 target_open(const char *dir, bool into_nonempty, int *fd_r, struct cfr_err *err)
@@ -1025,8 +981,7 @@ job_of(const struct cfr_snap_entry *e, struct job **j_r, size_t *folder_len_r,
 static void
 walk(struct run *r, const struct cfr_snap_header *h)
 {
-    struct pages pg;
-    struct cfr_snap_manifest_reader *mr = NULL;
+    struct restore_manifest *mr = NULL;
     struct cfr_snap_entry e;
     struct cfr_err err;
     char folder[NAME_MAX + 1] = "";
@@ -1034,38 +989,27 @@ walk(struct run *r, const struct cfr_snap_header *h)
     bool any_folder = false;
     int rc;
 
-    memset(&pg, 0, sizeof(pg));
     cfr_err_clear(&err);
-    pg.f = r->f;
-    pg.kr = r->kr;
-    cfr_buf_init(&pg.env, RESTORE_FETCH_MSG_MAX);
-    if ((pg.op = cfr_opener_new(r->kr, &err)) == NULL) {
-        run_fail(r, err.code, RESTORE_F_OTHER, &err);
-        goto out;
-    }
     if ((rc = maildir_layout(r->root_fd, "", 0, &err)) != 0) {
         run_fail(r, rc, RESTORE_F_IO, &err);
         goto out;
     }
     r->st->folders = 1;
-    if ((rc = cfr_snap_manifest_reader_new(page_get, &pg, &h->manifest, &mr,
-                                           &err)) != 0) {
+    if ((rc = restore_manifest_open(r->f, r->kr, h, &mr, &err)) != 0) {
         run_fail(r, rc, RESTORE_F_OTHER, &err);
         goto out;
     }
     while (!run_failed(r)) {
         struct job *j = NULL;
         size_t flen = 0;
-        rc = cfr_snap_manifest_reader_next(mr, &e, &err);
+        rc = restore_manifest_next(mr, &e, &err);
         if (rc == 0) {
             break;
         }
         if (rc < 0) {
             run_fail(r, rc,
-                     pg.verify_failed || rc == CFR_ECORRUPT ||
-                             rc == CFR_EAUTH || rc == CFR_EVERSION
-                         ? RESTORE_F_VERIFY
-                         : fetch_kind(rc),
+                     restore_manifest_damaged(mr, rc) ? RESTORE_F_VERIFY
+                                                      : fetch_kind(rc),
                      &err);
             break;
         }
@@ -1096,9 +1040,7 @@ walk(struct run *r, const struct cfr_snap_header *h)
         }
     }
 out:
-    cfr_snap_manifest_reader_free(mr);
-    cfr_opener_free(pg.op);
-    cfr_buf_fini(&pg.env);
+    restore_manifest_free(mr);
 }
 
 int

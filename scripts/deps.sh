@@ -18,6 +18,8 @@ packages=(
     librocksdb-dev libcurl4-openssl-dev libconfig-dev libcmocka-dev
     # Tools the tests and benchmarks drive.
     openssl libssl-dev zstd coreutils python3 iproute2 procps
+    # Dovecot reads restored Maildirs in the restore and verify tests.
+    dovecot-core dovecot-imapd
 )
 
 case ${1:-} in

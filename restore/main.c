@@ -1,218 +1,34 @@
 /*
- * main.c - coffer-restore: lists a tenant's snapshots and restores a
- * mailbox from the newest one.
+ * main.c - coffer-restore: picks a command by name (commands.h) and runs
+ * it; the snapshots and restore commands live here.
  *
- *   coffer-restore [--config FILE] snapshots [--mailbox NAME] [--json]
- *   coffer-restore [--config FILE] restore --mailbox NAME --to DIR
- *                  [--into-nonempty] [--json]
+ *   coffer-restore [--config FILE] COMMAND [OPTIONS]
  *
  * Invariants:
- *  1. Start order: command line, configuration, passphrase, key file, TLS
- *     files, vaults; each step's failure exits with its own code (usage()
- *     and docs/RESTORE.md) and a message naming what failed, before any
- *     later step runs.
- *  2. The passphrase and the keyring live only in sodium_malloc'd memory
- *     and are wiped before exit; nothing secret is printed or logged.
- *  3. --json prints exactly one JSON document on stdout, on success and
+ *  1. A command parses all of its options before it opens the session
+ *     (session.h), so a usage error exits 2 without asking for a
+ *     passphrase or calling a vault.
+ *  2. --json prints exactly one JSON document on stdout, on success and
  *     on failure alike; human text goes to stdout (results) and stderr
  *     (errors), never mixed into the JSON.
  */
-#include <errno.h>    /* errno, for CFR_ERR_ERRNO */
 #include <inttypes.h> /* PRId64 */
+#include <stdbool.h>  /* bool */
 #include <stdio.h>    /* printf */
-#include <stdlib.h>   /* exit codes */
 #include <string.h>   /* strcmp */
-#include <time.h>     /* gmtime_r, clock_gettime */
+#include <time.h>     /* clock_gettime */
 
-#include "buf.h"     /* cfr_hex_encode */
-#include "cfg.h"     /* cfr_cfg_read_file: PEM files */
-#include "config.h"  /* restore_config */
-#include "fetch.h"   /* restore_fetcher */
-#include "json.h"    /* cfr_json_fput */
-#include "keys.h"    /* cfr_keyring_import */
-#include "log.h"     /* log level */
-#include "mem.h"     /* cfr_free */
-#include "restore.h" /* restore_list, restore_mailbox */
-#include "rpc.h"     /* cfr_rpc_global_init */
-#include "secret.h"  /* the passphrase */
+#include "buf.h"      /* cfr_hex_encode */
+#include "commands.h" /* struct restore_command */
+#include "json.h"     /* cfr_json_fput */
+#include "log.h"      /* cfr_log_quote */
+#include "mem.h"      /* cfr_free */
+#include "restore.h"  /* restore_list, restore_mailbox */
+#include "session.h"  /* restore_session, exit codes */
 
-/* Exit codes: part of the interface (docs/RESTORE.md), never renumbered. */
-enum {
-    EXIT_OK = 0,
-    EXIT_OTHER = 1,    /* anything not below (memory, a bug) */
-    EXIT_USAGE = 2,    /* bad command line */
-    EXIT_CONFIG = 3,   /* config, passphrase, key file or TLS files */
-    EXIT_VAULT = 4,    /* no vault answered, or it refused us */
-    EXIT_NOTFOUND = 5, /* no snapshot of that mailbox */
-    EXIT_VERIFY = 6,   /* data missing, damaged, forged, or the wrong key */
-    EXIT_UNSAFE = 7,   /* the snapshot names a path that is refused */
-    EXIT_TARGET = 8,   /* the target is not empty, or a file exists */
-    EXIT_IO = 9,       /* writing the target failed */
-};
+#define VERSION "coffer-restore 0.1"
 
-#define VERSION  "coffer-restore 0.1"
-#define NAME_LEN 1024
-
-static void
-usage(FILE *f)
-{
-    fprintf(f,
-            "usage: coffer-restore [--config FILE] snapshots [--mailbox NAME] "
-            "[--json]\n"
-            "       coffer-restore [--config FILE] restore --mailbox NAME "
-            "--to DIR\n"
-            "                      [--into-nonempty] [--json]\n"
-            "       coffer-restore --help | --version\n"
-            "\n"
-            "The configuration defaults to " RESTORE_CONFIG_DEFAULT ".\n"
-            "restore writes the newest snapshot of the mailbox as a Maildir++\n"
-            "tree into DIR, which must be empty or absent (--into-nonempty\n"
-            "allows other files there; none is ever replaced).\n"
-            "\n"
-            "exit codes:\n"
-            "  0  done\n"
-            "  1  other failure\n"
-            "  2  bad command line\n"
-            "  3  bad configuration, passphrase, key file or TLS files\n"
-            "  4  no vault answered, or the vault refused the certificate\n"
-            "  5  no snapshot of that mailbox\n"
-            "  6  verification failed: data missing, damaged or forged, or "
-            "the\n"
-            "     key is not the tenant's (nothing is left half-written)\n"
-            "  7  the snapshot names an unsafe path; it was refused\n"
-            "  8  the target is not empty, or a file to write exists\n"
-            "  9  writing the target failed\n");
-}
-
-static int
-exit_for_failure(enum restore_failure f)
-{
-    switch (f) {
-    case RESTORE_F_NONE:
-        return EXIT_OK;
-    case RESTORE_F_VAULT:
-        return EXIT_VAULT;
-    case RESTORE_F_NOTFOUND:
-        return EXIT_NOTFOUND;
-    case RESTORE_F_VERIFY:
-        return EXIT_VERIFY;
-    case RESTORE_F_UNSAFE:
-        return EXIT_UNSAFE;
-    case RESTORE_F_TARGET:
-        return EXIT_TARGET;
-    case RESTORE_F_IO:
-        return EXIT_IO;
-    case RESTORE_F_OTHER:
-        break;
-    }
-    return EXIT_OTHER;
-}
-
-/* ---- JSON ---------------------------------------------------------------- */
-
-static const char *
-iso_time(int64_t ms, char out[32])
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    if (gmtime_r(&t, &tm) == NULL ||
-        strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
-        snprintf(out, 32, "?");
-        return out;
-    }
-    snprintf(out + strlen(out), 32 - strlen(out), ".%03dZ",
-             (int)(ms % 1000 < 0 ? 0 : ms % 1000));
-    return out;
-}
-
-static void
-json_error(FILE *f, enum restore_failure kind, const struct cfr_err *err)
-{
-    fprintf(f, "{\"kind\":");
-    cfr_json_fput(f, restore_failure_name(kind));
-    fprintf(f, ",\"code\":");
-    cfr_json_fput(f, cfr_code_name(err->code));
-    fprintf(f, ",\"message\":");
-    cfr_json_fput(f, err->msg);
-    fprintf(f, "}");
-}
-
-/* ---- start-up ------------------------------------------------------------ */
-
-struct session {
-    struct restore_config cfg;
-    struct cfr_keyring *kr;
-    char *ca, *cert, *key;
-    struct restore_fetcher *f;
-};
-
-static void
-session_fini(struct session *s)
-{
-    restore_fetcher_free(s->f);
-    cfr_keyring_free(s->kr);
-    cfr_cfg_free_file(s->ca);
-    cfr_cfg_free_file(s->cert);
-    cfr_cfg_free_file(s->key);
-    restore_config_fini(&s->cfg);
-}
-
-/* Config, passphrase, keyring, TLS, vault: returns an exit code. */
-static int
-session_open(struct session *s, const char *config_path, struct cfr_err *err)
-{
-    struct cfr_secret *pass = NULL;
-    struct restore_fetch_opts fo;
-    enum cfr_log_level lvl;
-    size_t plen = 0;
-    int rc;
-
-    if (restore_config_load(config_path, &s->cfg, err) != 0) {
-        return EXIT_CONFIG;
-    }
-    if (cfr_log_level_parse(s->cfg.log_level, &lvl) != 0) {
-        CFR_ERR(err, CFR_ECONFIG, "log_level: \"%s\" is not a level",
-                s->cfg.log_level);
-        return EXIT_CONFIG;
-    }
-    cfr_log_set_level(lvl);
-    if (restore_config_passphrase(&s->cfg, &pass, &plen, err) != 0) {
-        return EXIT_CONFIG;
-    }
-    s->kr = cfr_keyring_import(s->cfg.key_file,
-                               (const char *)cfr_secret_ro(pass), plen, err);
-    cfr_secret_free(pass);
-    if (s->kr == NULL) {
-        if (err->code == CFR_EAUTH) {
-            CFR_ERR(err, CFR_EAUTH, "key_file \"%s\": wrong escrow passphrase",
-                    s->cfg.key_file);
-        }
-        return EXIT_CONFIG;
-    }
-    if ((s->ca = cfr_cfg_read_file(s->cfg.tls_ca, "tls.ca", err)) == NULL ||
-        (s->cert = cfr_cfg_read_file(s->cfg.tls_cert, "tls.cert", err)) ==
-            NULL ||
-        (s->key = cfr_cfg_read_file(s->cfg.tls_key, "tls.key", err)) == NULL) {
-        return EXIT_CONFIG;
-    }
-    if (cfr_rpc_global_init(err) != 0) {
-        return EXIT_OTHER;
-    }
-    memset(&fo, 0, sizeof(fo));
-    fo.targets = s->cfg.vaults;
-    fo.n_targets = s->cfg.n_vaults;
-    fo.target_name = s->cfg.tls_server_name;
-    fo.ca_pem = s->ca;
-    fo.cert_pem = s->cert;
-    fo.key_pem = s->key;
-    fo.timeout_ms = s->cfg.timeout_ms;
-    if ((rc = restore_fetcher_new(&fo, &s->f, err)) != 0) {
-        return rc == CFR_ENOMEM ? EXIT_OTHER : EXIT_VAULT;
-    }
-    return EXIT_OK;
-}
-
-/* ---- commands ------------------------------------------------------------ */
+/* ---- snapshots and restore ---------------------------------------------- */
 
 static void
 print_snapshot_json(FILE *o, const struct restore_snapshot *s)
@@ -222,7 +38,7 @@ print_snapshot_json(FILE *o, const struct restore_snapshot *s)
     fprintf(o, ",\"mailbox_id\":\"%s\"",
             cfr_hex_encode(s->mailbox_id, 32, hex));
     fprintf(o, ",\"received_ms\":%" PRId64 ",\"received\":\"%s\"",
-            s->received_ms, iso_time(s->received_ms, when));
+            s->received_ms, restore_iso_time(s->received_ms, when));
     fprintf(o, ",\"flags\":[%s],\"held\":%s",
             s->flags & 1u ? "\"mass-deletion\"" : "",
             s->held ? "true" : "false");
@@ -246,7 +62,7 @@ print_snapshot_json(FILE *o, const struct restore_snapshot *s)
 }
 
 static int
-cmd_snapshots(struct session *s, const char *mailbox, bool json,
+snapshots_run(struct restore_session *s, const char *mailbox, bool json,
               struct cfr_err *err)
 {
     struct restore_snapshot *v = NULL;
@@ -255,14 +71,15 @@ cmd_snapshots(struct session *s, const char *mailbox, bool json,
 
     rc = restore_list(s->f, s->kr, mailbox, &v, &n, err);
     if (rc != 0) {
-        code = rc == CFR_ECORRUPT ? EXIT_VERIFY
-               : rc == CFR_ENOMEM ? EXIT_OTHER
-                                  : EXIT_VAULT;
+        code = rc == CFR_ECORRUPT ? RESTORE_EXIT_VERIFY
+               : rc == CFR_ENOMEM ? RESTORE_EXIT_OTHER
+                                  : RESTORE_EXIT_VAULT;
         if (json) {
             printf("{\"ok\":false,\"error\":");
-            json_error(stdout,
-                       code == EXIT_VERIFY ? RESTORE_F_VERIFY : RESTORE_F_VAULT,
-                       err);
+            restore_json_error(stdout,
+                               code == RESTORE_EXIT_VERIFY ? RESTORE_F_VERIFY
+                                                           : RESTORE_F_VAULT,
+                               err);
             printf("}\n");
         }
         return code;
@@ -296,14 +113,14 @@ cmd_snapshots(struct session *s, const char *mailbox, bool json,
             printf(
                 "%-32s %-24s %-20s %8" PRIu64 " %12" PRIu64 " %-13s %-4s %s\n",
                 cfr_log_quote(p->h.mailbox, qm, sizeof(qm)),
-                iso_time(p->received_ms, when),
+                restore_iso_time(p->received_ms, when),
                 cfr_log_quote(p->h.host, qh, sizeof(qh)), p->h.manifest.entries,
                 p->h.total_bytes, p->flags & 1u ? "mass-deletion" : "-",
                 p->held ? "yes" : "no", hex);
         } else {
             printf("%-32s %-24s %-20s %8s %12s %-13s %-4s %s\n",
-                   "(does not open)", iso_time(p->received_ms, when), "-", "-",
-                   "-", p->flags & 1u ? "mass-deletion" : "-",
+                   "(does not open)", restore_iso_time(p->received_ms, when),
+                   "-", "-", "-", p->flags & 1u ? "mass-deletion" : "-",
                    p->held ? "yes" : "no", hex);
         }
     }
@@ -317,13 +134,13 @@ cmd_snapshots(struct session *s, const char *mailbox, bool json,
                 "%zu snapshot header(s) do not open with this key (wrong "
                 "key, or damaged or forged)",
                 bad);
-        return EXIT_VERIFY;
+        return RESTORE_EXIT_VERIFY;
     }
-    return EXIT_OK;
+    return RESTORE_EXIT_OK;
 }
 
 static int
-cmd_restore(struct session *s, const char *mailbox, const char *dir,
+restore_run(struct restore_session *s, const char *mailbox, const char *dir,
             bool into_nonempty, bool json, struct cfr_err *err)
 {
     struct restore_opts o;
@@ -355,7 +172,7 @@ cmd_restore(struct session *s, const char *mailbox, const char *dir,
         if (st.have_snap) {
             printf(",\"snapshot\":\"%s\",\"received\":\"%s\"",
                    cfr_hex_encode(st.snap.header_id, 32, hex),
-                   iso_time(st.snap.received_ms, when));
+                   restore_iso_time(st.snap.received_ms, when));
         }
         printf(",\"files\":%" PRIu64 ",\"bytes\":%" PRIu64
                ",\"chunks\":%" PRIu64 ",\"folders\":%" PRIu64
@@ -364,7 +181,7 @@ cmd_restore(struct session *s, const char *mailbox, const char *dir,
         if (rc == 0) {
             printf("null");
         } else {
-            json_error(stdout, st.failure, err);
+            restore_json_error(stdout, st.failure, err);
         }
         printf("}\n");
     } else if (rc == 0) {
@@ -373,88 +190,196 @@ cmd_restore(struct session *s, const char *mailbox, const char *dir,
                " folders) of snapshot %.16s (received %s) in %.2f s\n",
                st.files, st.bytes, st.folders,
                cfr_hex_encode(st.snap.header_id, 32, hex),
-               iso_time(st.snap.received_ms, when), secs);
+               restore_iso_time(st.snap.received_ms, when), secs);
     }
-    return rc == 0 ? EXIT_OK : exit_for_failure(st.failure);
+    return rc == 0 ? RESTORE_EXIT_OK : restore_exit_for_failure(st.failure);
+}
+
+/* Options shared by the commands here: --mailbox NAME, --to DIR, flags. */
+struct basic_opts {
+    const char *mailbox, *dir;
+    bool json, into_nonempty;
+};
+
+/* 0, or -1 after printing what is wrong. allow_* say which are accepted. */
+static int
+basic_parse(const char *cmd, int argc, char **argv, bool allow_restore,
+            struct basic_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--json") == 0) {
+            o->json = true;
+        } else if (allow_restore && strcmp(a, "--into-nonempty") == 0) {
+            o->into_nonempty = true;
+        } else if (strcmp(a, "--mailbox") == 0 && i + 1 < argc) {
+            o->mailbox = argv[++i];
+        } else if (allow_restore && strcmp(a, "--to") == 0 && i + 1 < argc) {
+            o->dir = argv[++i];
+        } else {
+            fprintf(stderr,
+                    "coffer-restore %s: unknown or incomplete option \"%s\"\n",
+                    cmd, a);
+            return -1;
+        }
+    }
+    if (o->mailbox != NULL &&
+        (o->mailbox[0] == '\0' || strlen(o->mailbox) > CFR_SNAP_MAILBOX_MAX)) {
+        fprintf(stderr, "coffer-restore %s: --mailbox: 1..%d bytes\n", cmd,
+                CFR_SNAP_MAILBOX_MAX);
+        return -1;
+    }
+    if (o->dir != NULL && o->dir[0] == '\0') {
+        fprintf(stderr, "coffer-restore %s: --to: empty path\n", cmd);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+cmd_snapshots(const char *config, int argc, char **argv)
+{
+    struct restore_session s = {.config_path = config};
+    struct basic_opts o;
+    struct cfr_err err;
+    int code;
+
+    cfr_err_clear(&err);
+    if (basic_parse("snapshots", argc, argv, false, &o) != 0) {
+        return RESTORE_EXIT_USAGE;
+    }
+    code = restore_session_open(&s, &err);
+    if (code == RESTORE_EXIT_OK) {
+        code = snapshots_run(&s, o.mailbox, o.json, &err);
+        if (code != RESTORE_EXIT_OK) {
+            fprintf(stderr, "coffer-restore: %s\n",
+                    err.msg[0] != '\0' ? err.msg : "failed");
+        }
+    } else {
+        restore_session_report(code, o.json, &err);
+    }
+    fflush(stdout);
+    restore_session_fini(&s);
+    return code;
+}
+
+static int
+cmd_restore(const char *config, int argc, char **argv)
+{
+    struct restore_session s = {.config_path = config};
+    struct basic_opts o;
+    struct cfr_err err;
+    int code;
+
+    cfr_err_clear(&err);
+    if (basic_parse("restore", argc, argv, true, &o) != 0) {
+        return RESTORE_EXIT_USAGE;
+    }
+    if (o.mailbox == NULL || o.dir == NULL) {
+        fprintf(stderr, "coffer-restore restore: --mailbox and --to are "
+                        "needed\n");
+        return RESTORE_EXIT_USAGE;
+    }
+    code = restore_session_open(&s, &err);
+    if (code == RESTORE_EXIT_OK) {
+        code = restore_run(&s, o.mailbox, o.dir, o.into_nonempty, o.json, &err);
+        if (code != RESTORE_EXIT_OK) {
+            fprintf(stderr, "coffer-restore: %s\n",
+                    err.msg[0] != '\0' ? err.msg : "failed");
+        }
+    } else {
+        restore_session_report(code, o.json, &err);
+    }
+    fflush(stdout);
+    restore_session_fini(&s);
+    return code;
+}
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+static const struct restore_command commands[] = {
+    {"snapshots", cmd_snapshots, "  snapshots [--mailbox NAME] [--json]\n"},
+    {"restore", cmd_restore,
+     "  restore --mailbox NAME --to DIR [--into-nonempty] [--json]\n"},
+};
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: coffer-restore [--config FILE] COMMAND [OPTIONS]\n"
+               "       coffer-restore --help | --version\n"
+               "\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        fputs(commands[i].usage, f);
+    }
+    fprintf(f,
+            "\n"
+            "The configuration defaults to " RESTORE_CONFIG_DEFAULT ".\n"
+            "restore writes the newest snapshot of the mailbox as a Maildir++\n"
+            "tree into DIR, which must be empty or absent (--into-nonempty\n"
+            "allows other files there; none is ever replaced).\n"
+            "\n"
+            "exit codes:\n"
+            "  0  done\n"
+            "  1  other failure\n"
+            "  2  bad command line\n"
+            "  3  bad configuration, passphrase, key file or TLS files\n"
+            "  4  no vault answered, or the vault refused the certificate\n"
+            "  5  no snapshot of that mailbox\n"
+            "  6  verification failed: data missing, damaged or forged, or "
+            "the\n"
+            "     key is not the tenant's (nothing is left half-written)\n"
+            "  7  the snapshot names an unsafe path; it was refused\n"
+            "  8  the target is not empty, or a file to write exists\n"
+            "  9  writing the target failed\n");
 }
 
 int
 main(int argc, char **argv)
 {
-    const char *config = RESTORE_CONFIG_DEFAULT, *cmd = NULL;
-    const char *mailbox = NULL, *dir = NULL;
-    bool json = false, into_nonempty = false;
-    struct session s;
-    struct cfr_err err;
-    int code;
+    const char *config = NULL;
+    char *rest[256];
+    int n_rest = 0, cmd_at = -1;
 
-    memset(&s, 0, sizeof(s));
-    cfr_err_clear(&err);
+    /* --config may come before or after the command name; everything
+     * else after the name belongs to the command. */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+        if (cmd_at < 0 && (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)) {
             usage(stdout);
-            return EXIT_OK;
+            return RESTORE_EXIT_OK;
         }
-        if (strcmp(a, "--version") == 0) {
+        if (cmd_at < 0 && strcmp(a, "--version") == 0) {
             printf("%s\n", VERSION);
-            return EXIT_OK;
+            return RESTORE_EXIT_OK;
         }
-        if (strcmp(a, "--json") == 0) {
-            json = true;
-        } else if (strcmp(a, "--into-nonempty") == 0) {
-            into_nonempty = true;
-        } else if ((strcmp(a, "--config") == 0 || strcmp(a, "--mailbox") == 0 ||
-                    strcmp(a, "--to") == 0) &&
-                   i + 1 < argc) {
-            const char *v = argv[++i];
-            if (strcmp(a, "--config") == 0) {
-                config = v;
-            } else if (strcmp(a, "--mailbox") == 0) {
-                mailbox = v;
-            } else {
-                dir = v;
-            }
-        } else if (a[0] != '-' && cmd == NULL) {
-            cmd = a;
+        if (strcmp(a, "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
+        } else if (cmd_at < 0 && a[0] != '-') {
+            cmd_at = i;
+        } else if (cmd_at >= 0 &&
+                   n_rest < (int)(sizeof(rest) / sizeof(rest[0]))) {
+            rest[n_rest++] = argv[i];
         } else {
             fprintf(stderr,
-                    "coffer-restore: unknown or incomplete option "
-                    "\"%s\"\n",
-                    a);
+                    "coffer-restore: unknown or misplaced option \"%s\"\n", a);
             usage(stderr);
-            return EXIT_USAGE;
+            return RESTORE_EXIT_USAGE;
         }
     }
-    if (cmd == NULL ||
-        (strcmp(cmd, "snapshots") != 0 && strcmp(cmd, "restore") != 0) ||
-        (strcmp(cmd, "restore") == 0 && (mailbox == NULL || dir == NULL)) ||
-        (strcmp(cmd, "snapshots") == 0 && (dir != NULL || into_nonempty)) ||
-        (mailbox != NULL &&
-         (mailbox[0] == '\0' || strlen(mailbox) > CFR_SNAP_MAILBOX_MAX)) ||
-        (dir != NULL && dir[0] == '\0')) {
-        usage(stderr);
-        return EXIT_USAGE;
+    if (cmd_at >= 0) {
+        for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+            if (strcmp(argv[cmd_at], commands[i].name) == 0) {
+                /* No cfr_rpc_global_fini: grpc_shutdown can block ~10 s
+                 * (rpc.h) and the process is about to end anyway. */
+                return commands[i].run(config, n_rest, rest);
+            }
+        }
+        fprintf(stderr, "coffer-restore: unknown command \"%s\"\n",
+                argv[cmd_at]);
     }
-    code = session_open(&s, config, &err);
-    if (code == EXIT_OK) {
-        code = strcmp(cmd, "snapshots") == 0
-                   ? cmd_snapshots(&s, mailbox, json, &err)
-                   : cmd_restore(&s, mailbox, dir, into_nonempty, json, &err);
-    } else if (json) {
-        printf("{\"ok\":false,\"error\":");
-        json_error(stdout,
-                   code == EXIT_VAULT ? RESTORE_F_VAULT : RESTORE_F_OTHER,
-                   &err);
-        printf("}\n");
-    }
-    if (code != EXIT_OK) {
-        fprintf(stderr, "coffer-restore: %s\n",
-                err.msg[0] != '\0' ? err.msg : "failed");
-    }
-    fflush(stdout);
-    session_fini(&s);
-    /* No cfr_rpc_global_fini: grpc_shutdown can block ~10 s (rpc.h) and
-     * the process is about to end anyway. */
-    return code;
+    usage(stderr);
+    return RESTORE_EXIT_USAGE;
 }

@@ -157,6 +157,7 @@ struct call {
     const struct cfr_rpc_peer *peer;
     enum vault_role role;
     struct cfr_err err;
+    const char *ok_detail; /* audit detail of an OK answer (Admin: the op) */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -244,7 +245,7 @@ finish_msg(struct call *c, const ProtobufCMessage *m)
         return;
     }
     protobuf_c_message_pack(m, p);
-    cfr_rpc_ctx_finish(c->ctx, CFR_RPC_OK, NULL, p, n, NULL);
+    cfr_rpc_ctx_finish(c->ctx, CFR_RPC_OK, c->ok_detail, p, n, NULL);
     cfr_free(p);
 }
 
@@ -995,7 +996,7 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
     struct vault_tenant *t = NULL;
     struct vault_maint_stats ms = {0};
     char reason[160], who[CFR_RPC_NAME_MAX + 8], cn[CFR_RPC_NAME_MAX + 8];
-    char args[128], hex[2 * VAULT_ID_LEN + 1];
+    char args[128], hex[2 * VAULT_ID_LEN + 1], audit_op[128];
     int rc = 0;
 
     call_init(&c, ctx, arg);
@@ -1009,6 +1010,25 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
             c.peer->tenant, cfr_log_quote(c.peer->uri, who, sizeof(who)),
             cfr_log_quote(c.peer->cn, cn, sizeof(cn)), (int)req->op,
             cfr_log_quote(req->reason, reason, sizeof(reason)));
+    /* The tenant's audit log names the operation and its target. */
+    {
+        static const char *const names[] = {
+            "unspecified", "apply_retention", "set_retention",
+            "hold",        "release",         "purge_mailbox",
+            "gc",          "scrub",           "approve"};
+        const ProtobufCBinaryData *id = req->header_id.len == VAULT_ID_LEN
+                                            ? &req->header_id
+                                            : &req->mailbox_id;
+        snprintf(audit_op, sizeof(audit_op), "op=%s%s%s",
+                 (size_t)req->op < sizeof(names) / sizeof(names[0])
+                     ? names[req->op]
+                     : "?",
+                 id->len != VAULT_ID_LEN ? ""
+                 : id == &req->header_id ? " header="
+                                         : " mailbox=",
+                 id->len == VAULT_ID_LEN ? hex_id(id->data, hex) : "");
+        c.ok_detail = audit_op;
+    }
     /*
      * Arguments were checked by the decoder, before any second factor is
      * spent on them.

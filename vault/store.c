@@ -1437,9 +1437,16 @@ vault_store_retention(struct vault_tenant *t, int64_t window_ms,
     }
     /*
      * Index keys run oldest first per mailbox, so an entry followed by one
-     * of the same mailbox is not its newest. Holds are read under the lock
-     * when dropping; the newest of a mailbox stays the newest because only
-     * this (serialised) code removes snapshots.
+     * of the same mailbox is not its newest, and that next entry is the
+     * snapshot that superseded it. A snapshot is what the mailbox held
+     * until it was superseded: a message missing from the next one was
+     * deleted at the latest by then. So the window runs from the
+     * SUPERSEDING snapshot's receive time, not the snapshot's own: with
+     * sparse backups (day 0, then day 35) mail deleted on day 34 stays
+     * restorable until day 65, not day 30. The newest of each mailbox
+     * has no successor and is never dropped. Holds are read under the
+     * lock when dropping; the newest of a mailbox stays the newest
+     * because only this (serialised) code removes snapshots.
      */
     while ((rc = cfr_kv_iter_next(it, &got, &e, err)) == 0 && got) {
         if (e.key_len != MBOX_KEY_LEN) {
@@ -1448,7 +1455,7 @@ vault_store_retention(struct vault_tenant *t, int64_t window_ms,
             goto out;
         }
         if (have_prev && memcmp(prev, e.key, VAULT_ID_LEN) == 0 &&
-            memcmp(prev + VAULT_ID_LEN, cut, sizeof(cut)) < 0 &&
+            memcmp(e.key + VAULT_ID_LEN, cut, sizeof(cut)) < 0 &&
             (rc = id_list_add(&l, prev + VAULT_ID_LEN + 8, err)) != 0) {
             goto out;
         }

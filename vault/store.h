@@ -233,8 +233,9 @@ int vault_store_hold(struct vault_tenant *t,
                      const uint8_t header_id[VAULT_ID_LEN], bool held,
                      struct cfr_err *err);
 /*
- * Drops every snapshot received more than window_ms before now, except
- * the newest of each mailbox and held ones; leaves tombstones.
+ * Drops every snapshot whose successor (the next snapshot of its mailbox,
+ * which superseded it) was received more than window_ms before now:
+ * never the newest of a mailbox, never a held one; leaves tombstones.
  */
 int vault_store_retention(struct vault_tenant *t, int64_t window_ms,
                           struct vault_maint_stats *stats_r,

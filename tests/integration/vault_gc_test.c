@@ -22,10 +22,9 @@
  *
  * The model (what must be retained): every snapshot committed in the
  * current epoch (inside the window), every held one, and for a mailbox the
- * newest snapshot of earlier epochs until the mailbox gets a commit in the
- * current epoch. An uploader marks that older snapshot "may drop" under
- * check_mu before it commits, so a check in flight never expects a
- * snapshot retention may legitimately drop.
+ * newest snapshot of earlier epochs: superseded by a commit of the current
+ * epoch, it stays until the next epoch (retention counts the window from
+ * the superseding snapshot's receive time), when end_epoch lets it drop.
  *
  * At the end of each epoch (uploads stopped) a last retention + GC runs,
  * then: the listed snapshots are exactly the model's retained ones; the
@@ -313,15 +312,13 @@ upload_one(struct uploader *u, struct cfr_rpc_client *cli, size_t upload)
         vc_snapshot_fini(&sn);
         goto out;
     }
-    /* From this commit on, retention may drop the mailbox's newest snapshot
-     * of an earlier epoch: no check may be expecting it when that happens. */
+    /* This commit supersedes the mailbox's newest snapshot of an earlier
+     * epoch inside the window, so retention keeps that one for the rest
+     * of this epoch (the window runs from the superseding snapshot's
+     * receive time, docs/RETENTION.md); end_epoch lets it drop next. */
     pthread_mutex_lock(&m.check_mu);
     pthread_mutex_lock(&m.mu);
     if (m.prior_newest[mb] >= 0) {
-        struct snap_rec *r = &m.snaps[m.prior_newest[mb]];
-        if (!r->held) {
-            r->state = S_MAY_DROP;
-        }
         m.prior_newest[mb] = -1;
     }
     pthread_mutex_unlock(&m.mu);

@@ -1125,13 +1125,20 @@ test_store_retention_holds_purge(void **state)
     assert_memory_equal(tb.id[0], b1[0].header_id, VAULT_ID_LEN);
     assert_int_equal(tb.at[0], T0 + 45 * CFR_MS_PER_DAY);
 
-    /* Releasing the hold lets the next run take day 10. */
+    /* Released, day 10 still stays while what superseded it (day 20) is
+     * inside the window: mail deleted between days 10 and 20 was deleted
+     * less than 30 days ago. At day 51 (cutoff day 21) it goes. */
     assert_int_equal(vault_store_hold(f->t, b1[1].header_id, false, &err), 0);
+    assert_int_equal(
+        vault_store_retention(f->t, 30 * CFR_MS_PER_DAY, &ms, &err), 0);
+    assert_int_equal(ms.snapshots_removed, 0);
+    cfr_clock_advance(f->clock, 6 * CFR_MS_PER_DAY); /* day 51 */
     assert_int_equal(
         vault_store_retention(f->t, 30 * CFR_MS_PER_DAY, &ms, &err), 0);
     assert_int_equal(ms.snapshots_removed, 1);
     list_ok(f->t, m1, &l);
     assert_int_equal(l.n, 2);
+    assert_memory_equal(l.s[0].header_id, b1[2].header_id, VAULT_ID_LEN);
 
     /* hold_previous holds the mailbox's newest before committing. */
     struct build b5;
@@ -1195,6 +1202,72 @@ test_store_retention_holds_purge(void **state)
     }
     build_fini(&b2);
     build_fini(&b5);
+}
+
+/*
+ * Sparse backups: S1 on day 0, S2 (lacking some of S1's messages) only on
+ * day 35. Those messages were deleted at the latest on day 35, so S1 must
+ * survive until day 65 (the old rule, S1's own receive time, dropped it
+ * on day 30 and lost mail deleted a day before).
+ */
+static void
+test_store_retention_sparse(void **state)
+{
+    struct fx *f = *state;
+    struct cfr_err err;
+    struct vault_maint_stats ms;
+    struct listing l;
+    uint8_t m[VAULT_ID_LEN];
+    struct build s1, s2, s3;
+    rand_id(&f->rng, m);
+    build_init(&s1, rand_ids(&f->rng, 40), 40, m, &f->rng);
+    upload_ok(f->t, &s1, NULL);
+    cfr_clock_advance(f->clock, 35 * CFR_MS_PER_DAY);
+    build_init(&s2, rand_ids(&f->rng, 30), 30, m, &f->rng);
+    upload_ok(f->t, &s2, NULL);
+
+    cfr_clock_advance(f->clock, CFR_MS_PER_DAY); /* day 36 */
+    assert_int_equal(
+        vault_store_retention(f->t, 30 * CFR_MS_PER_DAY, &ms, &err), 0);
+    assert_int_equal(ms.snapshots_removed, 0);
+    gc_ok(f->t, &ms);
+    assert_int_equal(ms.objects_removed, 0);
+    list_ok(f->t, m, &l);
+    assert_int_equal(l.n, 2);
+    for (size_t i = 0; i < s1.n_ids; i++) {
+        assert_true(present(f->t, s1.ids[i]));
+    }
+
+    /* Day 64: superseded 29 days ago, still kept. */
+    cfr_clock_advance(f->clock, 28 * CFR_MS_PER_DAY);
+    assert_int_equal(
+        vault_store_retention(f->t, 30 * CFR_MS_PER_DAY, &ms, &err), 0);
+    assert_int_equal(ms.snapshots_removed, 0);
+
+    /* A third snapshot now supersedes S2, inside the window. */
+    build_init(&s3, rand_ids(&f->rng, 20), 20, m, &f->rng);
+    upload_ok(f->t, &s3, NULL);
+
+    /* Day 66: S1 superseded 31 days ago goes; S2 (superseded on day 64)
+     * and the newest stay. */
+    cfr_clock_advance(f->clock, 2 * CFR_MS_PER_DAY);
+    assert_int_equal(
+        vault_store_retention(f->t, 30 * CFR_MS_PER_DAY, &ms, &err), 0);
+    assert_int_equal(ms.snapshots_removed, 1);
+    list_ok(f->t, m, &l);
+    assert_int_equal(l.n, 2);
+    assert_memory_equal(l.s[0].header_id, s2.header_id, VAULT_ID_LEN);
+    assert_memory_equal(l.s[1].header_id, s3.header_id, VAULT_ID_LEN);
+    gc_ok(f->t, &ms);
+    for (size_t i = 0; i < s1.n_ids; i++) {
+        assert_false(present(f->t, s1.ids[i]));
+    }
+    for (size_t i = 0; i < s2.n_ids; i++) {
+        assert_true(present(f->t, s2.ids[i]));
+    }
+    build_fini(&s1);
+    build_fini(&s2);
+    build_fini(&s3);
 }
 
 static void
@@ -1472,6 +1545,8 @@ main(void)
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_store_retention_holds_purge,
                                         fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_store_retention_sparse, fx_setup,
+                                        fx_teardown),
         cmocka_unit_test_setup_teardown(test_store_purge_gc_removes_bytes,
                                         fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_store_flipped_byte_reported,

@@ -15,6 +15,7 @@
 #include "config.h"
 
 #include <errno.h>    /* errno */
+#include <stdio.h>    /* snprintf */
 #include <fcntl.h>    /* open */
 #include <string.h>   /* memset */
 #include <sys/stat.h> /* fstat */
@@ -24,8 +25,9 @@
 #include "cfg.h" /* libconfig access with checked values */
 
 static const char *const top_keys[] = {
-    "tenant",      "key_file", "passphrase_file", "vaults",    "tls",
-    "parallelism", "batch",    "timeout",         "log_level", NULL};
+    "tenant", "key_file", "passphrase_file", "vaults", "tls",    "parallelism",
+    "batch",  "timeout",  "log_level",       "verify", "notify", "admin_tls",
+    NULL};
 static const char *const tls_keys[] = {"ca", "cert", "key", "server_name",
                                        NULL};
 
@@ -38,6 +40,199 @@ opt_string(const struct cfr_cfg *cfg, const char *path, const char **out,
         return 0;
     }
     return cfr_cfg_string(cfg, path, NULL, out, err);
+}
+
+static const char *const verify_keys[] = {
+    "scratch_dir",      "report",          "metrics",  "state",
+    "sample_mailboxes", "sample_messages", "schedule", "jitter",
+    "coverage_window",  "live_store",      NULL};
+static const char *const notify_keys[] = {
+    "webhooks",  "mail_to",   "smtp_url",
+    "smtp_from", "smtp_user", "smtp_password_file",
+    "ca",        "source",    "timeout",
+    "retries",   NULL};
+
+/* An absolute path without NUL tricks; relative paths would depend on the
+   working directory of a timer-started service. */
+static int
+opt_abs_path(const struct cfr_cfg *cfg, const char *path, const char *def,
+             const char **out, struct cfr_err *err)
+{
+    int rc;
+    *out = def;
+    if (!cfr_cfg_has(cfg, path)) {
+        return 0;
+    }
+    if ((rc = cfr_cfg_string(cfg, path, NULL, out, err)) != 0) {
+        return rc;
+    }
+    if ((*out)[0] != '/') {
+        return cfr_cfg_fail(cfg, path, err, "must be an absolute path");
+    }
+    return 0;
+}
+
+static int
+read_verify(const struct cfr_cfg *cfg, struct restore_verify_settings *v,
+            struct cfr_err *err)
+{
+    const int64_t zero = 0;
+    int64_t n;
+    int rc;
+
+    if ((rc = cfr_cfg_check_keys(cfg, "verify", verify_keys, err)) != 0 ||
+        (rc = opt_abs_path(cfg, "verify.scratch_dir",
+                           "/var/lib/coffer/verify-scratch", &v->scratch_dir,
+                           err)) != 0 ||
+        (rc = opt_abs_path(cfg, "verify.report", NULL, &v->report_path, err)) !=
+            0 ||
+        (rc = opt_abs_path(cfg, "verify.metrics", NULL, &v->metrics_path,
+                           err)) != 0 ||
+        (rc = opt_abs_path(cfg, "verify.state",
+                           "/var/lib/coffer/verify/state.json", &v->state_path,
+                           err)) != 0 ||
+        (rc = opt_abs_path(cfg, "verify.live_store", NULL, &v->live_store,
+                           err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "verify.schedule", "24h", 1000,
+                                  INT64_C(30) * 86400000, &v->schedule_ms,
+                                  err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "verify.jitter", "0s", 0, v->schedule_ms,
+                                  &v->jitter_ms, err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "verify.coverage_window", "30d", 3600000,
+                                  INT64_C(3650) * 86400000,
+                                  &v->coverage_window_ms, err)) != 0 ||
+        (rc = cfr_cfg_int(cfg, "verify.sample_mailboxes", &zero, 0,
+                          RESTORE_VERIFY_SAMPLE_MAX, &n, err)) != 0) {
+        return rc;
+    }
+    v->sample_mailboxes = (uint64_t)n;
+    if ((rc = cfr_cfg_int(cfg, "verify.sample_messages", &zero, 0,
+                          RESTORE_VERIFY_SAMPLE_MAX, &n, err)) != 0) {
+        return rc;
+    }
+    v->sample_messages = (uint64_t)n;
+    /* One store for every mailbox only makes sense with the mailbox in
+       the path; verify expands the pattern and checks the escapes. */
+    if (v->live_store != NULL && strstr(v->live_store, "%m") == NULL &&
+        strstr(v->live_store, "%u") == NULL) {
+        return cfr_cfg_fail(cfg, "verify.live_store", err,
+                            "must contain %%m (the mailbox name) or %%u "
+                            "(its local part)");
+    }
+    return 0;
+}
+
+/* The same address rule as core/notify (no CR/LF, angle brackets, blanks). */
+static bool
+address_ok(const char *a)
+{
+    const char *at = strchr(a, '@');
+    if (at == NULL || at == a || at[1] == '\0' || strlen(a) > 254) {
+        return false;
+    }
+    for (const char *p = a; *p != '\0'; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch <= ' ' || ch == 0x7f || ch == '<' || ch == '>' || ch == ',' ||
+            ch == '"') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool
+has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static int
+read_list(const struct cfr_cfg *cfg, const char *path, const char **out,
+          size_t max, size_t *n_r, struct cfr_err *err)
+{
+    size_t n = 0;
+    int rc;
+    if ((rc = cfr_cfg_count(cfg, path, &n, err)) != 0) {
+        return rc;
+    }
+    if (n > max) {
+        return cfr_cfg_fail(cfg, path, err, "at most %zu entries", max);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = cfr_cfg_string_at(cfg, path, i, &out[i], err)) != 0) {
+            return rc;
+        }
+    }
+    *n_r = n;
+    return 0;
+}
+
+static int
+read_notify(const struct cfr_cfg *cfg, struct restore_notify_settings *ns,
+            struct cfr_err *err)
+{
+    const int64_t retries_def = 2;
+    int64_t v;
+    int rc;
+
+    if ((rc = cfr_cfg_check_keys(cfg, "notify", notify_keys, err)) != 0 ||
+        (rc = read_list(cfg, "notify.webhooks", ns->webhooks,
+                        RESTORE_NOTIFY_WEBHOOKS_MAX, &ns->n_webhooks, err)) !=
+            0 ||
+        (rc = read_list(cfg, "notify.mail_to", ns->mail_to,
+                        RESTORE_NOTIFY_MAIL_TO_MAX, &ns->n_mail_to, err)) !=
+            0 ||
+        (rc = opt_string(cfg, "notify.smtp_url", &ns->smtp_url, err)) != 0 ||
+        (rc = opt_string(cfg, "notify.smtp_from", &ns->smtp_from, err)) != 0 ||
+        (rc = opt_string(cfg, "notify.smtp_user", &ns->smtp_user, err)) != 0 ||
+        (rc = opt_abs_path(cfg, "notify.smtp_password_file", NULL,
+                           &ns->smtp_password_file, err)) != 0 ||
+        (rc = opt_abs_path(cfg, "notify.ca", NULL, &ns->ca_file, err)) != 0 ||
+        (rc = opt_string(cfg, "notify.source", &ns->source, err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "notify.timeout", "10s", 100, 300000,
+                                  &ns->timeout_ms, err)) != 0 ||
+        (rc = cfr_cfg_int(cfg, "notify.retries", &retries_def, 0, 10, &v,
+                          err)) != 0) {
+        return rc;
+    }
+    ns->retries = (unsigned)v;
+    for (size_t i = 0; i < ns->n_webhooks; i++) {
+        if (!has_prefix(ns->webhooks[i], "http://") &&
+            !has_prefix(ns->webhooks[i], "https://")) {
+            return cfr_cfg_fail(cfg, "notify.webhooks", err,
+                                "entry %zu is not an http:// or https:// URL",
+                                i + 1);
+        }
+    }
+    for (size_t i = 0; i < ns->n_mail_to; i++) {
+        if (!address_ok(ns->mail_to[i])) {
+            return cfr_cfg_fail(cfg, "notify.mail_to", err,
+                                "entry %zu is not a mail address", i + 1);
+        }
+    }
+    if (ns->smtp_from != NULL && !address_ok(ns->smtp_from)) {
+        return cfr_cfg_fail(cfg, "notify.smtp_from", err, "not a mail address");
+    }
+    if (ns->smtp_url != NULL && !has_prefix(ns->smtp_url, "smtp://") &&
+        !has_prefix(ns->smtp_url, "smtps://")) {
+        return cfr_cfg_fail(cfg, "notify.smtp_url", err,
+                            "must be an smtp:// or smtps:// URL");
+    }
+    if (ns->smtp_url != NULL && strchr(ns->smtp_url, '@') != NULL) {
+        /* user-info in the URL would put a password in the config. */
+        return cfr_cfg_fail(cfg, "notify.smtp_url", err,
+                            "must not contain user-info; use smtp_user and "
+                            "smtp_password_file");
+    }
+    if (ns->n_mail_to > 0 && (ns->smtp_url == NULL || ns->smtp_from == NULL)) {
+        return cfr_cfg_fail(cfg, "notify.mail_to", err,
+                            "needs notify.smtp_url and notify.smtp_from");
+    }
+    if (ns->smtp_password_file != NULL && ns->smtp_user == NULL) {
+        return cfr_cfg_fail(cfg, "notify.smtp_password_file", err,
+                            "needs notify.smtp_user");
+    }
+    return 0;
 }
 
 static int
@@ -104,6 +299,20 @@ read_all(struct restore_config *c, struct cfr_err *err)
         return rc;
     }
     c->batch = (size_t)v;
+    if (cfr_cfg_has(cfg, "admin_tls")) {
+        static const char *const admin_keys[] = {"cert", "key", NULL};
+        if ((rc = cfr_cfg_check_keys(cfg, "admin_tls", admin_keys, err)) != 0 ||
+            (rc = cfr_cfg_string(cfg, "admin_tls.cert", NULL,
+                                 &c->admin_tls_cert, err)) != 0 ||
+            (rc = cfr_cfg_string(cfg, "admin_tls.key", NULL, &c->admin_tls_key,
+                                 err)) != 0) {
+            return rc;
+        }
+    }
+    if ((rc = read_verify(cfg, &c->verify, err)) != 0 ||
+        (rc = read_notify(cfg, &c->notify, err)) != 0) {
+        return rc;
+    }
     return 0;
 }
 
@@ -289,4 +498,36 @@ restore_config_passphrase(const struct restore_config *c,
         return restore_passphrase_file(c->passphrase_file, s_r, len_r, err);
     }
     return prompt(s_r, len_r, err);
+}
+
+int
+restore_config_smtp_password(const struct restore_notify_settings *ns,
+                             struct cfr_secret **s_r, size_t *len_r,
+                             struct cfr_err *err)
+{
+    int rc;
+    *s_r = NULL;
+    *len_r = 0;
+    if (ns->smtp_password_file == NULL) {
+        return CFR_ERR(err, CFR_ECONFIG, "notify.smtp_password_file unset");
+    }
+    /* The passphrase rules fit: a regular file only its owner can read. */
+    rc = restore_passphrase_file(ns->smtp_password_file, s_r, len_r, err);
+    if (rc != 0) {
+        if (err != NULL) {
+            /* The message said "passphrase"; name the right setting. */
+            static const char pre[] = "notify.smtp_password_file: ";
+            char m[CFR_ERR_MSG_MAX];
+            size_t keep = sizeof(m) - sizeof(pre);
+            memcpy(m, pre, sizeof(pre) - 1);
+            size_t len = strnlen(err->msg, keep);
+            memcpy(m + sizeof(pre) - 1, err->msg, len);
+            m[sizeof(pre) - 1 + len] = '\0';
+            memcpy(err->msg, m, sizeof(m));
+        }
+        return rc;
+    }
+    /* The buffer holds RESTORE_PASSPHRASE_MAX + 2 bytes: room for a NUL. */
+    cfr_secret_rw(*s_r)[*len_r] = 0;
+    return 0;
 }

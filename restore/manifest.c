@@ -24,6 +24,7 @@ struct restore_manifest {
     struct cfr_buf env;
     bool damaged; /* the last page fetch failed for the data's sake */
     struct cfr_snap_manifest_reader *reader;
+    struct restore_page_cache *cache; /* NULL: none */
 };
 
 static int
@@ -35,6 +36,9 @@ page_get(void *ctx, const uint8_t id[CFR_TREE_ID_LEN], struct cfr_buf *page,
     char hex[2 * ID_LEN + 1];
     int kind = 0, rc;
 
+    if (m->cache != NULL && m->cache->get(m->cache, id, page) == 1) {
+        return 0;
+    }
     if ((rc = restore_fetcher_get_one(m->f, id, &m->env, &kind, err)) != 0) {
         if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
             m->damaged = true;
@@ -59,6 +63,9 @@ page_get(void *ctx, const uint8_t id[CFR_TREE_ID_LEN], struct cfr_buf *page,
                        cfr_hex_encode(id, ID_LEN, hex));
     }
     m->damaged = false;
+    if (m->cache != NULL) {
+        m->cache->put(m->cache, id, page->data, page->len);
+    }
     return 0;
 }
 
@@ -66,6 +73,16 @@ int
 restore_manifest_open(struct restore_fetcher *f, const struct cfr_keyring *kr,
                       const struct cfr_snap_header *h,
                       struct restore_manifest **m_r, struct cfr_err *err)
+{
+    return restore_manifest_open_cached(f, kr, h, NULL, m_r, err);
+}
+
+int
+restore_manifest_open_cached(struct restore_fetcher *f,
+                             const struct cfr_keyring *kr,
+                             const struct cfr_snap_header *h,
+                             struct restore_page_cache *cache,
+                             struct restore_manifest **m_r, struct cfr_err *err)
 {
     struct restore_manifest *m;
     int rc;
@@ -76,6 +93,7 @@ restore_manifest_open(struct restore_fetcher *f, const struct cfr_keyring *kr,
     }
     m->f = f;
     m->kr = kr;
+    m->cache = cache;
     cfr_buf_init(&m->env, RESTORE_FETCH_MSG_MAX);
     if ((m->op = cfr_opener_new(kr, err)) == NULL) {
         restore_manifest_free(m);

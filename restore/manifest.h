@@ -33,6 +33,31 @@ int restore_manifest_open(struct restore_fetcher *f,
                           struct restore_manifest **m_r, struct cfr_err *err);
 
 /*
+ * An optional cache of checked pages for walks over many snapshots of a
+ * mailbox, which share most pages (content-defined trees): get copies the
+ * page id stored earlier into page (empty on entry) and returns 1, or
+ * returns 0 (a miss, also when the copy fails); put offers a page just
+ * fetched, opened and checked against id, which the cache may copy. Only
+ * checked pages are put, so a hit is trusted as they were. The cache
+ * belongs to the walk's thread.
+ */
+struct restore_page_cache {
+    int (*get)(struct restore_page_cache *c, const uint8_t id[32],
+               struct cfr_buf *page);
+    void (*put)(struct restore_page_cache *c, const uint8_t id[32],
+                const uint8_t *p, size_t len);
+};
+
+/* As restore_manifest_open, pages read through cache (NULL: none; else
+ * borrowed until free). */
+int restore_manifest_open_cached(struct restore_fetcher *f,
+                                 const struct cfr_keyring *kr,
+                                 const struct cfr_snap_header *h,
+                                 struct restore_page_cache *cache,
+                                 struct restore_manifest **m_r,
+                                 struct cfr_err *err);
+
+/*
  * 1 with *e_r filled (pointers valid until the next call), 0 after the
  * last entry, or a negative code. After an error, restore_manifest_damaged
  * tells whether the data was missing, damaged or forged (as opposed to an

@@ -33,15 +33,20 @@
 #include <stdio.h>    /* snprintf, renameat2 */
 #include <stdlib.h>   /* qsort */
 #include <string.h>   /* memchr, memcmp */
+#include <strings.h>  /* strcasecmp: INBOX */
 #include <sys/stat.h> /* mkdirat, futimens, fchmod */
+#include <time.h>     /* gmtime_r: the live folder's date */
 #include <unistd.h>   /* write, close, unlinkat, syncfs */
 
 #include "buf.h"      /* cfr_hex_encode */
+#include "dovecot.h"  /* restore_dovecot_finish */
 #include "env.h"      /* cfr_opener, cfr_env_open */
 #include "id.h"       /* cfr_id_equal */
 #include "log.h"      /* cfr_log */
 #include "manifest.h" /* restore_manifest */
+#include "mbox.h"     /* --format mbox */
 #include "mem.h"      /* cfr_malloc */
+#include "select.h"   /* restore_pick_snapshot */
 
 #define ID_LEN 32
 /* Object kinds of coffer_vault.proto, without including the messages. */
@@ -542,6 +547,7 @@ struct job {
     int64_t mtime_ns;
     uint8_t *chunk_ids; /* owned */
     size_t n_chunks;
+    bool message; /* a Maildir message (counted as one) */
     struct job *next;
 };
 
@@ -562,6 +568,22 @@ struct run {
     enum restore_failure fail_kind;
     struct cfr_err fail_err;
     struct restore_stats *st;
+
+    /* What is selected (restore_select), checked and normalised. */
+    const struct restore_selection *sel;
+    bool have_folder;
+    char folder[NAME_MAX + 1]; /* the only folder restored */
+    const char *id_p[RESTORE_MSGIDS_MAX];
+    size_t id_len[RESTORE_MSGIDS_MAX];
+    size_t n_ids;
+    const char *live; /* into_live: the new folder (".Restored-..."), or NULL */
+    /* Output folders laid out, in order (for Dovecot and mbox). */
+    char **folders;
+    size_t n_folders, cap_folders;
+
+    /* Progress, serialised by pmu. */
+    pthread_mutex_t pmu;
+    struct restore_progress prog;
 };
 
 static void
@@ -637,7 +659,7 @@ struct worker {
     struct stashed *stash;
     size_t n_stash, stash_bytes;
     bool open_failed;
-    uint64_t chunks, files, bytes;
+    uint64_t chunks, files, bytes, messages;
 };
 
 static int
@@ -799,6 +821,14 @@ write_job(struct worker *w, const struct job *j, enum restore_failure *kind_r,
     if (rc == 0) {
         w->files++;
         w->bytes += j->size;
+        w->messages += j->message ? 1 : 0;
+        if (w->r->o.progress != NULL) {
+            pthread_mutex_lock(&w->r->pmu);
+            w->r->prog.files++;
+            w->r->prog.bytes += j->size;
+            w->r->o.progress(w->r->o.progress_ctx, &w->r->prog);
+            pthread_mutex_unlock(&w->r->pmu);
+        }
     }
 out:
     restore_file_abort(w->wf);
@@ -946,25 +976,265 @@ maildir_layout(int root_fd, const char *folder, size_t len, struct cfr_err *err)
     return rc;
 }
 
+/* ---- selection ---------------------------------------------------------- */
+
+int
+restore_folder_normalize(const char *in, char *out, size_t out_size,
+                         struct cfr_err *err)
+{
+    size_t n = strlen(in), at = 0;
+    char q[96];
+
+    cfr_log_quote(in, q, sizeof(q));
+    if (n == 0) {
+        return CFR_ERR(err, CFR_EINVAL, "--folder: empty");
+    }
+    if (strcasecmp(in, "INBOX") == 0) {
+        out[0] = '\0';
+        return 0;
+    }
+    if (n + 2 > out_size || n + 1 > NAME_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "--folder %s: too long", q);
+    }
+    if (in[0] != '.') {
+        out[at++] = '.';
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        if (c == '/') {
+            if (in[0] == '.') {
+                return CFR_ERR(err, CFR_EINVAL,
+                               "--folder %s: a Maildir++ name holds no '/'", q);
+            }
+            c = '.';
+        }
+        out[at++] = c;
+    }
+    out[at] = '\0';
+    /* ".", "..", "a//b", "a/", "/a": empty or dot-only components. */
+    if (strcmp(out, ".") == 0 || strcmp(out, "..") == 0 ||
+        strstr(out + 1, "..") != NULL || out[at - 1] == '.' ||
+        (at > 1 && out[1] == '.')) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "--folder %s: an empty folder name or component", q);
+    }
+    return 0;
+}
+
+int
+restore_mailbox_dir_name(const char *mailbox, char *out, size_t out_size,
+                         struct cfr_err *err)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    size_t at = 0;
+    if (mailbox[0] == '\0') {
+        return CFR_ERR(err, CFR_EINVAL, "an empty mailbox name");
+    }
+    for (const unsigned char *p = (const unsigned char *)mailbox; *p != '\0';
+         p++) {
+        bool plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9') || *p == '@' || *p == '_' ||
+                     *p == '+' || *p == '-' || (*p == '.' && at > 0);
+        size_t need = plain ? 1 : 3;
+        if (at + need >= out_size || at + need > NAME_MAX) {
+            char q[96];
+            return CFR_ERR(err, CFR_EINVAL,
+                           "mailbox %s: too long for a folder name",
+                           cfr_log_quote(mailbox, q, sizeof(q)));
+        }
+        if (plain) {
+            out[at++] = (char)*p;
+        } else {
+            out[at++] = '%';
+            out[at++] = hexd[*p >> 4];
+            out[at++] = hexd[*p & 15];
+        }
+    }
+    out[at] = '\0';
+    return 0;
+}
+
+/* A Message-ID without blanks and angle brackets around it. */
+static void
+msgid_core(const char *p, size_t n, const char **c_r, size_t *n_r)
+{
+    while (n > 0 && (*p == ' ' || *p == '\t')) {
+        p++;
+        n--;
+    }
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t')) {
+        n--;
+    }
+    if (n >= 2 && p[0] == '<' && p[n - 1] == '>') {
+        p++;
+        n -= 2;
+    }
+    *c_r = p;
+    *n_r = n;
+}
+
+/* Whether e is restored; marks the Message-IDs it matches. */
+static bool
+selected(struct run *r, const struct cfr_snap_entry *e, size_t flen)
+{
+    bool message = e->kind == CFR_SNAP_MAILDIR_MESSAGE;
+    if (r->have_folder &&
+        (flen != strlen(r->folder) || memcmp(e->key, r->folder, flen) != 0)) {
+        return false;
+    }
+    if (r->n_ids > 0) {
+        const char *c;
+        size_t n;
+        bool hit = false;
+        if (!message) {
+            return false;
+        }
+        msgid_core((const char *)e->message_id, e->message_id_len, &c, &n);
+        for (size_t i = 0; i < r->n_ids; i++) {
+            if (n == r->id_len[i] && n > 0 && memcmp(c, r->id_p[i], n) == 0) {
+                r->st->id_found[i] = true;
+                hit = true;
+            }
+        }
+        return hit;
+    }
+    if (r->have_folder || r->live != NULL) {
+        /* A folder, or a new folder in a live store: its messages and the
+         * Dovecot files that describe them (restore_dovecot_finish then
+         * keeps the restored messages' UIDs, UIDVALIDITY and keyword
+         * names); the rest belongs to the mailbox or the store. */
+        static const char *const keep[] = {"/dovecot-uidlist",
+                                           "/dovecot-keywords"};
+        size_t nl = e->key_len - flen - 1;
+        const uint8_t *name = e->key + flen + 1;
+        if (message) {
+            return true;
+        }
+        for (size_t i = 0; i < 2; i++) {
+            if (nl == strlen(keep[i]) && memcmp(name, keep[i], nl) == 0) {
+                return true;
+            }
+        }
+        return false;
+    }
+    if (r->sel->format == RESTORE_FORMAT_MBOX) {
+        /* Messages, and keyword names for X-Keywords. */
+        size_t nl = e->key_len - flen - 1;
+        return message || (nl == 17 && memcmp(e->key + flen + 1,
+                                              "/dovecot-keywords", 17) == 0);
+    }
+    return true;
+}
+
 static int
-job_of(const struct cfr_snap_entry *e, struct job **j_r, size_t *folder_len_r,
-       struct cfr_err *err)
+folders_add(struct run *r, const char *name, size_t n, struct cfr_err *err)
+{
+    char *c;
+    if (r->n_folders == r->cap_folders) {
+        size_t cap = r->cap_folders == 0 ? 16 : 2 * r->cap_folders;
+        char **v = cfr_realloc(r->folders, cap * sizeof(*v));
+        if (v == NULL) {
+            return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        }
+        r->folders = v;
+        r->cap_folders = cap;
+    }
+    if ((c = cfr_malloc(n + 1)) == NULL) {
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+    }
+    memcpy(c, name, n);
+    c[n] = '\0';
+    r->folders[r->n_folders++] = c;
+    r->st->folders++;
+    return 0;
+}
+
+static void
+folders_free(struct run *r)
+{
+    for (size_t i = 0; i < r->n_folders; i++) {
+        cfr_free(r->folders[i]);
+    }
+    cfr_free(r->folders);
+    r->folders = NULL;
+    r->n_folders = r->cap_folders = 0;
+}
+
+/* Lays out an output folder: cur/ new/ tmp/, and in a live store the
+ * maildirfolder file that marks a Maildir++ folder. */
+static int
+folder_layout(struct run *r, const char *name, size_t n, struct cfr_err *err)
+{
+    int rc;
+    if ((rc = maildir_layout(r->root_fd, name, n, err)) != 0) {
+        return rc;
+    }
+    if (r->live != NULL) {
+        struct restore_file *wf = NULL;
+        char rel[NAME_MAX + 16];
+        struct timespec now;
+        int k = snprintf(rel, sizeof(rel), "%.*s/maildirfolder", (int)n, name);
+        if (k < 0 || (size_t)k >= sizeof(rel)) {
+            return CFR_ERR(err, CFR_EINVAL, "unsafe path: folder too long");
+        }
+        clock_gettime(CLOCK_REALTIME, &now);
+        if ((rc = restore_file_begin(r->root_fd, rel, 0600, &wf, err)) != 0 ||
+            (rc = restore_file_commit(
+                 wf, 0, (int64_t)now.tv_sec * 1000000000 + now.tv_nsec, err)) !=
+                0) {
+            return rc;
+        }
+    }
+    return folders_add(r, name, n, err);
+}
+
+/*
+ * The job for e, its path mapped into the output tree (a live store's
+ * new folder), and the output folder's name into out_folder.
+ */
+static int
+job_of(struct run *r, const struct cfr_snap_entry *e, struct job **j_r,
+       char *out_folder, size_t *out_len_r, struct cfr_err *err)
 {
     struct job *j = cfr_calloc(1, sizeof(*j));
+    size_t flen = 0;
     int rc;
     *j_r = NULL;
     if (j == NULL) {
         return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
     }
-    if ((rc = restore_path_of(e, j->path, sizeof(j->path), folder_len_r,
-                              err)) != 0) {
+    if ((rc = restore_path_of(e, j->path, sizeof(j->path), &flen, err)) != 0) {
         cfr_free(j);
         return rc;
+    }
+    memcpy(out_folder, e->key, flen);
+    out_folder[flen] = '\0';
+    *out_len_r = flen;
+    if (r->live != NULL) {
+        /* "" -> ".Restored-X", ".Sent" -> ".Restored-X.Sent". */
+        char mapped[RESTORE_PATH_MAX];
+        const char *rest = j->path + (flen > 0 ? flen + 1 : 0);
+        int k = snprintf(mapped, sizeof(mapped), "%s%s/%s", r->live, out_folder,
+                         rest);
+        size_t ol = strlen(r->live) + flen;
+        if (k < 0 || (size_t)k >= sizeof(mapped) || ol > NAME_MAX ||
+            (rc = restore_path_check(mapped, (size_t)k, err)) != 0) {
+            cfr_free(j);
+            return rc != 0 ? rc
+                           : CFR_ERR(err, CFR_EINVAL,
+                                     "unsafe path: too long in the new "
+                                     "folder");
+        }
+        memcpy(j->path, mapped, (size_t)k + 1);
+        memmove(out_folder + strlen(r->live), out_folder, flen + 1);
+        memcpy(out_folder, r->live, strlen(r->live));
+        *out_len_r = ol;
     }
     j->mode = e->mode;
     j->size = e->size;
     j->mtime_ns = e->mtime_ns;
     j->n_chunks = e->n_chunks;
+    j->message = e->kind == CFR_SNAP_MAILDIR_MESSAGE;
     j->chunk_ids = cfr_malloc(e->n_chunks * ID_LEN + 1);
     if (j->chunk_ids == NULL) {
         cfr_free(j);
@@ -977,31 +1247,36 @@ job_of(const struct cfr_snap_entry *e, struct job **j_r, size_t *folder_len_r,
     return 0;
 }
 
-/* Walks the manifest, lays out folders, queues files. */
+/* Walks the manifest, lays out folders, queues the selected files. */
 static void
 walk(struct run *r, const struct cfr_snap_header *h)
 {
     struct restore_manifest *mr = NULL;
     struct cfr_snap_entry e;
     struct cfr_err err;
-    char folder[NAME_MAX + 1] = "";
+    char folder[NAME_MAX + 1];
     size_t folder_len = 0;
-    bool any_folder = false;
     int rc;
 
     cfr_err_clear(&err);
-    if ((rc = maildir_layout(r->root_fd, "", 0, &err)) != 0) {
-        run_fail(r, rc, RESTORE_F_IO, &err);
+    /* The top folder always: DIR is a Maildir++ root (or the live
+     * store's new folder is a complete one) whatever is selected. */
+    folder_len = r->live != NULL ? strlen(r->live) : 0;
+    memcpy(folder, r->live != NULL ? r->live : "", folder_len + 1);
+    if ((rc = folder_layout(r, folder, folder_len, &err)) != 0) {
+        run_fail(r, rc, rc == CFR_EDENIED ? RESTORE_F_UNSAFE : RESTORE_F_IO,
+                 &err);
         goto out;
     }
-    r->st->folders = 1;
     if ((rc = restore_manifest_open(r->f, r->kr, h, &mr, &err)) != 0) {
         run_fail(r, rc, RESTORE_F_OTHER, &err);
         goto out;
     }
     while (!run_failed(r)) {
         struct job *j = NULL;
-        size_t flen = 0;
+        char of[NAME_MAX + 1];
+        const uint8_t *sep;
+        size_t ol = 0;
         rc = restore_manifest_next(mr, &e, &err);
         if (rc == 0) {
             break;
@@ -1013,27 +1288,30 @@ walk(struct run *r, const struct cfr_snap_header *h)
                      &err);
             break;
         }
-        if ((rc = job_of(&e, &j, &flen, &err)) != 0) {
+        sep = e.key_len > 0 ? memchr(e.key, '\0', e.key_len) : NULL;
+        if (sep != NULL && !selected(r, &e, (size_t)(sep - e.key))) {
+            continue;
+        }
+        /* A key without a folder is refused by job_of, never skipped. */
+        if ((rc = job_of(r, &e, &j, of, &ol, &err)) != 0) {
             run_fail(r, rc,
                      rc == CFR_EINVAL ? RESTORE_F_UNSAFE : RESTORE_F_OTHER,
                      &err);
             break;
         }
         /* Keys sort by folder first: each folder's layout once. */
-        if (flen > 0 && (!any_folder || flen != folder_len ||
-                         memcmp(folder, e.key, flen) != 0)) {
-            memcpy(folder, e.key, flen);
-            folder[flen] = '\0';
-            folder_len = flen;
-            any_folder = true;
-            if ((rc = maildir_layout(r->root_fd, folder, flen, &err)) != 0) {
+        if (ol != folder_len || memcmp(folder, of, ol) != 0) {
+            memcpy(folder, of, ol + 1);
+            folder_len = ol;
+            if ((rc = folder_layout(r, folder, folder_len, &err)) != 0) {
                 job_free(j);
                 run_fail(r, rc,
-                         rc == CFR_EDENIED ? RESTORE_F_UNSAFE : RESTORE_F_IO,
+                         rc == CFR_EDENIED  ? RESTORE_F_UNSAFE
+                         : rc == CFR_EEXIST ? RESTORE_F_TARGET
+                                            : RESTORE_F_IO,
                          &err);
                 break;
             }
-            r->st->folders++;
         }
         if (push_job(r, j) != 0) {
             break;
@@ -1043,127 +1321,63 @@ out:
     restore_manifest_free(mr);
 }
 
-int
-restore_mailbox(struct restore_fetcher *f, const struct cfr_keyring *kr,
-                const char *mailbox, const char *dir,
-                const struct restore_opts *opts, struct restore_stats *stats_r,
-                struct cfr_err *err)
+/*
+ * Restores snapshot h into r->root_fd with r's selection: workers, the
+ * walk feeding them, then each folder's Dovecot files (Maildir output).
+ * Adds to r->st. 0 or the first error, r->st->failure saying its kind.
+ */
+static int
+run_snapshot(struct run *r, const struct cfr_snap_header *h, bool whole,
+             struct cfr_err *err)
 {
-    struct restore_stats local;
-    struct restore_stats *st = stats_r != NULL ? stats_r : &local;
-    struct restore_snapshot *snaps = NULL;
+    struct restore_stats *st = r->st;
     struct worker *ws = NULL;
-    struct run r;
-    size_t n_snaps = 0;
     unsigned nw;
-    bool mu_init = false;
-    int rc;
+    int rc = 0;
 
-    memset(st, 0, sizeof(*st));
-    memset(&r, 0, sizeof(r));
-    r.root_fd = -1;
-    r.f = f;
-    r.kr = kr;
-    if (opts != NULL) {
-        r.o = *opts;
-    }
-    nw = r.o.workers == 0 ? RESTORE_WORKERS_DEFAULT : r.o.workers;
+    nw = r->o.workers == 0 ? RESTORE_WORKERS_DEFAULT : r->o.workers;
     if (nw > RESTORE_WORKERS_MAX) {
         nw = RESTORE_WORKERS_MAX;
     }
-    if (r.o.batch_ids == 0 || r.o.batch_ids > RESTORE_FETCH_IDS_MAX) {
-        r.o.batch_ids = RESTORE_BATCH_DEFAULT;
-    }
-    r.st = st;
-
-    /* 1. The newest snapshot of this mailbox. */
-    if ((rc = restore_list(f, kr, mailbox, &snaps, &n_snaps, err)) != 0) {
-        st->failure = rc == CFR_ENOMEM ? RESTORE_F_OTHER
-                      : rc == CFR_ECORRUPT || rc == CFR_EVERSION
-                          ? RESTORE_F_VERIFY
-                          : RESTORE_F_VAULT;
-        goto out;
-    }
-    if (n_snaps == 0) {
-        char q[128];
-        size_t n_all = 0, n_bad = 0;
-        /* A wrong key names the mailbox by another ID, so nothing matches:
-         * tell that apart from a mailbox that was never backed up. */
-        cfr_free_null(&snaps);
-        if (restore_list(f, kr, NULL, &snaps, &n_all, NULL) == 0) {
-            for (size_t i = 0; i < n_all; i++) {
-                n_bad += snaps[i].open_rc != 0;
-            }
-        }
-        if (n_all > 0 && n_bad == n_all) {
-            rc = CFR_ERR(err, CFR_EAUTH,
-                         "none of the tenant's %zu snapshots opens with this "
-                         "key: wrong key file?",
-                         n_all);
-            st->failure = RESTORE_F_VERIFY;
-            goto out;
-        }
-        rc = CFR_ERR(err, CFR_ENOTFOUND, "no snapshot of mailbox %s",
-                     cfr_log_quote(mailbox, q, sizeof(q)));
-        st->failure = RESTORE_F_NOTFOUND;
-        goto out;
-    }
-    st->snap = snaps[0];
-    st->have_snap = true;
-    if (snaps[0].open_rc != 0) {
-        char hex[2 * ID_LEN + 1];
-        rc = CFR_ERR(err, snaps[0].open_rc,
-                     "newest snapshot %s does not open (%s): wrong key, or "
-                     "damaged or forged by the vault; no older one is "
-                     "used in its place",
-                     cfr_hex_encode(snaps[0].header_id, ID_LEN, hex),
-                     cfr_code_name(snaps[0].open_rc));
-        st->failure = RESTORE_F_VERIFY;
-        goto out;
-    }
-
-    /* 2. The target. */
-    if ((rc = target_open(dir, r.o.into_nonempty, &r.root_fd, err)) != 0) {
-        st->failure = RESTORE_F_TARGET;
-        goto out;
-    }
-
-    /* 3. Workers, then the walk feeding them. */
-    pthread_mutex_init(&r.mu, NULL);
-    pthread_cond_init(&r.cv_job, NULL);
-    pthread_cond_init(&r.cv_space, NULL);
-    mu_init = true;
-    r.queue_max = 2 * (size_t)nw;
+    r->head = r->tail = NULL;
+    r->queued = 0;
+    r->done = r->failed = false;
+    r->fail_rc = 0;
+    r->fail_kind = RESTORE_F_NONE;
+    r->queue_max = 2 * (size_t)nw;
+    r->prog.mailbox = h->mailbox;
+    r->prog.files = r->prog.bytes = 0;
+    r->prog.bytes_total = whole ? h->total_bytes : 0;
+    r->prog.done = false;
     if ((ws = cfr_calloc(nw, sizeof(*ws))) == NULL) {
-        rc = CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
         st->failure = RESTORE_F_OTHER;
-        goto out;
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
     }
     for (unsigned i = 0; i < nw; i++) {
         struct cfr_err e;
-        ws[i].r = &r;
+        ws[i].r = r;
         cfr_buf_init(&ws[i].plain, CFR_ENV_PLAIN_MAX);
-        ws[i].stash = cfr_calloc(r.o.batch_ids + 1, sizeof(*ws[i].stash));
+        ws[i].stash = cfr_calloc(r->o.batch_ids + 1, sizeof(*ws[i].stash));
         cfr_err_clear(&e);
         if (ws[i].stash == NULL ||
-            (ws[i].op = cfr_opener_new(kr, &e)) == NULL) {
-            run_fail(&r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
+            (ws[i].op = cfr_opener_new(r->kr, &e)) == NULL) {
+            run_fail(r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
             break;
         }
         if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
             CFR_ERR(&e, CFR_ENOMEM, "restore: cannot start a worker");
-            run_fail(&r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
+            run_fail(r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
             break;
         }
         ws[i].started = true;
     }
-    if (!run_failed(&r)) {
-        walk(&r, &snaps[0].h);
+    if (!run_failed(r)) {
+        walk(r, h);
     }
-    pthread_mutex_lock(&r.mu);
-    r.done = true;
-    pthread_cond_broadcast(&r.cv_job);
-    pthread_mutex_unlock(&r.mu);
+    pthread_mutex_lock(&r->mu);
+    r->done = true;
+    pthread_cond_broadcast(&r->cv_job);
+    pthread_mutex_unlock(&r->mu);
     for (unsigned i = 0; i < nw; i++) {
         if (ws[i].started) {
             pthread_join(ws[i].tid, NULL);
@@ -1171,46 +1385,578 @@ restore_mailbox(struct restore_fetcher *f, const struct cfr_keyring *kr,
         st->files += ws[i].files;
         st->bytes += ws[i].bytes;
         st->chunks += ws[i].chunks;
+        st->messages += ws[i].messages;
+        stash_clear(&ws[i]);
+        cfr_free(ws[i].stash);
+        cfr_opener_free(ws[i].op);
+        cfr_buf_fini(&ws[i].plain);
     }
-    if (r.failed) {
-        rc = r.fail_rc != 0 ? r.fail_rc : CFR_EINTERNAL;
+    cfr_free(ws);
+    while (r->head != NULL) {
+        struct job *j = r->head;
+        r->head = j->next;
+        job_free(j);
+    }
+    if (r->failed) {
+        rc = r->fail_rc != 0 ? r->fail_rc : CFR_EINTERNAL;
         st->failure =
-            r.fail_kind != RESTORE_F_NONE ? r.fail_kind : RESTORE_F_OTHER;
+            r->fail_kind != RESTORE_F_NONE ? r->fail_kind : RESTORE_F_OTHER;
         if (err != NULL) {
-            *err = r.fail_err;
+            *err = r->fail_err;
         }
+        return rc;
+    }
+    /* Dovecot's files must agree with what came back (dovecot.h). */
+    for (size_t i = 0;
+         i < r->n_folders && r->sel->format == RESTORE_FORMAT_MAILDIR; i++) {
+        if ((rc = restore_dovecot_finish(r->root_fd, r->folders[i], err)) !=
+            0) {
+            st->failure = rc == CFR_EDENIED  ? RESTORE_F_UNSAFE
+                          : rc == CFR_ENOMEM ? RESTORE_F_OTHER
+                                             : RESTORE_F_IO;
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- targets ------------------------------------------------------------ */
+
+/* rm -r of name below dir_fd, which the restore itself made (bounded). */
+static void
+rm_tree_at(int dir_fd, const char *name, int depth)
+{
+    int fd;
+    DIR *d;
+    struct dirent *de;
+    if (depth > 8) {
+        return;
+    }
+    fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        (void)unlinkat(dir_fd, name, 0);
+        return;
+    }
+    if ((d = fdopendir(fd)) == NULL) {
+        close(fd);
+        return;
+    }
+    while ((de = readdir(d)) != NULL) {
+        struct stat sb;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISDIR(sb.st_mode)) {
+            rm_tree_at(dirfd(d), de->d_name, depth + 1);
+        } else {
+            (void)unlinkat(dirfd(d), de->d_name, 0);
+        }
+    }
+    closedir(d);
+    (void)unlinkat(dir_fd, name, AT_REMOVEDIR);
+}
+
+/* Whether a name in the live root is name or a subfolder of it. */
+static int
+live_taken(int root_fd, const char *name, bool *taken_r, struct cfr_err *err)
+{
+    size_t n = strlen(name);
+    int dfd = fcntl(root_fd, F_DUPFD_CLOEXEC, 0);
+    DIR *d;
+    struct dirent *de;
+    *taken_r = false;
+    if (dfd < 0 || (d = fdopendir(dfd)) == NULL) {
+        if (dfd >= 0) {
+            close(dfd);
+        }
+        return CFR_ERR_ERRNO(err, CFR_EIO, "live store: cannot read");
+    }
+    rewinddir(d);
+    while ((de = readdir(d)) != NULL && !*taken_r) {
+        *taken_r = strncmp(de->d_name, name, n) == 0 &&
+                   (de->d_name[n] == '\0' || de->d_name[n] == '.');
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Opens the live Maildir++ root dir and makes the new folder. */
+static int
+live_open(const char *dir, int64_t now_ms, int *fd_r, char *live,
+          size_t live_size, struct cfr_err *err)
+{
+    struct stat sb;
+    struct tm tm;
+    time_t t = (time_t)(now_ms / 1000);
+    char q[128], base[64];
+    int fd, rc = 0;
+
+    *fd_r = -1;
+    cfr_log_quote(dir, q, sizeof(q));
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        return CFR_ERR_ERRNO(err, CFR_EIO,
+                             "--into-live %s: not an existing directory", q);
+    }
+    if (fstatat(fd, "cur", &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(sb.st_mode)) {
+        close(fd);
+        return CFR_ERR(err, CFR_EINVAL,
+                       "--into-live %s: not a Maildir++ root (no cur/)", q);
+    }
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(base, sizeof(base), ".Restored-%Y-%m-%d", &tm) == 0) {
+        close(fd);
+        return CFR_ERR(err, CFR_EINVAL, "--into-live: no date for the folder");
+    }
+    for (int i = 1; i <= 100; i++) {
+        bool taken = false;
+        int k = i == 1 ? snprintf(live, live_size, "%s", base)
+                       : snprintf(live, live_size, "%s-%d", base, i);
+        if (k < 0 || (size_t)k >= live_size) {
+            rc = CFR_ERR(err, CFR_EINTERNAL, "live folder name");
+            break;
+        }
+        if ((rc = live_taken(fd, live, &taken, err)) != 0) {
+            break;
+        }
+        if (taken) {
+            continue;
+        }
+        /* Exclusive: a name made meanwhile by someone else is skipped. */
+        if (mkdirat(fd, live, 0700) == 0) {
+            *fd_r = fd;
+            return 0;
+        }
+        if (errno != EEXIST) {
+            rc = CFR_ERR_ERRNO(err, CFR_EIO,
+                               "--into-live %s: cannot create "
+                               "the new folder",
+                               q);
+            break;
+        }
+    }
+    if (rc == 0) {
+        rc = CFR_ERR(err, CFR_EEXIST,
+                     "--into-live %s: %s and its next 99 names are taken", q,
+                     base);
+    }
+    live[0] = '\0';
+    close(fd);
+    return rc;
+}
+
+/* mbox output: every folder of the private tree into DIR/<Folder>.mbox. */
+static int
+mbox_convert(struct run *r, int out_fd, struct cfr_err *err)
+{
+    for (size_t i = 0; i < r->n_folders; i++) {
+        char name[NAME_MAX + 1];
+        uint64_t msgs = 0, bytes = 0;
+        int rc;
+        if ((rc = restore_mbox_name(r->folders[i], name, sizeof(name), err)) !=
+            0) {
+            r->st->failure = RESTORE_F_UNSAFE;
+            return rc;
+        }
+        if ((rc = restore_mbox_folder(r->root_fd, r->folders[i], out_fd, name,
+                                      &msgs, &bytes, err)) != 0) {
+            r->st->failure = rc == CFR_EEXIST   ? RESTORE_F_TARGET
+                             : rc == CFR_ENOMEM ? RESTORE_F_OTHER
+                                                : RESTORE_F_IO;
+            return rc;
+        }
+        r->st->mbox_files++;
+        r->st->mbox_bytes += bytes;
+    }
+    return 0;
+}
+
+/*
+ * One mailbox's snapshot into out_fd (the target, or a host restore's
+ * per-mailbox folder): as Maildir straight there, or through a private
+ * Maildir tree for mbox.
+ */
+static int
+restore_into(struct run *r, const struct cfr_snap_header *h, int out_fd,
+             bool whole, struct cfr_err *err)
+{
+    char tmp[64];
+    int rc;
+
+    folders_free(r);
+    if (r->sel->format != RESTORE_FORMAT_MBOX) {
+        r->root_fd = out_fd;
+        rc = run_snapshot(r, h, whole, err);
+        r->root_fd = -1;
+        return rc;
+    }
+    /* The Maildir tree first, in a directory of ours inside the target
+     * (same file system, removed at the end whatever happens). */
+    snprintf(tmp, sizeof(tmp), ".coffer-mbox.%ld.tmp", (long)getpid());
+    if (mkdirat(out_fd, tmp, 0700) != 0) {
+        r->st->failure = errno == EEXIST ? RESTORE_F_TARGET : RESTORE_F_IO;
+        return CFR_ERR_ERRNO(err, errno == EEXIST ? CFR_EEXIST : CFR_EIO,
+                             "target: cannot make the working folder %s", tmp);
+    }
+    r->root_fd =
+        openat(out_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (r->root_fd < 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: cannot open %s", tmp);
+        r->st->failure = RESTORE_F_IO;
+    } else if ((rc = run_snapshot(r, h, whole, err)) == 0) {
+        rc = mbox_convert(r, out_fd, err);
+    }
+    if (r->root_fd >= 0) {
+        close(r->root_fd);
+        r->root_fd = -1;
+    }
+    rm_tree_at(out_fd, tmp, 0);
+    return rc;
+}
+
+void
+restore_stats_fini(struct restore_stats *st)
+{
+    if (st != NULL) {
+        cfr_free(st->done);
+        st->done = NULL;
+        st->n_done = 0;
+    }
+}
+
+/* Checks sel and fills r's normalised view of it. */
+static int
+selection_check(struct run *r, const struct restore_selection *sel,
+                struct cfr_err *err)
+{
+    if ((sel->mailbox == NULL) == (sel->host == NULL)) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "restore: exactly one of a mailbox and a host");
+    }
+    if (sel->host != NULL && (sel->into_live || sel->snapshot_hex != NULL)) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "restore: a host restore takes neither --into-live "
+                       "nor --snapshot");
+    }
+    if (sel->into_live && sel->format != RESTORE_FORMAT_MAILDIR) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "restore: --into-live writes Maildir only");
+    }
+    if (sel->n_message_ids > RESTORE_MSGIDS_MAX) {
+        return CFR_ERR(err, CFR_EINVAL, "restore: at most %d message IDs",
+                       RESTORE_MSGIDS_MAX);
+    }
+    if (sel->folder != NULL) {
+        int rc = restore_folder_normalize(sel->folder, r->folder,
+                                          sizeof(r->folder), err);
+        if (rc != 0) {
+            return rc;
+        }
+        r->have_folder = true;
+    }
+    for (size_t i = 0; i < sel->n_message_ids; i++) {
+        msgid_core(sel->message_ids[i], strlen(sel->message_ids[i]),
+                   &r->id_p[i], &r->id_len[i]);
+        if (r->id_len[i] == 0 || r->id_len[i] > CFR_SNAP_MESSAGE_ID_MAX) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "--message-id: empty or longer than %d bytes",
+                           CFR_SNAP_MESSAGE_ID_MAX);
+        }
+    }
+    r->n_ids = sel->n_message_ids;
+    return 0;
+}
+
+static int
+name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * A host restore: the tenant's mailboxes, each picked as of at_ms, those
+ * whose chosen snapshot came from host into DIR/<name>.
+ */
+static int
+restore_host(struct run *r, const char *dir, struct cfr_err *err)
+{
+    struct restore_stats *st = r->st;
+    struct restore_snapshot *all = NULL, *picked = NULL;
+    const char **names = NULL;
+    char(*dnames)[256] = NULL;
+    size_t n_all = 0, n_names = 0, n_picked = 0;
+    int out_fd = -1, rc;
+    char q[128];
+
+    if ((rc = restore_list(r->f, r->kr, NULL, &all, &n_all, err)) != 0) {
+        st->failure = rc == CFR_ENOMEM ? RESTORE_F_OTHER
+                      : rc == CFR_ECORRUPT || rc == CFR_EVERSION
+                          ? RESTORE_F_VERIFY
+                          : RESTORE_F_VAULT;
         goto out;
     }
-    /* 4. Durable before success is reported. */
-    if (syncfs(r.root_fd) != 0) {
+    names = cfr_calloc(n_all + 1, sizeof(*names));
+    picked = cfr_calloc(n_all + 1, sizeof(*picked));
+    dnames = cfr_calloc(n_all + 1, sizeof(*dnames));
+    if (names == NULL || picked == NULL || dnames == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        st->failure = RESTORE_F_OTHER;
+        goto out;
+    }
+    for (size_t i = 0; i < n_all; i++) {
+        char hex[2 * ID_LEN + 1];
+        if (all[i].open_rc != 0) {
+            /* Whose it is cannot be known: it might be this host's. */
+            rc = CFR_ERR(err, all[i].open_rc,
+                         "snapshot %s does not open (%s): a host restore "
+                         "cannot tell whose it is",
+                         cfr_hex_encode(all[i].header_id, ID_LEN, hex),
+                         cfr_code_name(all[i].open_rc));
+            st->failure = RESTORE_F_VERIFY;
+            goto out;
+        }
+        names[n_names++] = all[i].h.mailbox;
+    }
+    qsort(names, n_names, sizeof(*names), name_cmp);
+    for (size_t i = 0; i < n_names; i++) {
+        struct restore_pick p = {names[i], r->sel->at_ms, NULL};
+        enum restore_failure kind = RESTORE_F_NONE;
+        struct cfr_err e;
+        if (i > 0 && strcmp(names[i], names[i - 1]) == 0) {
+            continue;
+        }
+        cfr_err_clear(&e);
+        rc = restore_pick_snapshot(r->f, r->kr, &p, &picked[n_picked], &kind,
+                                   &e);
+        if (rc == CFR_ENOTFOUND) {
+            continue; /* that mailbox did not exist yet at that time */
+        }
+        if (rc != 0) {
+            if (err != NULL) {
+                *err = e;
+            }
+            st->failure = kind;
+            goto out;
+        }
+        if (strcmp(picked[n_picked].h.host, r->sel->host) != 0) {
+            continue;
+        }
+        if ((rc = restore_mailbox_dir_name(names[i], dnames[n_picked], 256,
+                                           err)) != 0) {
+            st->failure = RESTORE_F_UNSAFE;
+            goto out;
+        }
+        n_picked++;
+    }
+    if (n_picked == 0) {
+        rc = CFR_ERR(err, CFR_ENOTFOUND,
+                     "no mailbox of host %s has a snapshot at that time",
+                     cfr_log_quote(r->sel->host, q, sizeof(q)));
+        st->failure = RESTORE_F_NOTFOUND;
+        goto out;
+    }
+    if ((st->done = cfr_calloc(n_picked, sizeof(*st->done))) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+        st->failure = RESTORE_F_OTHER;
+        goto out;
+    }
+    if ((rc = target_open(dir, r->o.into_nonempty, &out_fd, err)) != 0) {
+        st->failure = RESTORE_F_TARGET;
+        goto out;
+    }
+    for (size_t i = 0; i < n_picked; i++) {
+        struct restore_done *d = &st->done[st->n_done++];
+        uint64_t files0 = st->files, bytes0 = st->bytes;
+        int mfd;
+        snprintf(d->mailbox, sizeof(d->mailbox), "%s", picked[i].h.mailbox);
+        snprintf(d->dir_name, sizeof(d->dir_name), "%s", dnames[i]);
+        memcpy(d->header_id, picked[i].header_id, ID_LEN);
+        d->received_ms = picked[i].received_ms;
+        /* Exclusive: never into something already there. */
+        if (mkdirat(out_fd, dnames[i], 0700) != 0) {
+            rc = CFR_ERR_ERRNO(err, errno == EEXIST ? CFR_EEXIST : CFR_EIO,
+                               "target: cannot create %s",
+                               cfr_log_quote(dnames[i], q, sizeof(q)));
+            st->failure = errno == EEXIST ? RESTORE_F_TARGET : RESTORE_F_IO;
+            goto out;
+        }
+        mfd = openat(out_fd, dnames[i],
+                     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (mfd < 0) {
+            rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: cannot open %s",
+                               cfr_log_quote(dnames[i], q, sizeof(q)));
+            st->failure = RESTORE_F_IO;
+            goto out;
+        }
+        rc = restore_into(r, &picked[i].h, mfd,
+                          !r->have_folder && r->n_ids == 0, err);
+        close(mfd);
+        d->files = st->files - files0;
+        d->bytes = st->bytes - bytes0;
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if (syncfs(out_fd) != 0) {
         rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: sync failed");
         st->failure = RESTORE_F_IO;
         goto out;
     }
     rc = 0;
 out:
-    while (r.head != NULL) {
-        struct job *j = r.head;
-        r.head = j->next;
-        job_free(j);
+    if (out_fd >= 0) {
+        close(out_fd);
     }
-    if (ws != NULL) {
-        for (unsigned i = 0; i < nw; i++) {
-            stash_clear(&ws[i]);
-            cfr_free(ws[i].stash);
-            cfr_opener_free(ws[i].op);
-            cfr_buf_fini(&ws[i].plain);
-        }
-        cfr_free(ws);
-    }
-    if (mu_init) {
-        pthread_mutex_destroy(&r.mu);
-        pthread_cond_destroy(&r.cv_job);
-        pthread_cond_destroy(&r.cv_space);
-    }
-    if (r.root_fd >= 0) {
-        close(r.root_fd);
-    }
-    cfr_free(snaps);
+    cfr_free(all);
+    cfr_free(names);
+    cfr_free(picked);
+    cfr_free(dnames);
     return rc;
+}
+
+/* One mailbox: its snapshot, then the target of the selection's kind. */
+static int
+restore_one(struct run *r, const char *dir, struct cfr_err *err)
+{
+    struct restore_stats *st = r->st;
+    struct restore_pick p = {r->sel->mailbox, r->sel->at_ms,
+                             r->sel->snapshot_hex};
+    enum restore_failure kind = RESTORE_F_NONE;
+    int out_fd = -1, rc;
+
+    if ((rc = restore_pick_snapshot(r->f, r->kr, &p, &st->snap, &kind, err)) !=
+        0) {
+        st->failure = kind != RESTORE_F_NONE ? kind : RESTORE_F_OTHER;
+        st->have_snap = st->snap.received_ms != 0;
+        return rc;
+    }
+    st->have_snap = true;
+    if (r->sel->into_live) {
+        int64_t now = r->o.now_ms;
+        if (now == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+        }
+        rc = live_open(dir, now, &out_fd, st->live_folder,
+                       sizeof(st->live_folder), err);
+        if (rc != 0) {
+            st->failure = RESTORE_F_TARGET;
+            return rc;
+        }
+        r->live = st->live_folder;
+    } else if ((rc = target_open(dir, r->o.into_nonempty, &out_fd, err)) != 0) {
+        st->failure = RESTORE_F_TARGET;
+        return rc;
+    }
+    rc = restore_into(r, &st->snap.h, out_fd, !r->have_folder && r->n_ids == 0,
+                      err);
+    if (rc == 0 && syncfs(out_fd) != 0) {
+        rc = CFR_ERR_ERRNO(err, CFR_EIO, "target: sync failed");
+        st->failure = RESTORE_F_IO;
+    }
+    close(out_fd);
+    return rc;
+}
+
+int
+restore_select(struct restore_fetcher *f, const struct cfr_keyring *kr,
+               const struct restore_selection *sel, const char *dir,
+               const struct restore_opts *opts, struct restore_stats *stats_r,
+               struct cfr_err *err)
+{
+    struct restore_stats local;
+    struct restore_stats *st = stats_r != NULL ? stats_r : &local;
+    struct restore_selection s = *sel;
+    struct run *r = NULL;
+    int rc;
+
+    memset(st, 0, sizeof(*st));
+    if (s.at_ms <= 0) {
+        s.at_ms = RESTORE_AT_NEWEST;
+    }
+    /* struct run holds the selection's normalised IDs: on the heap. */
+    if ((r = cfr_calloc(1, sizeof(*r))) == NULL) {
+        st->failure = RESTORE_F_OTHER;
+        return CFR_ERR(err, CFR_ENOMEM, "restore: out of memory");
+    }
+    r->root_fd = -1;
+    r->f = f;
+    r->kr = kr;
+    r->st = st;
+    r->sel = &s;
+    if (opts != NULL) {
+        r->o = *opts;
+    }
+    if (r->o.batch_ids == 0 || r->o.batch_ids > RESTORE_FETCH_IDS_MAX) {
+        r->o.batch_ids = RESTORE_BATCH_DEFAULT;
+    }
+    if ((rc = selection_check(r, &s, err)) != 0) {
+        st->failure = RESTORE_F_OTHER;
+        cfr_free(r);
+        return rc;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_init(&r->pmu, NULL);
+    pthread_cond_init(&r->cv_job, NULL);
+    pthread_cond_init(&r->cv_space, NULL);
+
+    rc = s.host != NULL ? restore_host(r, dir, err) : restore_one(r, dir, err);
+    if (rc == 0 && r->n_ids > 0) {
+        /* The found ones are restored; the others are named. */
+        char list[CFR_ERR_MSG_MAX];
+        size_t at = 0;
+        list[0] = '\0';
+        for (size_t i = 0; i < r->n_ids; i++) {
+            if (st->id_found[i]) {
+                continue;
+            }
+            st->n_missing++;
+            if (at + r->id_len[i] + 8 < sizeof(list) - 64) {
+                at += (size_t)snprintf(list + at, sizeof(list) - at, "%s<%.*s>",
+                                       at > 0 ? " " : "", (int)r->id_len[i],
+                                       r->id_p[i]);
+            }
+        }
+        if (st->n_missing > 0) {
+            rc = CFR_ERR(err, CFR_ENOTFOUND,
+                         "%zu of %zu message IDs not in the snapshot (the "
+                         "others were restored): %s",
+                         st->n_missing, r->n_ids, list);
+            st->failure = RESTORE_F_NOTFOUND;
+        }
+    }
+    if (r->o.progress != NULL) {
+        pthread_mutex_lock(&r->pmu);
+        r->prog.mailbox = NULL; /* a host restore freed its headers */
+        r->prog.done = true;
+        r->o.progress(r->o.progress_ctx, &r->prog);
+        pthread_mutex_unlock(&r->pmu);
+    }
+    folders_free(r);
+    pthread_mutex_destroy(&r->mu);
+    pthread_mutex_destroy(&r->pmu);
+    pthread_cond_destroy(&r->cv_job);
+    pthread_cond_destroy(&r->cv_space);
+    cfr_free(r);
+    if (rc != 0 && st->failure == RESTORE_F_NONE) {
+        st->failure = RESTORE_F_OTHER;
+    }
+    if (st == &local) {
+        restore_stats_fini(&local);
+    }
+    return rc;
+}
+
+int
+restore_mailbox(struct restore_fetcher *f, const struct cfr_keyring *kr,
+                const char *mailbox, const char *dir,
+                const struct restore_opts *opts, struct restore_stats *stats_r,
+                struct cfr_err *err)
+{
+    struct restore_selection sel;
+    memset(&sel, 0, sizeof(sel));
+    sel.mailbox = mailbox;
+    return restore_select(f, kr, &sel, dir, opts, stats_r, err);
 }

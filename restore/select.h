@@ -26,10 +26,16 @@
 /*
  * Parses an --at value into milliseconds since the epoch (UTC):
  *   "2026-11-20T10:30:00Z", "2026-11-20T10:30Z", "2026-11-20 10:30",
- *   "2026-11-20" (end of that day, 23:59:59.999 UTC),
- *   "@1763630000" (seconds since the epoch),
- *   "3d", "12h", "90m" ago relative to now_ms (also "3d ago").
- * CFR_EINVAL with a message saying what is accepted.
+ *   "2026-11-20T10:30:00.123Z" (as `snapshots` prints it; 'Z' optional,
+ *   every time is UTC), "2026-11-20" (end of that day, 23:59:59.999 UTC),
+ *   "@1763630000" (seconds since the epoch), "now",
+ *   "3d", "12h", "90m", "2w" ago relative to now_ms (also "3d ago").
+ * A calendar form names a span and means its last millisecond, as the
+ * day form does: "10:30" is 10:30:59.999, "@1763630000" is ...000.999,
+ * ".123" is exact. Years 1970..9999 only.
+ * CFR_EINVAL with a message saying what is accepted (garbage, a field
+ * out of range, a date before 1970 or after 9999, a relative time
+ * reaching before 1970, overflow).
  */
 int restore_parse_at(const char *s, int64_t now_ms, int64_t *ms_r,
                      struct cfr_err *err);

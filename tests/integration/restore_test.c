@@ -242,13 +242,19 @@ make_source(const char *root)
     }
     cfr_free(big);
     put_message(root, "cur/1767225606.M6P10.host:2,T", 6, 400 << 10);
+    /* Consistent with the messages, so restore_dovecot_finish (which
+     * rewrites a list that is not) leaves the restored bytes alone. */
     put_text(root, "dovecot-uidlist",
-             "3 V1767225600 N7 G0123\n1 :1767225601\n");
+             "3 V1767225600 N7 G0123\n1 :1767225601.M1P10.host\n"
+             "2 :1767225602.M2P10.host\n3 :1767225603.M3P10.host\n"
+             "4 :1767225604.M4P10.host\n5 :1767225605.M5P10.host\n"
+             "6 :1767225606.M6P10.host\n");
     put_text(root, "dovecot-keywords", "0 $Junk\n");
     put_text(root, "subscriptions", "Sent\nLists.dev\n");
     put_message(root, ".Sent/cur/1767225610.M10P10.host:2,S", 10, 2500);
     put_text(root, ".Sent/maildirfolder", "");
-    put_text(root, ".Sent/dovecot-uidlist", "3 V1767225611 N2\n");
+    put_text(root, ".Sent/dovecot-uidlist",
+             "3 V1767225611 N2\n1 :1767225610.M10P10.host\n");
     for (uint64_t k = 0; k < 4; k++) {
         char rel[128];
         FMT(rel, ".Lists.dev/cur/17672256%02llu.M%lluP11.host:2,%s",

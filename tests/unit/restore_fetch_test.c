@@ -5,7 +5,14 @@
  *
  *  - the fetcher hands each asked-for object over exactly once, refuses a
  *    vault that sends an object twice or one nobody asked for, asks the
- *    next vault for what the first lacks, and says which ID nobody has;
+ *    next vault for what the first lacks (counted), and says which ID
+ *    nobody has;
+ *  - it starts on the nearest healthy vault (a slow Health loses to a
+ *    fast one, a dead one is ranked last);
+ *  - a vault whose stream breaks mid-batch is left for the next one, which
+ *    is asked only for what was not delivered and stays current (sticky);
+ *    four threads hitting one broken vault make one switch; once its
+ *    back-off is over a vault can become current again;
  *  - restore_mailbox, fed by a vault that sends every batch in reverse
  *    order, still writes each file's chunks in file order (the stash),
  *    byte for byte, with several workers and small batches.
@@ -25,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "coffer_vault.pb-c.h"
@@ -45,6 +53,7 @@ enum mode {
     M_REVERSE = 1, /* each batch's objects in reverse order */
     M_DUP = 2,     /* the first object twice */
     M_UNASKED = 3, /* one object nobody asked for */
+    M_BREAK = 4,   /* break_after objects, then UNAVAILABLE */
 };
 
 struct fobj {
@@ -63,7 +72,10 @@ struct fake {
     size_t n, alloc;
     uint8_t *list; /* a packed ListSnapshotsResponse */
     size_t list_len;
-    unsigned gets; /* GetObjects calls served */
+    unsigned gets;      /* GetObjects calls served */
+    size_t last_n_ids;  /* IDs the last GetObjects asked for */
+    size_t break_after; /* M_BREAK */
+    unsigned health_ms; /* Health answers after this long */
     pthread_mutex_t mu;
 };
 
@@ -140,6 +152,8 @@ fake_clear(struct fake *v)
     v->n = v->alloc = v->list_len = 0;
     v->mode = M_NORMAL;
     v->gets = 0;
+    v->last_n_ids = v->break_after = 0;
+    v->health_ms = 0;
 }
 
 static int
@@ -154,7 +168,12 @@ authz_all(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
 static void
 h_health(struct cfr_rpc_ctx *ctx, void *arg)
 {
-    (void)arg;
+    struct fake *v = arg;
+    if (v->health_ms > 0) {
+        /* A far vault: the delay is what the fetcher ranks on. */
+        struct timespec ts = {0, (long)v->health_ms * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     (void)cfr_rpc_ctx_finish(ctx, CFR_RPC_OK, NULL, "", 0, NULL);
 }
 
@@ -184,6 +203,7 @@ h_get(struct cfr_rpc_ctx *ctx, void *arg)
     }
     pthread_mutex_lock(&v->mu);
     v->gets++;
+    v->last_n_ids = req->n_ids;
     pthread_mutex_unlock(&v->mu);
     send = calloc(req->n_ids + 2, sizeof(*send));
     for (size_t i = 0; i < req->n_ids; i++) {
@@ -213,6 +233,11 @@ h_get(struct cfr_rpc_ctx *ctx, void *arg)
         }
     }
     for (size_t i = 0; i < n; i++) {
+        if (v->mode == M_BREAK && i == v->break_after) {
+            (void)cfr_rpc_ctx_finish(ctx, CFR_RPC_UNAVAILABLE, "broken", NULL,
+                                     0, NULL);
+            break;
+        }
         Coffer__V1__GetObjectsResponse r =
             COFFER__V1__GET_OBJECTS_RESPONSE__INIT;
         Coffer__V1__Object o = COFFER__V1__OBJECT__INIT;
@@ -267,7 +292,7 @@ fake_start(struct fake *v)
 }
 
 static struct restore_fetcher *
-fetcher(const struct fake *const *vs, size_t n)
+fetcher_b(const struct fake *const *vs, size_t n, int64_t backoff_ms)
 {
     const char *targets[4];
     struct restore_fetch_opts o;
@@ -284,10 +309,17 @@ fetcher(const struct fake *const *vs, size_t n)
     o.cert_pem = cli_pem;
     o.key_pem = cli_key;
     o.timeout_ms = 20000;
+    o.backoff_ms = backoff_ms;
     if (restore_fetcher_new(&o, &f, &err) != 0) {
         fail_msg("fetcher: %s", err.msg);
     }
     return f;
+}
+
+static struct restore_fetcher *
+fetcher(const struct fake *const *vs, size_t n)
+{
+    return fetcher_b(vs, n, 0);
 }
 
 /* ---- the fetcher ------------------------------------------------------- */
@@ -338,8 +370,10 @@ test_restore_fetch_once_each_and_failover(void **state)
 
     fill_simple(&va, ids, 10);
     fill_simple(&vb, ids, 10);
-    /* va lacks three; vb has them all. */
+    /* va lacks three; vb has them all. vb answers Health 20 ms late so
+     * that va is the nearest however loaded the machine is. */
     va.objs[2].absent = va.objs[5].absent = va.objs[9].absent = true;
+    vb.health_ms = 20;
     f = fetcher(both, 2);
     assert_string_equal(restore_fetcher_current(f), va.target);
     memset(&s, 0, sizeof(s));
@@ -359,6 +393,24 @@ test_restore_fetch_once_each_and_failover(void **state)
     assert_memory_equal(s.ids[7], ids[2], 32);
     assert_int_equal(va.gets, 1);
     assert_int_equal(vb.gets, 1);
+    assert_int_equal(vb.last_n_ids, 3);
+    /* Lacking is not failing: va stays current, and it is counted. */
+    assert_int_equal(restore_fetcher_lacked(f), 3);
+    assert_int_equal(restore_fetcher_switches(f), 0);
+    assert_string_equal(restore_fetcher_current(f), va.target);
+    {
+        struct restore_vault_info vi;
+        assert_int_equal(restore_fetcher_vault_info(f, 0, &vi), 0);
+        assert_int_equal(vi.lacked, 3);
+        assert_int_equal(vi.objects, 7);
+        assert_int_equal(vi.bytes, 7 * 40);
+        assert_int_equal(vi.failures, 0);
+        assert_true(vi.current);
+        assert_int_equal(restore_fetcher_vault_info(f, 1, &vi), 0);
+        assert_int_equal(vi.objects, 3);
+        assert_false(vi.current);
+        assert_int_equal(restore_fetcher_vault_info(f, 2, &vi), CFR_EINVAL);
+    }
 
     /* Missing everywhere: CFR_ENOTFOUND naming it. */
     vb.objs[5].absent = true;
@@ -407,6 +459,208 @@ test_restore_fetch_refuses_dup_and_unasked(void **state)
                      0);
     assert_int_equal(s.n, 4);
     assert_memory_equal(s.ids[0], ids[3], 32);
+    restore_fetcher_free(f);
+}
+
+/* ---- nearest replica, sticky switch ------------------------------------ */
+
+static void
+test_restore_fetch_nearest(void **state)
+{
+    (void)state;
+    uint8_t ids[2][32];
+    struct restore_vault_info ia, ib, id;
+    struct cfr_rpc_server *dead = NULL;
+    struct fake vd;
+    const struct fake *three[3] = {&va, &vb, &vd};
+    struct restore_fetcher *f;
+
+    fill_simple(&va, ids, 2);
+    fill_simple(&vb, ids, 2);
+    /* va answers 40 ms late: vb is nearer although listed second. The
+     * third address had a server that is gone (connection refused). */
+    va.health_ms = 40;
+    memset(&vd, 0, sizeof(vd));
+    assert_int_equal(fake_start(&vd), 0);
+    dead = vd.srv;
+    cfr_rpc_server_free(dead);
+    f = fetcher(three, 3);
+    assert_string_equal(restore_fetcher_current(f), vb.target);
+    assert_int_equal(restore_fetcher_n_vaults(f), 3);
+    assert_int_equal(restore_fetcher_vault_info(f, 0, &ia), 0);
+    assert_int_equal(restore_fetcher_vault_info(f, 1, &ib), 0);
+    assert_int_equal(restore_fetcher_vault_info(f, 2, &id), 0);
+    assert_true(ia.healthy && ib.healthy);
+    assert_false(id.healthy);
+    assert_int_equal(id.health_code, CFR_EUNAVAIL);
+    assert_int_equal(id.rtt_us, -1);
+    assert_true(ia.rtt_us >= 40000);
+    assert_true(ib.rtt_us >= 0 && ib.rtt_us < ia.rtt_us);
+    assert_int_equal(ib.rank, 0);
+    assert_int_equal(ia.rank, 1);
+    assert_int_equal(id.rank, 2);
+    assert_true(ib.current);
+    assert_true(id.backing_off);
+    assert_string_equal(ia.target, va.target);
+    {
+        size_t used[4];
+        assert_int_equal(restore_fetcher_vaults_used(f, used, 4), 1);
+        assert_int_equal(used[0], 1);
+    }
+    restore_fetcher_free(f);
+    pthread_mutex_destroy(&vd.mu);
+}
+
+static void
+test_restore_fetch_switch_mid_stream(void **state)
+{
+    (void)state;
+    uint8_t ids[10][32];
+    struct seen s;
+    struct cfr_err err;
+    const struct fake *both[2] = {&va, &vb};
+    struct restore_fetcher *f;
+    struct restore_vault_info vi;
+    size_t used[4];
+
+    fill_simple(&va, ids, 10);
+    fill_simple(&vb, ids, 10);
+    va.mode = M_BREAK;
+    va.break_after = 4;
+    vb.health_ms = 20; /* va is the nearest */
+    f = fetcher_b(both, 2, 300);
+    assert_string_equal(restore_fetcher_current(f), va.target);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(restore_fetcher_get(f, &ids[0][0], 10, seen_cb, &s, &err),
+                     0);
+    /* Ten objects, once each, in order: four from va, six from vb, which
+     * was asked only for those six. */
+    assert_int_equal(s.n, 10);
+    for (size_t i = 0; i < 10; i++) {
+        assert_memory_equal(s.ids[i], ids[i], 32);
+    }
+    assert_int_equal(va.gets, 1);
+    assert_int_equal(vb.gets, 1);
+    assert_int_equal(vb.last_n_ids, 6);
+    assert_int_equal(restore_fetcher_switches(f), 1);
+    assert_string_equal(restore_fetcher_current(f), vb.target);
+    assert_int_equal(restore_fetcher_vaults_used(f, used, 4), 2);
+    assert_int_equal(used[0], 0);
+    assert_int_equal(used[1], 1);
+    assert_int_equal(restore_fetcher_vault_info(f, 0, &vi), 0);
+    assert_int_equal(vi.failures, 1);
+    assert_int_equal(vi.objects, 4);
+    assert_true(vi.backing_off);
+    assert_false(vi.current);
+    assert_int_equal(restore_fetcher_lacked(f), 0);
+
+    /* Sticky: the next batch goes to vb alone, va is not asked. */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(restore_fetcher_get(f, &ids[0][0], 5, seen_cb, &s, &err),
+                     0);
+    assert_int_equal(s.n, 5);
+    assert_int_equal(va.gets, 1);
+    assert_int_equal(vb.gets, 2);
+
+    /* Once va's back-off is over (300 ms), vb breaking sends the fetcher
+     * back to va. Polled, bounded: at most 5 s. */
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(restore_fetcher_vault_info(f, 0, &vi), 0);
+        if (!vi.backing_off) {
+            break;
+        }
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    assert_false(vi.backing_off);
+    va.mode = M_NORMAL;
+    vb.mode = M_BREAK;
+    vb.break_after = 0;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(restore_fetcher_get(f, &ids[0][0], 10, seen_cb, &s, &err),
+                     0);
+    assert_int_equal(s.n, 10);
+    assert_int_equal(restore_fetcher_switches(f), 2);
+    assert_string_equal(restore_fetcher_current(f), va.target);
+    assert_int_equal(restore_fetcher_vaults_used(f, used, 4), 3);
+    assert_int_equal(used[2], 0);
+
+    /* Both broken: the vault's error, after each was tried once more. */
+    va.mode = M_BREAK;
+    va.break_after = 0;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(restore_fetcher_get(f, &ids[0][0], 3, seen_cb, &s, &err),
+                     CFR_EUNAVAIL);
+    assert_int_equal(s.n, 0);
+    restore_fetcher_free(f);
+}
+
+struct hammer {
+    struct restore_fetcher *f;
+    uint8_t (*ids)[32];
+    int rc;
+    size_t got;
+};
+
+static int
+count_cb(void *ctx, const uint8_t *id, int kind, const uint8_t *data,
+         size_t len, struct cfr_err *err)
+{
+    struct hammer *h = ctx;
+    (void)id;
+    (void)kind;
+    (void)data;
+    (void)len;
+    (void)err;
+    h->got++;
+    return 0;
+}
+
+static void *
+hammer_run(void *arg)
+{
+    struct hammer *h = arg;
+    struct cfr_err err;
+    h->rc = restore_fetcher_get(h->f, &h->ids[0][0], 8, count_cb, h, &err);
+    return NULL;
+}
+
+static void
+test_restore_fetch_threads_switch_once(void **state)
+{
+    (void)state;
+    uint8_t ids[8][32];
+    const struct fake *both[2] = {&va, &vb};
+    struct restore_fetcher *f;
+    struct hammer h[4];
+    pthread_t t[4];
+
+    fill_simple(&va, ids, 8);
+    fill_simple(&vb, ids, 8);
+    va.mode = M_BREAK;
+    va.break_after = 2;
+    vb.health_ms = 20; /* va is the nearest */
+    f = fetcher(both, 2);
+    for (size_t i = 0; i < 4; i++) {
+        h[i].f = f;
+        h[i].ids = ids;
+        h[i].rc = -1;
+        h[i].got = 0;
+        assert_int_equal(pthread_create(&t[i], NULL, hammer_run, &h[i]), 0);
+    }
+    for (size_t i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(h[i].rc, 0);
+        assert_int_equal(h[i].got, 8);
+    }
+    /* However many threads saw va break, it is one outage, one switch. */
+    assert_int_equal(restore_fetcher_switches(f), 1);
+    assert_string_equal(restore_fetcher_current(f), vb.target);
+    {
+        struct restore_vault_info vi;
+        assert_int_equal(restore_fetcher_vault_info(f, 0, &vi), 0);
+        assert_int_equal(vi.failures, 1);
+    }
     restore_fetcher_free(f);
 }
 
@@ -651,6 +905,11 @@ main(void)
         cmocka_unit_test_teardown(test_restore_fetch_once_each_and_failover,
                                   each_teardown),
         cmocka_unit_test_teardown(test_restore_fetch_refuses_dup_and_unasked,
+                                  each_teardown),
+        cmocka_unit_test_teardown(test_restore_fetch_nearest, each_teardown),
+        cmocka_unit_test_teardown(test_restore_fetch_switch_mid_stream,
+                                  each_teardown),
+        cmocka_unit_test_teardown(test_restore_fetch_threads_switch_once,
                                   each_teardown),
         cmocka_unit_test_teardown(test_restore_mailbox_from_reversing_vault,
                                   each_teardown),

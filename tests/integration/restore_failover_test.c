@@ -1,0 +1,367 @@
+/*
+ * restore_failover_test.c - coffer-restore switching replica mid-restore
+ * (issue 5), with the real programs: three coffer-vault processes holding
+ * the same data (coffer-agent backs up to all three), a generated mailbox
+ * (bench/gen_corpus: a few hundred messages, ~20 MB) and coffer-restore
+ * reading it back with two workers and batches of two chunk IDs.
+ *
+ *  1. SIGKILL: once the restore has written some of the mailbox, the vault
+ *     it reads from is frozen (SIGSTOP, so the kill lands mid-restore
+ *     however fast the machine is: the test checks the restore has not
+ *     finished) and then killed. The restore exits 0, the tree equals the
+ *     source byte for byte (names, contents, modes, mtimes), its --json
+ *     says one switch and names both vaults in order, and stderr has the
+ *     restore.switch event.
+ *  2. SIGSTOP: the same with the vault left hung (a 2 s call timeout in
+ *     the config): the calls stuck on it hit their deadline, the restore
+ *     switches once and finishes exact.
+ *
+ * Both start on the vault listed first: on 127.0.0.1 every round trip is
+ * under a millisecond, so the config order decides (fetch.h); the test
+ * reads the choice from the restore's own log rather than assuming it.
+ * About 10-20 s on two cores, most of it the agent's backup to three
+ * vaults.
+ */
+#define _GNU_SOURCE /* nanosecond stat fields */
+
+#include <setjmp.h> /* cmocka */
+#include <stdarg.h> /* cmocka */
+#include <stddef.h> /* cmocka */
+#include <stdint.h> /* cmocka */
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent_run_support.h"    /* programs, configs, trees */
+#include "mem.h"                  /* cfr_free */
+#include "rpc.h"                  /* cfr_rpc_global_init */
+#include "vault_client_support.h" /* vc_now_ms, vc_sleep_ms */
+#include "vault_support.h"        /* the harness */
+
+#ifndef COFFER_RESTORE_BIN
+#error "COFFER_RESTORE_BIN must name the coffer-restore binary"
+#endif
+#ifndef COFFER_AGENT_BIN
+#error "COFFER_AGENT_BIN must name the coffer-agent binary"
+#endif
+
+#define N_VAULTS  3
+#define ESCROW_PW "failover test escrow passphrase"
+#define RUN_MS    120000
+#define FMT(buf, ...)                                                          \
+    assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+
+static struct vs_env env;
+static struct vs_vault vaults[N_VAULTS];
+static int ports[N_VAULTS];
+static char dir[VS_PATH_MAX + 64];
+static char key_file[VS_PATH_MAX + 96], pass_file[VS_PATH_MAX + 96],
+    escrow[VS_PATH_MAX + 96], escrow_pass[VS_PATH_MAX + 96];
+static char corpus[VS_PATH_MAX + 96];
+static char mailbox[520], mailbox_root[VS_PATH_MAX + 640];
+static uint64_t corpus_bytes;
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* The one mailbox gen_corpus made: corpus/<domain>/<user>/Maildir. */
+static int
+find_mailbox(void)
+{
+    char dom[256] = "", user[256] = "", p[VS_PATH_MAX + 520];
+    DIR *d = opendir(corpus);
+    struct dirent *de;
+    if (d == NULL) {
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] != '.') {
+            snprintf(dom, sizeof(dom), "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    snprintf(p, sizeof(p), "%s/%s", corpus, dom);
+    if ((d = opendir(p)) == NULL) {
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] != '.') {
+            snprintf(user, sizeof(user), "%s", de->d_name);
+        }
+    }
+    closedir(d);
+    snprintf(mailbox, sizeof(mailbox), "%s@%s", user, dom);
+    snprintf(mailbox_root, sizeof(mailbox_root), "%s/%s/%s/Maildir", corpus,
+             dom, user);
+    return dom[0] != '\0' && user[0] != '\0' ? 0 : -1;
+}
+
+/* A restore configuration naming the vaults in order, at info level so
+ * the fetcher's choice (restore.vault_up ... current=1) is on stderr. */
+static void
+restore_conf(const char *path, const char *timeout)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "tenant = \"acme\";\nkey_file = \"%s\";\npassphrase_file = "
+            "\"%s\";\nvaults = [ ",
+            escrow, escrow_pass);
+    for (size_t i = 0; i < N_VAULTS; i++) {
+        fprintf(f, "%s\"127.0.0.1:%d\"", i > 0 ? ", " : "", ports[i]);
+    }
+    fprintf(f,
+            " ];\ntls = { ca = \"%s/ca.pem\"; cert = \"%s/acme-restore.pem\"; "
+            "key = \"%s/acme-restore.key\"; server_name = \"localhost\"; };\n"
+            "parallelism = 2;\nbatch = 2;\ntimeout = \"%s\";\n"
+            "log_level = \"info\";\n",
+            env.dir, env.dir, env.dir, timeout);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Which vault the restore said it starts on; N_VAULTS until it said. */
+static size_t
+current_from_log(const char *err_path)
+{
+    char *log = ars_slurp(err_path, NULL);
+    size_t v = N_VAULTS;
+    const char *p = log != NULL ? strstr(log, "restore.vault_up") : NULL;
+    while (p != NULL && v == N_VAULTS) {
+        const char *eol = strchr(p, '\n');
+        const char *cur = strstr(p, "current=1");
+        if (cur != NULL && (eol == NULL || cur < eol)) {
+            for (size_t i = 0; i < N_VAULTS; i++) {
+                char a[64];
+                snprintf(a, sizeof(a), "vault=127.0.0.1:%d ", ports[i]);
+                const char *q = strstr(p, a);
+                if (q != NULL && (eol == NULL || q < eol)) {
+                    v = i;
+                }
+            }
+        }
+        p = strstr(p + 1, "restore.vault_up");
+    }
+    cfr_free(log);
+    return v;
+}
+
+/*
+ * Runs a restore of the mailbox into a fresh directory and, once it wrote
+ * a tenth of the mailbox, freezes the vault it reads from with SIGSTOP;
+ * then kills it (kill) or leaves it hung. Checks the outcome (header
+ * comment) and returns the index of the vault that was cut off.
+ */
+static size_t
+restore_cut(const char *tag, const char *timeout, bool kill_it)
+{
+    char conf[VS_PATH_MAX + 96], to[VS_PATH_MAX + 96], op[VS_PATH_MAX + 96],
+        ep[VS_PATH_MAX + 96], why[1024], a[64];
+    int64_t t0 = vc_now_ms(), deadline = t0 + RUN_MS;
+    size_t cut = N_VAULTS;
+    uint64_t at_cut = 0, switches = 0;
+    int code;
+
+    FMT(conf, "%s/restore-%s.conf", dir, tag);
+    FMT(to, "%s/restored-%s", dir, tag);
+    FMT(op, "%s/restore-%s.out", dir, tag);
+    FMT(ep, "%s/restore-%s.err", dir, tag);
+    restore_conf(conf, timeout);
+    ars_rm_tree(to);
+    const char *args[] = {"--config", conf, "restore", "--mailbox", mailbox,
+                          "--to",     to,   "--json",  NULL};
+    pid_t pid = ars_spawn(COFFER_RESTORE_BIN, args, op, ep);
+    assert_true(pid > 0);
+    /* Polled, bounded: the fetcher's choice, then a tenth of the bytes. */
+    while ((code = ars_poll(pid)) < 0 && vc_now_ms() < deadline) {
+        if (cut == N_VAULTS) {
+            cut = current_from_log(ep);
+        }
+        if (cut < N_VAULTS &&
+            (at_cut = ars_tree_bytes(to)) >= corpus_bytes / 10) {
+            assert_int_equal(kill(vaults[cut].pid, SIGSTOP), 0);
+            break;
+        }
+        vc_sleep_ms(1);
+    }
+    if (code >= 0) {
+        fail_msg("%s: the restore ended (exit %d) before the cut; %" PRIu64
+                 " of %" PRIu64 " bytes",
+                 tag, code, ars_tree_bytes(to), corpus_bytes);
+    }
+    assert_true(cut < N_VAULTS);
+    /* Frozen mid-restore: still running, and not everything is there. */
+    assert_int_equal(ars_poll(pid), -1);
+    assert_true(ars_tree_bytes(to) < corpus_bytes);
+    if (kill_it) {
+        assert_int_equal(vs_vault_stop(&vaults[cut], SIGKILL, 10000),
+                         128 + SIGKILL);
+    }
+    code = ars_wait(pid, RUN_MS);
+    char *out = ars_slurp(op, NULL), *err = ars_slurp(ep, NULL);
+    assert_non_null(out);
+    assert_non_null(err);
+    fprintf(stderr,
+            "restore_failover %s: cut vault-%c at %" PRIu64 " of %" PRIu64
+            " bytes; exit %d after %lld ms\n",
+            tag, (char)('a' + cut), at_cut, corpus_bytes, code,
+            (long long)(vc_now_ms() - t0));
+    if (code != 0) {
+        fail_msg("%s: exit %d\nstdout:\n%s\nstderr:\n%s", tag, code, out, err);
+    }
+    assert_non_null(strstr(out, "\"ok\":true"));
+    /* One switch, away from the vault that was cut, to another. */
+    assert_true(ars_json_u64(out, NULL, "switches", &switches));
+    assert_int_equal(switches, 1);
+    const char *used = strstr(out, "\"vaults_used\":[");
+    assert_non_null(used);
+    FMT(a, "\"vaults_used\":[\"127.0.0.1:%d\",\"127.0.0.1:", ports[cut]);
+    if (strncmp(used, a, strlen(a)) != 0) {
+        fail_msg("%s: vaults_used does not start with the cut vault: %s", tag,
+                 used);
+    }
+    assert_non_null(strstr(err, "restore.switch"));
+    FMT(a, "from=127.0.0.1:%d ", ports[cut]);
+    assert_non_null(strstr(err, a));
+    cfr_free(out);
+    cfr_free(err);
+    long n = ars_tree_compare(mailbox_root, to, why, sizeof(why));
+    if (n < 0) {
+        fail_msg("%s: restored tree differs: %s", tag, why);
+    }
+    assert_true(n >= 100);
+    ars_rm_tree(to);
+    return cut;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+static int
+setup(void **state)
+{
+    struct cfr_err err;
+    (void)state;
+    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0) {
+        return -1;
+    }
+    for (int i = 0; i < N_VAULTS; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "v%d", i);
+        if (vs_vault_init(&vaults[i], &env, name) != 0 ||
+            vs_vault_start(&vaults[i], 20000) != 0) {
+            return -1;
+        }
+        ports[i] = vaults[i].port;
+    }
+    snprintf(dir, sizeof(dir), "%s/work", env.dir);
+    snprintf(key_file, sizeof(key_file), "%s/agent.key", dir);
+    snprintf(pass_file, sizeof(pass_file), "%s/agent.pass", dir);
+    snprintf(escrow, sizeof(escrow), "%s/escrow.key", dir);
+    snprintf(escrow_pass, sizeof(escrow_pass), "%s/escrow.pass", dir);
+    snprintf(corpus, sizeof(corpus), "%s/corpus", env.dir);
+    if (mkdir(dir, 0700) != 0 || ars_write(escrow_pass, ESCROW_PW "\n",
+                                           strlen(ESCROW_PW) + 1, 0600) != 0) {
+        return -1;
+    }
+    /* A few hundred messages, ~20 MB, one mailbox. */
+    const char *gen[] = {"--seed",
+                         "5",
+                         "--domains",
+                         "1",
+                         "--users",
+                         "1",
+                         "--messages-per-user",
+                         "400",
+                         "--lists",
+                         "0",
+                         "--size",
+                         "20M",
+                         "--quiet",
+                         corpus,
+                         NULL};
+    if (ars_gen_corpus(gen) != 0 || find_mailbox() != 0) {
+        fprintf(stderr, "restore_failover_test: no corpus\n");
+        return -1;
+    }
+    corpus_bytes = ars_tree_bytes(mailbox_root);
+    char conf[VS_PATH_MAX + 96], st[VS_PATH_MAX + 96], mb[VS_PATH_MAX + 160];
+    snprintf(conf, sizeof(conf), "%s/agent.conf", dir);
+    snprintf(st, sizeof(st), "%s/state", dir);
+    snprintf(mb, sizeof(mb), "mailbox_pattern = \"%s/%%d/%%n/Maildir\";",
+             corpus);
+    struct ars_agent_conf c = {env.dir, key_file, pass_file, st, dir,
+                               ports,   N_VAULTS, 0,         mb};
+    const char *init[] = {"init",      "--config", conf,
+                          "--escrow",  escrow,     "--escrow-passphrase-file",
+                          escrow_pass, NULL};
+    const char *backup[] = {"backup", "--config", conf, NULL};
+    char out[VS_PATH_MAX + 96], errp[VS_PATH_MAX + 96];
+    int64_t t0 = vc_now_ms();
+    snprintf(out, sizeof(out), "%s/agent.out", dir);
+    snprintf(errp, sizeof(errp), "%s/agent.err", dir);
+    if (ars_agent_conf_write(conf, &c) != 0 ||
+        ars_run(COFFER_AGENT_BIN, init, out, errp, RUN_MS) != 0 ||
+        ars_run(COFFER_AGENT_BIN, backup, out, errp, RUN_MS) != 0) {
+        char *e = ars_slurp(errp, NULL);
+        fprintf(stderr, "restore_failover_test: init or backup failed: %s\n",
+                e != NULL ? e : "");
+        cfr_free(e);
+        return -1;
+    }
+    fprintf(stderr,
+            "restore_failover_test: %s, %" PRIu64
+            " bytes, backed up to %d vaults in %lld ms\n",
+            mailbox, corpus_bytes, N_VAULTS, (long long)(vc_now_ms() - t0));
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N_VAULTS; i++) {
+        if (vaults[i].pid > 0) {
+            (void)kill(vaults[i].pid, SIGCONT); /* the hung one */
+            vs_vault_stop(&vaults[i], SIGTERM, 10000);
+        }
+    }
+    vs_env_fini(&env);
+    return 0;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void
+test_restore_failover_kill(void **state)
+{
+    (void)state;
+    size_t cut = restore_cut("kill", "30s", true);
+    /* Back for the next case, on the same data. */
+    assert_int_equal(vs_vault_start(&vaults[cut], 20000), 0);
+    ports[cut] = vaults[cut].port;
+}
+
+static void
+test_restore_failover_hung(void **state)
+{
+    (void)state;
+    size_t cut = restore_cut("hung", "2s", false);
+    assert_int_equal(kill(vaults[cut].pid, SIGCONT), 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_restore_failover_kill),
+        cmocka_unit_test(test_restore_failover_hung),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -633,8 +633,10 @@ test_restore_maildir_byte_exact(void **state_)
     cfr_session_free(sess);
     assert_true(bs.committed);
     assert_int_equal(bs.entries, n_src_files);
-    /* The repeated body really gave one chunk ID several times. */
-    assert_true(bs.chunks_dup > 0);
+    /* The repeated body really gave one chunk ID several times: met again
+     * in the run, or found on the vault when a later file asked. Which of
+     * the two depends on how the workers' queries were batched. */
+    assert_true(bs.chunks_dup + bs.chunks_present > 0);
 
     /* The real binary restores it into a directory that does not exist. */
     {

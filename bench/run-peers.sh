@@ -4,16 +4,30 @@
 #   bench/run-peers.sh [BUILD_DIR]
 #
 # Builds nothing: BUILD_DIR must hold coffer-agent, coffer-vault,
-# coffer-admin and bench/gen_corpus. restic and borg come from Debian
-# (`scripts/deps.sh --bench`).
+# coffer-admin, coffer-restore and bench/gen_corpus. restic and borg come
+# from Debian (`scripts/deps.sh --bench`).
 #
 # Per repetition: a pristine copy of the corpus (generated once with
 # bench/gen_corpus), then for every tool, interleaved and in a rotating
 # order: a full backup into a fresh repository, a no-change backup; then
 # one `gen_corpus --evolve HOURS` over the copy (deliveries, flag changes,
 # new/ -> cur/ moves, deletions) and an incremental backup with every
-# tool. All tools see the same bytes, the same disk, all encrypt, and
-# compress with zstd (level 3 where the tool lets one choose).
+# tool; then a full restore of the newest snapshot with every tool (issue
+# 5), into a fresh directory, checked against the source afterwards. All
+# tools see the same bytes, the same disk, all encrypt, and compress with
+# zstd (level 3 where the tool lets one choose).
+#
+# Restore (phase "restore"): coffer-restore has no whole-tenant command,
+# so coffer's row is one `coffer-restore restore` per mailbox, RESTORE_JOBS
+# at a time (each run opens the escrow key and the vault anew: that cost
+# is part of the row); restic runs `restic restore latest`, borg `borg
+# extract` of the last archive. coffer-restore ends with syncfs(2), so the
+# peers' commands end with `sync -f` on their target: every row includes
+# making the restored tree durable. Before each restore the repository
+# (and restic's and borg's caches) is evicted from the page cache like the
+# source before a backup, and coffer's vault is restarted so its RocksDB
+# block cache is cold too; the vault's CPU is in "vault CPU". read_bytes
+# of the coffer row is coffer-restore's own (the vault reads the disk).
 #
 # Each run is measured for the whole process tree of the tool:
 #   wall      seconds (/usr/bin/time)
@@ -47,8 +61,14 @@
 #              [4 10 450 1G 1]: 40 mailboxes, ~1 GB
 #   HOURS      --evolve hours for the incremental [24]
 #   AGENT_WORKERS  coffer-agent workers [0 = cores]
+#   RESTORE_JOBS      coffer-restore processes at once [1]
+#   RESTORE_PARALLELISM  coffer-restore's parallelism setting [4]
+#   PHASES     "backup restore", or "backup" alone (restore needs the
+#              backups of the same repetition) [backup restore]
 #   PROFILE    1: after the repetitions, one more full backup of coffer
-#              under `perf record -g` (agent only), top symbols [0]
+#              under `perf record -g` (agent only), top symbols; with
+#              restore, one more coffer restore under perf (coffer-restore
+#              and the vault) [0]
 set -euo pipefail
 
 build=${1:-build}
@@ -65,12 +85,20 @@ seed=${SEED:-1}
 hours=${HOURS:-24}
 agent_workers=${AGENT_WORKERS:-0}
 profile=${PROFILE:-0}
+restore_jobs=${RESTORE_JOBS:-1}
+restore_par=${RESTORE_PARALLELISM:-4}
+phases=${PHASES:-"backup restore"}
+[[ " $phases " == *" backup "* ]] ||
+    { echo "run-peers: PHASES must include backup" >&2; exit 1; }
+do_restore=0
+[[ " $phases " != *" restore "* ]] || do_restore=1
 
 agent=$build/agent/coffer-agent
 vault=$build/vault/coffer-vault
 admin=$build/vault/coffer-admin
 gen=$build/bench/gen_corpus
-for t in "$agent" "$vault" "$admin" "$gen"; do
+restorer=$build/restore/coffer-restore
+for t in "$agent" "$vault" "$admin" "$gen" "$restorer"; do
     [ -x "$t" ] || { echo "run-peers: $t is not built" >&2; exit 1; }
 done
 for t in restic borg /usr/bin/time python3; do
@@ -120,13 +148,22 @@ for d, _, fs in os.walk(sys.argv[1]):
 EOF
 }
 
+# What measure evicts from the page cache before a run: the source for a
+# backup (empty: $data), the repository and caches for a restore.
+evict_dirs=()
+
 # measure REP TOOL PHASE REPO CMD...: runs CMD under the probes, appends a
 # row to results.tsv. The tool's stdout/stderr go to log/.
 measure() {
     local rep=$1 tool=$2 phase=$3 repo=$4
     shift 4
-    local base=$log/r$rep-$tool-$phase
-    evict "$data"
+    local base=$log/r$rep-$tool-$phase d
+    if [ ${#evict_dirs[@]} -eq 0 ]; then
+        evict "$data"
+    fi
+    for d in "${evict_dirs[@]}"; do
+        [ ! -d "$d" ] || evict "$d"
+    done
     local v0=0
     if [ "$tool" = coffer ]; then
         v0=$(vault_cpu)
@@ -212,6 +249,57 @@ rm -rf "$pki"
 mkdir -p "$pki"
 bash "$src/tests/pki/make-test-pki.sh" "$pki" >/dev/null
 
+# Starts the vault on $work/coffer (its config written by coffer_setup);
+# sets vpid and vport. Port 0: a restart gets a new port.
+vport=
+vault_start() {
+    local d=$work/coffer
+    rm -f "$d/port"
+    "$vault" --config "$d/vault.conf" >>"$log/vault.log" 2>&1 &
+    vpid=$!
+    vport=
+    for _ in $(seq 1 300); do
+        if [ -s "$d/port" ]; then
+            vport=$(cat "$d/port")
+            break
+        fi
+        kill -0 "$vpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    [ -n "$vport" ] || { echo "run-peers: vault did not start" >&2; exit 1; }
+}
+
+# coffer-restore's configuration and the per-mailbox driver, for the vault
+# on vport. The mailboxes are those mailbox_pattern finds in $data.
+coffer_restore_setup() {
+    local d=$work/coffer m u
+    cat >"$d/restore.conf" <<EOF
+tenant = "acme";
+key_file = "$d/escrow.key";
+passphrase_file = "$d/escrow.pass";
+vaults = [ "127.0.0.1:$vport" ];
+tls = { ca = "$pki/ca.pem"; cert = "$pki/acme-restore.pem";
+        key = "$pki/acme-restore.key"; server_name = "localhost"; };
+parallelism = $restore_par;
+log_level = "warn";
+EOF
+    : >"$d/mailboxes"
+    for m in "$data"/*/*/Maildir; do
+        [ -d "$m" ] || continue
+        u=${m%/Maildir}
+        echo "$(basename "$u")@$(basename "$(dirname "$u")")" >>"$d/mailboxes"
+    done
+    cat >"$d/restore-all.sh" <<EOF
+#!/usr/bin/env bash
+# One coffer-restore per mailbox into \$1/<mailbox>, $restore_jobs at once.
+set -euo pipefail
+mkdir -p "\$1"
+tr '\\n' '\\0' <"$d/mailboxes" | xargs -0 -P "$restore_jobs" -I{} \\
+    "$restorer" --config "$d/restore.conf" restore --mailbox {} --to "\$1/{}"
+EOF
+    chmod +x "$d/restore-all.sh"
+}
+
 # Fresh vault data, agent key, state: a first backup for real.
 coffer_setup() {
     local d=$work/coffer
@@ -228,18 +316,8 @@ stats = { file = "$d/stats.prom"; interval = "1s"; };
 tls = { cert = "$pki/server.pem"; key = "$pki/server.key";
         client_ca = "$pki/clients-ca.pem"; };
 EOF
-    "$vault" --config "$d/vault.conf" >>"$log/vault.log" 2>&1 &
-    vpid=$!
-    local port=
-    for _ in $(seq 1 300); do
-        if [ -s "$d/port" ]; then
-            port=$(cat "$d/port")
-            break
-        fi
-        kill -0 "$vpid" 2>/dev/null || break
-        sleep 0.1
-    done
-    [ -n "$port" ] || { echo "run-peers: vault did not start" >&2; exit 1; }
+    vault_start
+    local port=$vport
     "$admin" tenant add acme --vault "127.0.0.1:$port" \
         --cert "$pki/operator.pem" --key "$pki/operator.key" \
         --ca-cert "$pki/ca.pem" --tls-name localhost >>"$log/admin.log" 2>&1
@@ -313,6 +391,96 @@ backup() {
     esac
 }
 
+# restore REP TOOL: a full restore of the newest snapshot into a fresh
+# directory, the repository cold (header comment), then checked.
+restore() {
+    local rep=$1 tool=$2 out=$work/restored-$2
+    rm -rf "$out"
+    mkdir -p "$out"
+    case $tool in
+    coffer)
+        # A restart empties the vault's block cache; new port, new config.
+        stop_vault
+        vault_start
+        coffer_restore_setup
+        evict_dirs=("$work/coffer/data")
+        measure "$rep" coffer restore "$work/coffer/data" \
+            "$work/coffer/restore-all.sh" "$out"
+        ;;
+    restic)
+        evict_dirs=("$work/restic" "$RESTIC_CACHE_DIR")
+        # shellcheck disable=SC2016
+        measure "$rep" restic restore "$work/restic" \
+            sh -c 'restic -r "$0" restore latest --target "$1" && sync -f "$1"' \
+            "$work/restic" "$out"
+        ;;
+    borg)
+        evict_dirs=("$work/borg" "$BORG_BASE_DIR")
+        # shellcheck disable=SC2016
+        (cd "$out" && measure "$rep" borg restore "$work/borg" \
+            sh -c 'borg extract "$0" && sync -f .' "$work/borg::a$n_archive")
+        ;;
+    esac
+    evict_dirs=()
+    check_restore "$tool" "$out"
+    rm -rf "$out"
+}
+
+# check_restore TOOL DIR: every message file (cur/, new/) of the source's
+# Maildirs is in DIR with the same size, and no other message file is; the
+# first 64 MB of messages are compared byte for byte. Each tool lays the
+# tree out its own way: coffer DIR/<user>@<domain>/, restic and borg
+# DIR/<domain>/<user>/Maildir/ (both were run from inside $data).
+check_restore() {
+    python3 - "$1" "$2" "$data" <<'EOF'
+import filecmp, os, sys
+tool, out, data = sys.argv[1:4]
+def messages(root):
+    m = {}
+    for d, _, fs in os.walk(root):
+        if os.path.basename(d) not in ("cur", "new"):
+            continue
+        for f in fs:
+            p = os.path.join(d, f)
+            m[os.path.relpath(p, root)] = p
+    return m
+src, got = {}, {}
+for dom in sorted(os.listdir(data)):
+    if not os.path.isdir(os.path.join(data, dom)):
+        continue
+    for user in sorted(os.listdir(os.path.join(data, dom))):
+        md = os.path.join(data, dom, user, "Maildir")
+        if not os.path.isdir(md):
+            continue
+        if tool == "coffer":
+            r = os.path.join(out, user + "@" + dom)
+        else:
+            r = os.path.join(out, dom, user, "Maildir")
+        for k, p in messages(md).items():
+            src[(dom, user, k)] = p
+        for k, p in messages(r).items():
+            got[(dom, user, k)] = p
+missing = [k for k in src if k not in got]
+extra = [k for k in got if k not in src]
+size = [k for k in src if k in got and
+        os.path.getsize(src[k]) != os.path.getsize(got[k])]
+budget, diff, compared = 64 << 20, [], 0
+for k in sorted(src):
+    if budget <= 0 or k not in got:
+        break
+    budget -= os.path.getsize(src[k])
+    compared += 1
+    if not filecmp.cmp(src[k], got[k], shallow=False):
+        diff.append(k)
+total = sum(os.path.getsize(p) for p in src.values())
+print("run-peers: %s restore check: %d of %d messages (%d bytes), %d "
+      "missing, %d extra, %d of another size, %d of %d compared differ"
+      % (tool, len(got), len(src), total, len(missing), len(extra),
+         len(size), len(diff), compared), file=sys.stderr)
+sys.exit(1 if missing or extra or size or diff else 0)
+EOF
+}
+
 # ---- the repetitions ----------------------------------------------------
 
 : >"$res"
@@ -368,6 +536,11 @@ for ((r = 1; r <= reps; r++)); do
             "$(grep -o '"bytes_read": *[0-9]*' "$log/r$r-coffer-incr.out" |
                 grep -o '[0-9]*$')" >&2
     fi
+    if [ "$do_restore" = 1 ]; then
+        for t in "${rot[@]}"; do
+            restore "$r" "$t"
+        done
+    fi
     stop_vault
 done
 
@@ -397,7 +570,9 @@ echo "date: $(date -u +%Y-%m-%dT%H:%MZ), repetitions: $reps (medians)"
 echo
 echo "| tool | phase | wall s | CPU s | vault CPU s | MB/s (wall) | peak RSS MiB | read_bytes MB | rchar MB | du MB | stored MB |"
 echo "|------|-------|-------:|------:|------------:|------------:|-------------:|--------------:|---------:|------:|----------:|"
-for p in full nochange incr; do
+phase_list="full nochange incr"
+[ "$do_restore" = 0 ] || phase_list="$phase_list restore"
+for p in $phase_list; do
     for t in "${order[@]}"; do
         w=$(med "$t" "$p" 4)
         echo "| $t | $p | $w | $(med "$t" "$p" 5) | $(med "$t" "$p" 11) |" \
@@ -442,6 +617,12 @@ if [[ " $tools " == *" coffer "* && " $tools " == *" restic "* && " $tools " == 
     done
     x=$(ratio "$rc_" "$bm")
     echo "| agent peak RSS (max phase) / Borg's | ${x}x | <= 0.5x | $(verdict "$x" 0.5 le) |"
+    if [ "$do_restore" = 1 ]; then
+        x=$(ratio "$(med restic restore 4)" "$(med coffer restore 4)")
+        echo "| full restore throughput / restic's (issue 5) | ${x}x | >= 2x | $(verdict "$x" 2 ge) |"
+        x=$(ratio "$(med borg restore 4)" "$(med coffer restore 4)")
+        echo "| full restore throughput / Borg's (issue 5, no target) | ${x}x | - | - |"
+    fi
 fi
 echo
 echo "raw rows: $res (rep tool phase wall cpu rss_kib read_bytes rchar du stored vault_cpu)"
@@ -464,4 +645,35 @@ if [ "$profile" = 1 ] && command -v perf >/dev/null; then
     echo "by library:"
     perf report -i "$work/perf.data" --no-children -g none --sort dso --stdio \
         2>/dev/null | grep -E '^ +[0-9]' | head -10 || true
+fi
+
+if [ "$profile" = 1 ] && [ "$do_restore" = 1 ] && command -v perf >/dev/null; then
+    # The data of the last profile (or repetition) is in the vault: restore
+    # it once more, the whole system sampled (coffer-restore and the vault
+    # share the cores), cold as in the measured rows.
+    echo "run-peers: profiling one coffer restore" >&2
+    if [ ! -d "$work/coffer/data" ]; then
+        echo "run-peers: no coffer data to restore" >&2
+    else
+        out=$work/restored-profile
+        rm -rf "$out"
+        vault_start
+        coffer_restore_setup
+        evict "$work/coffer/data"
+        perf record -F 499 -g -a -o "$work/perf-restore.data" -- \
+            "$work/coffer/restore-all.sh" "$out" >"$log/profile-restore.out" \
+            2>"$log/profile-restore.err" || true
+        stop_vault
+        rm -rf "$out"
+        echo
+        echo "coffer restore (perf -a, self time, top 20):"
+        perf report -i "$work/perf-restore.data" --no-children -g none \
+            --sort comm,dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' |
+            head -20 || true
+        echo
+        echo "by process and library:"
+        perf report -i "$work/perf-restore.data" --no-children -g none \
+            --sort comm,dso --stdio 2>/dev/null | grep -E '^ +[0-9]' |
+            head -12 || true
+    fi
 fi

@@ -1936,6 +1936,13 @@ write_snapshot(struct backup *b, struct cfr_err *err)
     h.refs = b->stats.refs;
     h.total_bytes = b->stats.total_bytes;
     h.mass_deletion = b->stats.mass_deletion;
+    /*
+     * The parent is the last snapshot the quorum confirmed, as the cache
+     * recorded it (state.c says why not ListSnapshots). A marked snapshot
+     * is committed like any other, so it is a parent too; a run that
+     * failed or stopped before the commit never becomes one.
+     */
+    h.has_parent = agent_state_parent(b->run, h.parent);
     h.vanished =
         b->stats.deleted > UINT32_MAX ? UINT32_MAX : (uint32_t)b->stats.deleted;
     if ((rc = cfr_snap_header_encode(&h, &hb, err)) != 0) {
@@ -1965,10 +1972,14 @@ write_snapshot(struct backup *b, struct cfr_err *err)
         c.flags |= AGENT_BACKUP_FLAG_MASS_DELETION;
         c.hold_previous = true;
     }
-    if ((rc = b->sink->commit(b->sink->ctx, &c, err)) != 0) {
+    if ((rc = agent_state_committing(b->run, c.header_id, err)) != 0 ||
+        (rc = b->sink->commit(b->sink->ctx, &c, err)) != 0) {
         goto out;
     }
     b->stats.committed = true;
+    if ((rc = agent_state_committed(b->run, c.header_id, err)) != 0) {
+        goto out;
+    }
     /* Deletions are forgotten only once a snapshot recorded them. */
     memset(&b->fail_err, 0, sizeof(b->fail_err));
     if ((rc = agent_state_unseen(b->run, forget_cb, b, NULL, err)) != 0) {

@@ -47,6 +47,9 @@ static const char *const cf_names[CF_COUNT] = {"meta", "mailboxes", "files",
 #define KEY_FORMAT   "format"
 #define KEY_NEXT_MBX "next_mailbox"
 #define KEY_DAMAGED  "damaged"
+/* meta: "head" || be32(mailbox number) -> the last commit (see below). */
+#define KEY_HEAD     "head"
+#define KEY_HEAD_LEN (sizeof(KEY_HEAD) - 1 + PREFIX_LEN)
 
 #define REC_FIXED     40
 #define REC_SUM_LEN   8
@@ -54,8 +57,19 @@ static const char *const cf_names[CF_COUNT] = {"meta", "mailboxes", "files",
 #define REC_F_IN_NEW  1u
 #define REC_F_RACY    2u
 #define MBX_VALUE_LEN 12
-#define PREFIX_LEN    4
-#define RKEY_MAX      (PREFIX_LEN + CFR_SNAP_KEY_MAX)
+/*
+ * Head record: u8 layout (1) | u8 state (HEAD_PENDING, HEAD_COMMITTED) |
+ * 2 zero bytes | header ID | 8-byte checksum of key || the rest, as for
+ * file records: a wrong parent is worse than none (the audit would report
+ * a gap that is not there), so a damaged one is ignored.
+ */
+#define HEAD_LAYOUT    1
+#define HEAD_PENDING   1
+#define HEAD_COMMITTED 2
+#define HEAD_BODY_LEN  (4 + CFR_SNAP_ID_LEN)
+#define HEAD_LEN       (HEAD_BODY_LEN + REC_SUM_LEN)
+#define PREFIX_LEN     4
+#define RKEY_MAX       (PREFIX_LEN + CFR_SNAP_KEY_MAX)
 /* The largest record: every variable field at its limit. */
 #define REC_MAX                                                                \
     (REC_FIXED + 12 + CFR_SNAP_INFO_MAX + CFR_SNAP_MESSAGE_ID_MAX +            \
@@ -85,6 +99,8 @@ struct agent_state_run {
     struct agent_state *st;
     uint8_t prefix[PREFIX_LEN]; /* be32 mailbox number */
     uint64_t gen;
+    bool has_parent; /* parent: the last commit the vaults confirmed */
+    uint8_t parent[CFR_SNAP_ID_LEN];
     int64_t start_ns;
     struct cfr_kv_batch *batch;
     uint8_t rkey[RKEY_MAX]; /* scratch: prefix || key */
@@ -339,6 +355,123 @@ mark_damaged(struct agent_state *st, const struct cfr_err *cause)
                      NULL);
 }
 
+static void rec_sum(struct agent_state_run *run, const uint8_t *rkey,
+                    size_t rlen, const uint8_t *p, size_t n,
+                    uint8_t out[REC_SUM_LEN]);
+static int maybe_commit(struct agent_state_run *run, struct cfr_err *err);
+
+/* ---- the last commit (the next snapshot's parent) ---------------------- */
+
+/*
+ * Why the cache and not ListSnapshots: the cache knows which commit the
+ * agent saw reach the quorum, which no single vault can tell (a vault that
+ * was down lacks it; a commit that failed the quorum may sit on one vault
+ * and must not become a parent), and it costs no round trip per mailbox.
+ *
+ * Two writes bracket the commit so that the parent is never stale, only
+ * missing: before the commit a synced "pending" record replaces the last
+ * one, after it a "committed" record follows with the run's batch. A
+ * crash, a failed or unknown commit, or a lost unsynced tail leaves
+ * "pending", and the next run writes no parent (the audit counts it
+ * unlinked). A stale parent instead (one commit back) would be reported
+ * as a gap once retention dropped that older snapshot.
+ */
+static void
+head_key(const struct agent_state_run *run, uint8_t key[KEY_HEAD_LEN])
+{
+    memcpy(key, KEY_HEAD, sizeof(KEY_HEAD) - 1);
+    memcpy(key + sizeof(KEY_HEAD) - 1, run->prefix, PREFIX_LEN);
+}
+
+/* Sets run's parent from its head record; never fails (invariant 2). */
+static void
+head_load(struct agent_state_run *run)
+{
+    uint8_t key[KEY_HEAD_LEN], sum[REC_SUM_LEN];
+    struct cfr_err gerr;
+    head_key(run, key);
+    cfr_err_clear(&gerr);
+    int rc =
+        cfr_kv_get(run->st->kv, CF_META, key, sizeof(key), &run->val, &gerr);
+    if (rc == CFR_ENOTFOUND) {
+        return; /* a first backup, or a state older than head records */
+    }
+    if (rc == CFR_ECORRUPT) {
+        mark_damaged(run->st, &gerr);
+        return;
+    }
+    if (rc != 0 && rc != CFR_ELIMIT) {
+        cfr_log_err(CFR_LOG_WARN, "agent.state.head", &gerr);
+        return;
+    }
+    const uint8_t *p = run->val.data;
+    if (rc == 0 && run->val.len == HEAD_LEN && p[0] == HEAD_LAYOUT &&
+        p[2] == 0 && p[3] == 0) {
+        rec_sum(run, key, sizeof(key), p, HEAD_BODY_LEN, sum);
+        if (memcmp(sum, p + HEAD_BODY_LEN, REC_SUM_LEN) == 0 &&
+            p[1] == HEAD_COMMITTED) {
+            run->has_parent = true;
+            memcpy(run->parent, p + 4, CFR_SNAP_ID_LEN);
+            return;
+        }
+        if (memcmp(sum, p + HEAD_BODY_LEN, REC_SUM_LEN) == 0 &&
+            p[1] == HEAD_PENDING) {
+            cfr_log(CFR_LOG_INFO, "agent.state.head",
+                    "reason=\"the last commit is unconfirmed\" "
+                    "action=\"no parent link this run\"");
+            return;
+        }
+    }
+    count_add(run->st, &run->st->stats.damaged_records, 1);
+    cfr_log(CFR_LOG_WARN, "agent.state.head",
+            "reason=\"damaged record\" action=\"no parent link this run\"");
+}
+
+static int
+head_put(struct agent_state_run *run, uint8_t state,
+         const uint8_t id[CFR_SNAP_ID_LEN], struct cfr_err *err)
+{
+    uint8_t key[KEY_HEAD_LEN], v[HEAD_LEN] = {HEAD_LAYOUT, state, 0, 0};
+    head_key(run, key);
+    memcpy(v + 4, id, CFR_SNAP_ID_LEN);
+    rec_sum(run, key, sizeof(key), v, HEAD_BODY_LEN, v + HEAD_BODY_LEN);
+    if (state == HEAD_PENDING) {
+        /* Synced: it must be on disk before the vaults may hold the
+         * commit, or a crash could leave the older head standing. */
+        return cfr_kv_put(run->st->kv, CF_META, key, sizeof(key), v, sizeof(v),
+                          err);
+    }
+    return cfr_kv_batch_put(run->batch, CF_META, key, sizeof(key), v, sizeof(v),
+                            err);
+}
+
+bool
+agent_state_parent(const struct agent_state_run *run,
+                   uint8_t id_r[CFR_SNAP_ID_LEN])
+{
+    if (run->has_parent) {
+        memcpy(id_r, run->parent, CFR_SNAP_ID_LEN);
+    }
+    return run->has_parent;
+}
+
+int
+agent_state_committing(struct agent_state_run *run,
+                       const uint8_t header_id[CFR_SNAP_ID_LEN],
+                       struct cfr_err *err)
+{
+    return head_put(run, HEAD_PENDING, header_id, err);
+}
+
+int
+agent_state_committed(struct agent_state_run *run,
+                      const uint8_t header_id[CFR_SNAP_ID_LEN],
+                      struct cfr_err *err)
+{
+    int rc = head_put(run, HEAD_COMMITTED, header_id, err);
+    return rc != 0 ? rc : maybe_commit(run, err);
+}
+
 /* ---- runs -------------------------------------------------------------- */
 
 int
@@ -411,6 +544,7 @@ agent_state_begin(struct agent_state *st, const char *mailbox, int64_t start_ns,
         goto out;
     }
     be32_put(run->prefix, num);
+    head_load(run);
     if ((run->batch = cfr_kv_batch_new(st->kv, err)) == NULL) {
         rc = err != NULL && err->code != 0 ? err->code : CFR_ENOMEM;
         goto out;

@@ -7,7 +7,8 @@
  * column families:
  *   meta       "format" -> magic and AGENT_STATE_FORMAT; "next_mailbox";
  *              "damaged" (set when a run met corruption: the next open
- *              starts empty)
+ *              starts empty); "head" || be32(number) -> the mailbox's
+ *              last commit (agent_state_parent)
  *   mailboxes  mailbox name -> its number (4 bytes) and last generation
  *   files      be32(number) || identity -> record (see state.c: sizes,
  *              times, inode, name suffix, Message-ID, chunk IDs, checksum)
@@ -204,6 +205,29 @@ int agent_state_unseen(struct agent_state_run *run, agent_state_key_fn *fn,
  */
 int agent_state_walk(struct agent_state_run *run, agent_state_rec_fn *fn,
                      void *ctx, struct cfr_err *err);
+
+/*
+ * The parent link of the snapshot this run writes (snap.h): the header ID
+ * of the mailbox's last snapshot the vaults confirmed, recorded in meta
+ * under "head" || be32(number) (an older state lacks it: no parent once).
+ * Returns false, leaving id_r alone, after a first backup, a reset, a
+ * damaged record or an unconfirmed last commit: no parent is better than
+ * a wrong one (see state.c).
+ */
+bool agent_state_parent(const struct agent_state_run *run,
+                        uint8_t id_r[CFR_SNAP_ID_LEN]);
+/*
+ * Around the commit of header_id: committing before it (a synced write:
+ * until committed follows, the next run writes no parent), committed
+ * once the quorum confirmed it (queued with the run's batch). An error of
+ * committing means the cache cannot keep the link: do not commit.
+ */
+int agent_state_committing(struct agent_state_run *run,
+                           const uint8_t header_id[CFR_SNAP_ID_LEN],
+                           struct cfr_err *err);
+int agent_state_committed(struct agent_state_run *run,
+                          const uint8_t header_id[CFR_SNAP_ID_LEN],
+                          struct cfr_err *err);
 
 /* Commits what is queued and frees run. */
 int agent_state_end(struct agent_state_run *run, struct cfr_err *err);

@@ -56,6 +56,12 @@ print_snapshot_json(FILE *o, const struct restore_snapshot *s)
                 ",\"bytes\":%" PRIu64 ",\"vanished\":%u",
                 s->h.agent_time_ms, s->h.manifest.entries, s->h.total_bytes,
                 (unsigned)s->h.vanished);
+        if (s->h.has_parent) {
+            fprintf(o, ",\"parent\":\"%s\"",
+                    cfr_hex_encode(s->h.parent, 32, hex));
+        } else {
+            fputs(",\"parent\":null", o);
+        }
     } else {
         fprintf(o, ",\"readable\":false,\"error\":");
         cfr_json_fput(o, cfr_code_name(s->open_rc));

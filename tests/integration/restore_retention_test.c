@@ -24,7 +24,14 @@
  *          each replica; carol's held snapshot is still there. The vault
  *          logs name the hold (vault.hold).
  *
- * About 10 s on two cores (eight vault starts, four small backups).
+ * Throughout, every snapshot's header names the mailbox's previous
+ * snapshot as its parent (a first one names none). The second test backs
+ * dave up three times, checks the chain on each replica, then removes his
+ * middle snapshot from one stopped vault's RocksDB: the audit finds the
+ * gap on that replica alone (exit 6), not on the other.
+ *
+ * About 20-25 s on two shared cores, 4 s of it the second test (eleven vault
+ * starts, seven small backups).
  */
 #include <setjmp.h> /* cmocka */
 #include <stdarg.h> /* cmocka */
@@ -45,6 +52,7 @@
 #include "buf.h"                  /* cfr_hex_encode */
 #include "fetch.h"                /* restore_fetcher */
 #include "keys.h"                 /* cfr_keyring_import */
+#include "kv.h"                   /* a stopped vault's database */
 #include "manifest.h"             /* restore_manifest_* */
 #include "mem.h"                  /* cfr_free */
 #include "restore.h"              /* restore_list */
@@ -258,6 +266,56 @@ snapshots(const char *conf, const char *user, char ids[MAX_SNAPS][65])
     }
     for (size_t i = 0; i < n; i++) {
         memcpy(ids[i], tmp[n - 1 - i], 65);
+    }
+    cfr_free(out);
+    return n;
+}
+
+/*
+ * Checks that each snapshot of user on conf's vaults (oldest first) names
+ * the one before it as its parent, and the oldest first ("" for none);
+ * returns how many, their IDs into ids. A snapshots --json entry is
+ * {"id":"<hex>",...,"parent":"<hex>"|null}.
+ */
+static size_t
+check_parents(const char *conf, const char *user, const char *first,
+              char ids[MAX_SNAPS][65])
+{
+    char mb[64], *out = NULL, parent[MAX_SNAPS][65];
+    size_t n = 0;
+    FMT(mb, "%s@" DOMAIN, user);
+    const char *args[] = {"--config", conf,     "snapshots", "--mailbox",
+                          mb,         "--json", NULL};
+    assert_int_equal(run(COFFER_RESTORE_BIN, args, &out), 0);
+    char tmp[MAX_SNAPS][65];
+    for (char *p = strstr(out, "{\"id\":\""); p != NULL;) {
+        char *next = strstr(p + 1, "{\"id\":\"");
+        const char *q = strstr(p, "\"parent\":");
+        assert_true(n < MAX_SNAPS);
+        assert_non_null(q);
+        assert_true(next == NULL || q < next);
+        memcpy(tmp[n], p + 7, 64);
+        tmp[n][64] = '\0';
+        q += strlen("\"parent\":");
+        if (strncmp(q, "null", 4) == 0) {
+            parent[n][0] = '\0';
+        } else {
+            assert_int_equal(q[0], '"');
+            assert_int_equal(q[65], '"');
+            memcpy(parent[n], q + 1, 64);
+            parent[n][64] = '\0';
+        }
+        n++;
+        p = next;
+    }
+    /* Newest first in the output. */
+    for (size_t i = 0; i < n; i++) {
+        memcpy(ids[i], tmp[n - 1 - i], 65);
+        const char *want = i == 0 ? first : tmp[n - i];
+        if (strcmp(parent[n - 1 - i], want) != 0) {
+            fail_msg("%s snapshot %zu of %zu: parent \"%s\", want \"%s\"", user,
+                     i + 1, n, parent[n - 1 - i], want);
+        }
     }
     cfr_free(out);
     return n;
@@ -499,6 +557,13 @@ test_retention_window(void **state)
     memcpy(a2, a_ids[1], 65);
     memcpy(b1, b_ids[0], 65);
     memcpy(c1, c_ids[0], 65);
+    /* Each replica holds the chain: a second snapshot names the first. */
+    for (int i = 0; i < N_VAULTS; i++) {
+        assert_int_equal(check_parents(conf_one[i], "alice", "", ids), 2);
+        assert_string_equal(ids[1], a2);
+        assert_int_equal(check_parents(conf_one[i], "bob", "", ids), 1);
+        assert_int_equal(check_parents(conf_one[i], "carol", "", ids), 2);
+    }
     /* Chunks only the deleted messages used. */
     chunks_of("alice", a2, kept, 3, NULL, &live);
     chunks_of("alice", a1, gone, 3, &live, &only_gone);
@@ -550,6 +615,11 @@ test_retention_window(void **state)
         /* The deleted messages restore from no replica... */
         assert_int_equal(snapshots(conf_one[i], "alice", ids), 1);
         assert_string_equal(ids[0], a2);
+        /* (a2 still names a1, received before the window: no gap.) */
+        assert_int_equal(check_parents(conf_one[i], "alice", a1, ids), 1);
+        /* bob's day-31 snapshot names his day-0 one. */
+        assert_int_equal(check_parents(conf_one[i], "bob", "", ids), 2);
+        assert_string_equal(ids[0], b1);
         assert_true(restore_snap(conf_one[i], "alice", a1, to, sizeof(to)) !=
                     0);
         ars_rm_tree(to);
@@ -634,11 +704,141 @@ test_retention_window(void **state)
             (long long)(vc_now_ms() - t0));
 }
 
+/*
+ * Removes snapshot hex (of the acme tenant) from stopped vault i's
+ * database as if it had been lost: its record and its mailbox-index key
+ * (vault/store.c: mailbox ID || received BE || header ID).
+ */
+static void
+drop_snapshot(int i, const char *hex)
+{
+    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
+                                      "refcounts",      "snapshots",
+                                      "mailbox_index",  "leases",
+                                      "lease_objects",  "tombstones"};
+    enum { CF_SNAPS = 3, CF_MAILBOX = 4, INDEX_KEY_LEN = 72 };
+    struct cfr_err err;
+    uint8_t id[32], key[INDEX_KEY_LEN];
+    char p[VS_PATH_MAX + 80];
+    size_t found = 0;
+    bool got = false;
+    struct cfr_kv_entry e;
+    struct cfr_buf v;
+    assert_int_equal(cfr_hex_decode(hex, id, sizeof(id)), 0);
+    struct cfr_kv_env *ke = cfr_kv_env_new(8u << 20, &err);
+    assert_non_null(ke);
+    FMT(p, "%s/data/acme", vaults[i].dir);
+    struct cfr_kv *kv =
+        cfr_kv_open(ke, p, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
+    if (kv == NULL) {
+        fail_msg("open %s: %s", p, err.msg);
+    }
+    cfr_buf_init(&v, 1u << 16);
+    assert_int_equal(cfr_kv_get(kv, CF_SNAPS, id, sizeof(id), &v, &err), 0);
+    cfr_buf_fini(&v);
+    struct cfr_kv_iter *it =
+        cfr_kv_iter_new_prefix(kv, CF_MAILBOX, "", 0, &err);
+    assert_non_null(it);
+    while (cfr_kv_iter_next(it, &got, &e, &err) == 0 && got) {
+        if (e.key_len == INDEX_KEY_LEN &&
+            memcmp(e.key + INDEX_KEY_LEN - 32, id, 32) == 0) {
+            memcpy(key, e.key, INDEX_KEY_LEN);
+            found++;
+        }
+    }
+    cfr_kv_iter_free(it);
+    assert_int_equal(found, 1);
+    assert_int_equal(cfr_kv_delete(kv, CF_MAILBOX, key, sizeof(key), &err), 0);
+    assert_int_equal(cfr_kv_delete(kv, CF_SNAPS, id, sizeof(id), &err), 0);
+    cfr_kv_close(kv);
+    cfr_kv_env_free(ke);
+}
+
+/* The audit's count key for user's mailbox on vault i (--json output). */
+static uint64_t
+audit_count(const char *out, int i, const char *user, const char *key)
+{
+    char at[64], mb[80];
+    uint64_t v = 0;
+    FMT(at, "\"vault\":\"127.0.0.1:%d\"", ports[i]);
+    FMT(mb, "\"mailbox\":\"%s@" DOMAIN "\"", user);
+    const char *r = strstr(out, at);
+    assert_non_null(r);
+    assert_true(ars_json_u64(r, mb, key, &v));
+    return v;
+}
+
+static void
+test_parent_gap(void **state)
+{
+    char d[3][MAX_SNAPS][65], ids[MAX_SNAPS][65], *out = NULL;
+    int64_t t0 = vc_now_ms();
+    (void)state;
+
+    /* Three snapshots of dave, each with a message deleted in between. */
+    mailbox_make("dave");
+    for (int n = 0; n < 3; n++) {
+        msg_write("dave", 30 + n);
+    }
+    backup("dave");
+    msg_delete("dave", 30);
+    msg_write("dave", 33);
+    backup("dave");
+    msg_delete("dave", 31);
+    backup("dave");
+    for (int i = 0; i < N_VAULTS; i++) {
+        assert_int_equal(check_parents(conf_one[i], "dave", "", d[i]), 3);
+    }
+    assert_string_equal(d[0][1], d[1][1]);
+    assert_string_equal(d[0][2], d[1][2]);
+    assert_int_equal(retention(conf_all, true, &out), 0);
+    for (int i = 0; i < N_VAULTS; i++) {
+        assert_int_equal(audit_count(out, i, "dave", "window_gaps"), 0);
+        /* Only the first snapshot has no parent. */
+        assert_int_equal(audit_count(out, i, "dave", "unlinked"), 1);
+        assert_int_equal(audit_count(out, i, "dave", "deleted_within_window"),
+                         2);
+    }
+    cfr_free(out);
+
+    /* Vault 1 loses dave's middle snapshot: d31 was only there. */
+    assert_int_equal(vs_vault_stop(&vaults[1], SIGTERM, 10000), 0);
+    drop_snapshot(1, d[1][1]);
+    assert_int_equal(vs_vault_start(&vaults[1], 20000), 0);
+    ports[1] = vaults[1].port;
+    write_confs();
+    assert_int_equal(snapshots(conf_one[1], "dave", ids), 2);
+    assert_int_equal(snapshots(conf_one[0], "dave", ids), 3);
+    assert_int_equal(retention(conf_all, true, &out), 6);
+    assert_int_equal(audit_count(out, 1, "dave", "window_gaps"), 1);
+    assert_int_equal(audit_count(out, 0, "dave", "window_gaps"), 0);
+    assert_int_equal(audit_count(out, 0, "dave", "deleted_within_window"), 2);
+    {
+        /* Vault 0's part of the report (it comes first) is clean. */
+        char at[64];
+        FMT(at, "\"vault\":\"127.0.0.1:%d\"", ports[1]);
+        char *r1 = strstr(out, at);
+        assert_non_null(r1);
+        *r1 = '\0';
+        assert_null(strstr(out, "\"compliant\":false"));
+        assert_non_null(strstr(r1 + 1, "\"compliant\":false"));
+    }
+    cfr_free(out);
+    /* The same per replica: the gap is vault 1's alone. */
+    assert_int_equal(retention(conf_one[0], true, NULL), 0);
+    assert_int_equal(retention(conf_one[1], true, &out), 6);
+    assert_int_equal(audit_count(out, 1, "dave", "window_gaps"), 1);
+    cfr_free(out);
+    fprintf(stderr, "restore_retention_test (parent gap): %lld ms\n",
+            (long long)(vc_now_ms() - t0));
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_retention_window),
+        cmocka_unit_test(test_parent_gap),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

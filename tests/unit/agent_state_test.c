@@ -6,7 +6,10 @@
  * renames and errors during a scan never look like deletions, racy mtimes
  * are re-read, and the cache survives close/reopen and recovers from
  * damage (corrupt database, foreign format, damaged record) by starting
- * empty, without ever emptying a directory that is not its own.
+ * empty, without ever emptying a directory that is not its own. The
+ * parent link (the last confirmed commit) follows commits, is absent
+ * rather than stale after an unconfirmed one, and a damaged or missing
+ * record means no parent.
  *
  * A realistic store from bench/gen_corpus (found in the build tree beside
  * this binary; the test is skipped with a message when it is not built)
@@ -733,6 +736,105 @@ test_state_bad_input(void **state)
     agent_state_close(st);
 }
 
+/* Begins a run of mailbox; its parent into id (zeroed when none). */
+static bool
+parent_of(struct agent_state *st, const char *mailbox,
+          struct agent_state_run **run_r, uint8_t id[CFR_SNAP_ID_LEN])
+{
+    struct cfr_err err;
+    memset(id, 0, CFR_SNAP_ID_LEN);
+    assert_int_equal(agent_state_begin(st, mailbox, START_NS, run_r, &err), 0);
+    return agent_state_parent(*run_r, id);
+}
+
+static void
+test_state_parent(void **state)
+{
+    struct fixture *fx = *state;
+    struct agent_state *st = open_state(fx, false);
+    struct agent_state_run *run = NULL;
+    struct cfr_err err;
+    uint8_t h[5][CFR_SNAP_ID_LEN], got[CFR_SNAP_ID_LEN],
+        zero[CFR_SNAP_ID_LEN] = {0};
+    for (int i = 0; i < 5; i++) {
+        memset(h[i], 0xa0 + i, CFR_SNAP_ID_LEN);
+    }
+
+    /* A first backup has no parent; the next names the first. */
+    assert_false(parent_of(st, MAILBOX, &run, got));
+    assert_memory_equal(got, zero, CFR_SNAP_ID_LEN);
+    assert_int_equal(agent_state_committing(run, h[0], &err), 0);
+    assert_int_equal(agent_state_committed(run, h[0], &err), 0);
+    assert_int_equal(agent_state_end(run, &err), 0);
+    assert_true(parent_of(st, MAILBOX, &run, got));
+    assert_memory_equal(got, h[0], CFR_SNAP_ID_LEN);
+    /* A commit that failed (or whose outcome is unknown): no parent next
+     * time rather than a stale one. */
+    assert_int_equal(agent_state_committing(run, h[1], &err), 0);
+    agent_state_run_free(run);
+    assert_false(parent_of(st, MAILBOX, &run, got));
+    /* Confirmed but the run failed after it: its batch is lost, same. */
+    assert_int_equal(agent_state_committing(run, h[2], &err), 0);
+    assert_int_equal(agent_state_committed(run, h[2], &err), 0);
+    agent_state_run_free(run);
+    assert_false(parent_of(st, MAILBOX, &run, got));
+    assert_int_equal(agent_state_committing(run, h[3], &err), 0);
+    assert_int_equal(agent_state_committed(run, h[3], &err), 0);
+    assert_int_equal(agent_state_end(run, &err), 0);
+    /* Survives a reopen; another mailbox has its own (none). */
+    agent_state_close(st);
+    st = open_state(fx, false);
+    assert_true(parent_of(st, MAILBOX, &run, got));
+    assert_memory_equal(got, h[3], CFR_SNAP_ID_LEN);
+    agent_state_run_free(run);
+    assert_false(parent_of(st, "bob@example.com", &run, got));
+    assert_int_equal(agent_state_committing(run, h[4], &err), 0);
+    assert_int_equal(agent_state_committed(run, h[4], &err), 0);
+    assert_int_equal(agent_state_end(run, &err), 0);
+    agent_state_close(st);
+
+    /* The record as stored (state.h): meta "head" || be32(0). */
+    static const char *const cfs[] = {"meta", "mailboxes", "files", "seen"};
+    static const uint8_t key[8] = {'h', 'e', 'a', 'd', 0, 0, 0, 0};
+    struct cfr_kv *kv = cfr_kv_open(fx->env, fx->db, cfs, 4, NULL, &err);
+    struct cfr_buf v;
+    assert_non_null(kv);
+    cfr_buf_init(&v, 256);
+    assert_int_equal(cfr_kv_get(kv, 0, key, sizeof(key), &v, &err), 0);
+    assert_int_equal(v.len, 44);
+    assert_int_equal(v.data[1], 2); /* committed */
+    assert_memory_equal(v.data + 4, h[3], CFR_SNAP_ID_LEN);
+    /* A flipped bit in the ID: the checksum refuses it, no parent. */
+    v.data[9] ^= 1;
+    assert_int_equal(cfr_kv_put(kv, 0, key, sizeof(key), v.data, v.len, &err),
+                     0);
+    cfr_kv_close(kv);
+    st = open_state(fx, false);
+    assert_false(parent_of(st, MAILBOX, &run, got));
+    assert_memory_equal(got, zero, CFR_SNAP_ID_LEN);
+    struct agent_state_stats stats;
+    agent_state_stats(st, &stats);
+    assert_int_equal(stats.damaged_records, 1);
+    agent_state_run_free(run);
+    /* bob's record is untouched by alice's damage. */
+    assert_true(parent_of(st, "bob@example.com", &run, got));
+    assert_memory_equal(got, h[4], CFR_SNAP_ID_LEN);
+    agent_state_run_free(run);
+    agent_state_close(st);
+
+    /* A state written before head records: no parent, nothing else. */
+    kv = cfr_kv_open(fx->env, fx->db, cfs, 4, NULL, &err);
+    assert_non_null(kv);
+    assert_int_equal(cfr_kv_delete(kv, 0, key, sizeof(key), &err), 0);
+    cfr_kv_close(kv);
+    st = open_state(fx, false);
+    assert_false(parent_of(st, MAILBOX, &run, got));
+    assert_int_equal(agent_state_generation(run), 7);
+    agent_state_run_free(run);
+    agent_state_close(st);
+    cfr_buf_fini(&v);
+}
+
 /* ---- a realistic store: bench/gen_corpus and its --evolve ---------------- */
 
 /* Runs gen_corpus (beside this binary's build tree) with args. */
@@ -1000,6 +1102,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_state_refuses_foreign_dir, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_state_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_parent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_gen_corpus_evolve, setup,
                                         teardown),
     };

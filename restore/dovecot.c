@@ -43,6 +43,7 @@
 #include <grp.h>      /* setgroups */
 #include <unistd.h>   /* read, write, close, unlinkat, fork, execve */
 
+#include "id.h"  /* cfr_id_plain: the text hash */
 #include "log.h" /* cfr_log */
 #include "mem.h" /* cfr_malloc */
 
@@ -1118,9 +1119,11 @@ now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* err_name: the stderr file in dv's directory (a second doveadm may run
+ * while the first is being read, each needs its own). */
 static int
-proc_start(const struct dv *dv, char *const argv[], struct proc *p,
-           struct cfr_err *err)
+proc_start(const struct dv *dv, char *const argv[], const char *err_name,
+           struct proc *p, struct cfr_err *err)
 {
     char uid_map[64];
     char gid_map[64];
@@ -1134,7 +1137,7 @@ proc_start(const struct dv *dv, char *const argv[], struct proc *p,
     (void)snprintf(gid_map, sizeof(gid_map), "1000 %u 1\n",
                    (unsigned)getegid());
     p->err_fd =
-        openat(dv->tmp_fd, "stderr",
+        openat(dv->tmp_fd, err_name,
                O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (p->err_fd < 0) {
         return CFR_ERR_ERRNO(err, CFR_EIO, "doveadm stderr file");
@@ -1277,6 +1280,77 @@ proc_finish(struct proc *p, int rc, struct cfr_err *err)
     return rc;
 }
 
+/* ---- the text hash: restore_verify_hash_fd's tree form, streamed ------- */
+
+struct text_hash {
+    uint8_t *block; /* RESTORE_DOVEADM_HASH_BLOCK bytes */
+    size_t have;
+    struct cfr_buf list; /* the block hashes */
+    uint64_t total;
+    uint32_t tail; /* the last three bytes, to spot U+FFFD */
+    bool lossy;    /* the text held U+FFFD (EF BF BD) */
+};
+
+static void
+th_reset(struct text_hash *th)
+{
+    th->have = 0;
+    th->total = 0;
+    th->tail = 0;
+    th->lossy = false;
+    cfr_buf_reset(&th->list);
+}
+
+static int
+th_put(struct text_hash *th, const uint8_t *p, size_t n, struct cfr_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        th->tail = (th->tail << 8 | p[i]) & 0xffffffu;
+        th->lossy = th->lossy || th->tail == 0xefbfbdu;
+    }
+    while (n > 0) {
+        size_t k = RESTORE_DOVEADM_HASH_BLOCK - th->have;
+        uint8_t h[CFR_ID_LEN];
+
+        if (k > n) {
+            k = n;
+        }
+        memcpy(th->block + th->have, p, k);
+        th->have += k;
+        th->total += k;
+        p += k;
+        n -= k;
+        if (th->have == RESTORE_DOVEADM_HASH_BLOCK) {
+            int rc;
+
+            cfr_id_plain(th->block, th->have, h);
+            th->have = 0;
+            if ((rc = cfr_buf_append(&th->list, h, sizeof(h), err)) != 0) {
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* A last short block (or the one empty block of an empty text). */
+static int
+th_end(struct text_hash *th, uint8_t out[CFR_ID_LEN], struct cfr_err *err)
+{
+    if (th->have > 0 || th->total == 0) {
+        uint8_t h[CFR_ID_LEN];
+        int rc;
+
+        cfr_id_plain(th->block, th->have, h);
+        th->have = 0;
+        if ((rc = cfr_buf_append(&th->list, h, sizeof(h), err)) != 0) {
+            return rc;
+        }
+    }
+    cfr_id_plain(th->list.data, th->list.len, out);
+    return 0;
+}
+
 /* ---- a JSON reader for doveadm's -f json: [ {"k":"v", ...}, ... ] ---- */
 
 typedef int json_pair_fn(void *ctx, const char *key, const char *value,
@@ -1343,15 +1417,26 @@ put_utf8(char *out, size_t size, size_t *len, uint32_t cp)
     return 0;
 }
 
-/* A string after its opening quote, into out (NUL-terminated). */
+/*
+ * A string after its opening quote, into out (NUL-terminated); with th,
+ * decoded bytes go to th instead, out serving as a window, so a string
+ * of any length passes in bounded memory (out then holds its tail).
+ */
 static int
-json_string(struct proc *p, char *out, size_t size, struct cfr_err *err)
+json_string(struct proc *p, char *out, size_t size, struct text_hash *th,
+            struct cfr_err *err)
 {
     size_t len = 0;
     int c = 0;
     int rc;
 
     for (;;) {
+        if (th != NULL && len + 8 >= size) {
+            if ((rc = th_put(th, (const uint8_t *)out, len, err)) != 0) {
+                return rc;
+            }
+            len = 0;
+        }
         if ((rc = proc_byte(p, &c, err)) <= 0) {
             return rc == 0 ? CFR_ERR(err, CFR_ECORRUPT,
                                      "doveadm output: unterminated string")
@@ -1418,14 +1503,20 @@ json_string(struct proc *p, char *out, size_t size, struct cfr_err *err)
         }
         out[len++] = (char)c;
     }
+    if (th != NULL && (rc = th_put(th, (const uint8_t *)out, len, err)) != 0) {
+        return rc;
+    }
     out[len] = '\0';
     return 0;
 }
 
+/* The hasher a key's value streams into, or NULL to read it whole. */
+typedef struct text_hash *json_stream_fn(void *ctx, const char *key);
+
 /* The whole output: an array of flat objects with string values. */
 static int
-json_read(struct proc *p, json_pair_fn *pair, json_end_fn *end, void *ctx,
-          struct cfr_err *err)
+json_read(struct proc *p, json_pair_fn *pair, json_end_fn *end,
+          json_stream_fn *stream, void *ctx, struct cfr_err *err)
 {
     char *key = cfr_malloc(JSON_STR_MAX);
     char *val = cfr_malloc(JSON_STR_MAX);
@@ -1462,10 +1553,12 @@ json_read(struct proc *p, json_pair_fn *pair, json_end_fn *end, void *ctx,
         }
         while (c != '}') {
             if (c != '"' ||
-                (rc = json_string(p, key, JSON_STR_MAX, err)) != 0 ||
+                (rc = json_string(p, key, JSON_STR_MAX, NULL, err)) != 0 ||
                 (rc = json_ws(p, &c, err)) != 0 || c != ':' ||
                 (rc = json_ws(p, &c, err)) != 0 || c != '"' ||
-                (rc = json_string(p, val, JSON_STR_MAX, err)) != 0) {
+                (rc = json_string(p, val, JSON_STR_MAX,
+                                  stream != NULL ? stream(ctx, key) : NULL,
+                                  err)) != 0) {
                 if (rc == 0) {
                     rc = CFR_ERR(err, CFR_ECORRUPT,
                                  "doveadm output: bad key/value");
@@ -1626,6 +1719,11 @@ struct fetch_ctx {
     struct restore_doveadm_msg m;
     unsigned have; /* bit per field seen */
     uint32_t last_uid;
+    /* RESTORE_DOVEADM_TEXT */
+    bool text;
+    const struct dv *dv;
+    const char *mailbox_guid;
+    struct text_hash th;
 };
 
 static int
@@ -1695,7 +1793,26 @@ norm_msgid(char *dst, size_t size, const char *src, struct cfr_err *err)
     return 0;
 }
 
-enum { F_UID = 1, F_FLAGS = 2, F_SIZE = 4, F_MSGID = 8, F_GUID = 16 };
+enum {
+    F_UID = 1,
+    F_FLAGS = 2,
+    F_SIZE = 4,
+    F_MSGID = 8,
+    F_GUID = 16,
+    F_TEXT = 32
+};
+
+static struct text_hash *
+fetch_stream(void *vctx, const char *key)
+{
+    struct fetch_ctx *c = vctx;
+
+    if (!c->text || strcmp(key, "text") != 0) {
+        return NULL;
+    }
+    th_reset(&c->th);
+    return &c->th;
+}
 
 static int
 fetch_pair(void *vctx, const char *key, const char *value, struct cfr_err *err)
@@ -1724,8 +1841,88 @@ fetch_pair(void *vctx, const char *key, const char *value, struct cfr_err *err)
     } else if (strcmp(key, "guid") == 0) {
         c->have |= F_GUID;
         return copy_field(c->m.guid, sizeof(c->m.guid), value, "guid", err);
+    } else if (c->text && strcmp(key, "text") == 0) {
+        /* fetch_stream hashed the value as it was decoded. */
+        c->have |= F_TEXT;
+        c->m.text_size = c->th.total;
+        c->m.have_text = true;
+        return th_end(&c->th, c->m.text_hash, err);
     }
     return 0;
+}
+
+/*
+ * The text of one message again, through the tab formatter: its output is
+ * the header line "text\n", the bytes as stored, and one "\n" ending the
+ * row, which is held back one byte so it is not hashed. For a single field
+ * of a single message that is unambiguous whatever the bytes are.
+ */
+static int
+fetch_raw_text(struct fetch_ctx *c, struct cfr_err *err)
+{
+    static const char head[] = "text\n";
+    char uid[16];
+    struct proc *p = cfr_malloc(sizeof(*p));
+    size_t got_head = 0;
+    int held = -1;
+    int ch = 0;
+    int rc;
+
+    if (p == NULL) {
+        return CFR_ERR(err, CFR_ENOMEM, "doveadm reader");
+    }
+    (void)snprintf(uid, sizeof(uid), "%" PRIu32, c->m.uid);
+    {
+        char *argv[] = {(char *)c->dv->bin,
+                        (char *)"-c",
+                        (char *)c->dv->conf,
+                        (char *)"-f",
+                        (char *)"tab",
+                        (char *)"fetch",
+                        (char *)"text",
+                        (char *)"mailbox-guid",
+                        (char *)c->mailbox_guid,
+                        (char *)"uid",
+                        uid,
+                        NULL};
+
+        rc = proc_start(c->dv, argv, "stderr.text", p, err);
+    }
+    if (rc != 0) {
+        cfr_free(p);
+        return rc;
+    }
+    th_reset(&c->th);
+    while ((rc = proc_byte(p, &ch, err)) == 1) {
+        if (got_head < sizeof(head) - 1) {
+            if (ch != head[got_head++]) {
+                rc = CFR_ERR(err, CFR_ECORRUPT,
+                             "doveadm fetch text: unexpected header");
+                break;
+            }
+            continue;
+        }
+        if (held >= 0) {
+            uint8_t b = (uint8_t)held;
+
+            if ((rc = th_put(&c->th, &b, 1, err)) != 0) {
+                break;
+            }
+        }
+        held = ch;
+    }
+    if (rc == 0 && (got_head < sizeof(head) - 1 || held != '\n')) {
+        rc = CFR_ERR(err, CFR_ECORRUPT,
+                     "doveadm fetch text: message UID %" PRIu32 " not shown",
+                     c->m.uid);
+    }
+    rc = proc_finish(p, rc, err);
+    cfr_free(p);
+    if (rc == 0) {
+        c->m.text_size = c->th.total;
+        rc = th_end(&c->th, c->m.text_hash, err);
+    }
+    return rc;
 }
 
 static int
@@ -1734,22 +1931,30 @@ fetch_end(void *vctx, struct cfr_err *err)
     struct fetch_ctx *c = vctx;
     int rc;
 
-    if (c->have != (F_UID | F_FLAGS | F_SIZE | F_MSGID | F_GUID)) {
+    if (c->have != (F_UID | F_FLAGS | F_SIZE | F_MSGID | F_GUID |
+                    (c->text ? (unsigned)F_TEXT : 0u))) {
         return CFR_ERR(err, CFR_ECORRUPT, "doveadm: fetch lacks a field");
     }
     if (c->m.uid <= c->last_uid) {
         return CFR_ERR(err, CFR_ECORRUPT, "doveadm: UIDs out of order");
     }
     c->last_uid = c->m.uid;
+    /* JSON replaced something (not UTF-8, or NUL): read the bytes raw. */
+    if (c->text && c->th.lossy && (rc = fetch_raw_text(c, err)) != 0) {
+        return rc;
+    }
     rc = c->fn(c->fn_ctx, &c->m);
     c->have = 0;
     c->m.flags[0] = c->m.message_id[0] = c->m.guid[0] = '\0';
+    c->m.have_text = false;
+    c->m.text_size = 0;
     return rc;
 }
 
 static int
 run_json(const struct dv *dv, char *const argv[], json_pair_fn *pair,
-         json_end_fn *end, void *ctx, struct cfr_err *err)
+         json_end_fn *end, json_stream_fn *stream, void *ctx,
+         struct cfr_err *err)
 {
     struct proc *p = cfr_malloc(sizeof(*p));
     int rc;
@@ -1757,8 +1962,8 @@ run_json(const struct dv *dv, char *const argv[], json_pair_fn *pair,
     if (p == NULL) {
         return CFR_ERR(err, CFR_ENOMEM, "doveadm reader");
     }
-    if ((rc = proc_start(dv, argv, p, err)) == 0) {
-        rc = json_read(p, pair, end, ctx, err);
+    if ((rc = proc_start(dv, argv, "stderr", p, err)) == 0) {
+        rc = json_read(p, pair, end, stream, ctx, err);
         rc = proc_finish(p, rc, err);
     }
     cfr_free(p);
@@ -1768,6 +1973,13 @@ run_json(const struct dv *dv, char *const argv[], json_pair_fn *pair,
 int
 restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
                      void *ctx, struct cfr_err *err)
+{
+    return restore_doveadm_list_ex(maildir_root, 0, fn, ctx, err);
+}
+
+int
+restore_doveadm_list_ex(const char *maildir_root, unsigned flags,
+                        restore_doveadm_fn *fn, void *ctx, struct cfr_err *err)
 {
     struct dv dv;
     struct status_ctx st = {0};
@@ -1784,8 +1996,8 @@ restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
                         (char *)"status", (char *)"guid uidvalidity",
                         (char *)"*",      NULL};
 
-        if ((rc = run_json(&dv, argv, status_pair, status_end, &st, err)) !=
-            0) {
+        if ((rc = run_json(&dv, argv, status_pair, status_end, NULL, &st,
+                           err)) != 0) {
             goto out;
         }
     }
@@ -1799,6 +2011,14 @@ restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
     }
     fc->fn = fn;
     fc->fn_ctx = ctx;
+    fc->dv = &dv;
+    fc->text = (flags & RESTORE_DOVEADM_TEXT) != 0;
+    cfr_buf_init(&fc->th.list, SIZE_MAX);
+    if (fc->text &&
+        (fc->th.block = cfr_malloc(RESTORE_DOVEADM_HASH_BLOCK)) == NULL) {
+        rc = CFR_ERR(err, CFR_ENOMEM, "doveadm text hash");
+        goto out;
+    }
     for (size_t i = 0; i < st.n; i++) {
         /* By GUID: a name could hold search or wildcard syntax. */
         char *argv[] = {dv.bin,
@@ -1807,7 +2027,10 @@ restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
                         (char *)"-f",
                         (char *)"json",
                         (char *)"fetch",
-                        (char *)"uid flags size.physical hdr.message-id guid",
+                        fc->text ? (char *)"uid flags size.physical "
+                                           "hdr.message-id guid text"
+                                 : (char *)"uid flags size.physical "
+                                           "hdr.message-id guid",
                         (char *)"mailbox-guid",
                         st.v[i].guid,
                         NULL};
@@ -1815,9 +2038,11 @@ restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
         (void)snprintf(fc->m.mailbox, sizeof(fc->m.mailbox), "%s",
                        st.v[i].name);
         fc->m.uidvalidity = st.v[i].uidvalidity;
+        fc->mailbox_guid = st.v[i].guid;
         fc->last_uid = 0;
         fc->have = 0;
-        if ((rc = run_json(&dv, argv, fetch_pair, fetch_end, fc, err)) != 0) {
+        if ((rc = run_json(&dv, argv, fetch_pair, fetch_end, fetch_stream, fc,
+                           err)) != 0) {
             goto out;
         }
     }
@@ -1827,6 +2052,10 @@ out:
     }
     cfr_free(st.v);
     cfr_free(st.cur.name);
+    if (fc != NULL) {
+        cfr_free(fc->th.block);
+        cfr_buf_fini(&fc->th.list);
+    }
     cfr_free(fc);
     dv_fini(&dv);
     return rc;

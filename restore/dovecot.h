@@ -76,6 +76,7 @@
 #ifndef RESTORE_DOVECOT_H
 #define RESTORE_DOVECOT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -142,7 +143,22 @@ struct restore_doveadm_msg {
     char message_id[RESTORE_DOVEADM_MSGID_MAX]; /* "<x@y>", "" when none */
     /* Dovecot's message GUID; for Maildir the file's base name. */
     char guid[RESTORE_DOVEADM_GUID_MAX];
+    /*
+     * With RESTORE_DOVEADM_TEXT only: the message as Dovecot reads it
+     * (doveadm fetch text: header and body, the bytes an IMAP client
+     * gets for BODY[]), hashed while it streams by in the same tree form
+     * as restore_verify_hash_fd (BLAKE2b-256 over the BLAKE2b-256 of each
+     * RESTORE_DOVEADM_HASH_BLOCK block), and its length.
+     */
+    bool have_text;
+    uint64_t text_size;
+    uint8_t text_hash[32];
 };
+
+/* Fetch the message text too and hash it (fills have_text...). */
+#define RESTORE_DOVEADM_TEXT 1u
+/* Block size of the text hash; equal to verify.h's VERIFY_HASH_BLOCK. */
+#define RESTORE_DOVEADM_HASH_BLOCK ((size_t)1 << 20)
 
 /*
  * Called once per message, mailboxes in name order, messages by UID.
@@ -161,5 +177,18 @@ typedef int restore_doveadm_fn(void *ctx, const struct restore_doveadm_msg *m);
  */
 int restore_doveadm_list(const char *maildir_root, restore_doveadm_fn *fn,
                          void *ctx, struct cfr_err *err);
+
+/*
+ * As restore_doveadm_list, with flags (RESTORE_DOVEADM_TEXT or 0). With
+ * RESTORE_DOVEADM_TEXT each message's text is read from the same -f json
+ * stream and hashed as it is decoded, never held whole: memory is one
+ * hash block plus 32 bytes per block. doveadm's JSON replaces bytes that
+ * are not UTF-8 (and NUL) by U+FFFD, so a message whose decoded text
+ * holds U+FFFD is fetched once more on its own with the tab formatter,
+ * which passes bytes through unchanged, and that is hashed instead.
+ */
+int restore_doveadm_list_ex(const char *maildir_root, unsigned flags,
+                            restore_doveadm_fn *fn, void *ctx,
+                            struct cfr_err *err);
 
 #endif /* RESTORE_DOVECOT_H */

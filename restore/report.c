@@ -26,6 +26,7 @@
 #include <stdarg.h>   /* va_list */
 #include <stdlib.h>   /* qsort, mkstemp */
 #include <string.h>   /* strlen, memcpy */
+#include <sys/file.h> /* flock: the state lock */
 #include <sys/stat.h> /* stat, fchmod */
 #include <time.h>     /* clock_gettime */
 #include <unistd.h>   /* fsync, close, pipe, write */
@@ -898,6 +899,56 @@ state_writer(FILE *f, const void *ctx)
     }
     fputs("\n);\n", f);
     return ferror(f) ? CFR_EIO : 0;
+}
+
+int
+restore_report_state_lock(const char *path, int *fd_r, struct cfr_err *err)
+{
+    char lp[PATH_MAX];
+    int fd, w;
+
+    *fd_r = -1;
+    w = snprintf(lp, sizeof(lp), "%s.lock", path);
+    if (w < 0 || (size_t)w >= sizeof(lp)) {
+        return CFR_ERR(err, CFR_ELIMIT, "state lock: path too long");
+    }
+    fd = open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        return CFR_ERR_ERRNO(err, CFR_EIO, "state lock %s", lp);
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK) {
+            close(fd);
+            return CFR_ERR_ERRNO(err, CFR_EIO, "state lock %s", lp);
+        }
+        fprintf(stderr,
+                "coffer-restore verify: another verify run holds %s; "
+                "waiting for it to finish\n",
+                lp);
+        fflush(stderr);
+        while (flock(fd, LOCK_EX) != 0) {
+            if (errno != EINTR) {
+                close(fd);
+                return CFR_ERR_ERRNO(err, CFR_EIO, "state lock %s", lp);
+            }
+            if (restore_report_schedule_stopping()) {
+                close(fd);
+                return CFR_ERR(err, CFR_EUNAVAIL,
+                               "stopped while waiting for the state lock");
+            }
+        }
+    }
+    *fd_r = fd;
+    return 0;
+}
+
+void
+restore_report_state_unlock(int fd)
+{
+    if (fd >= 0) {
+        (void)flock(fd, LOCK_UN);
+        close(fd);
+    }
 }
 
 int

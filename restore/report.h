@@ -248,6 +248,22 @@ int restore_report_state_save(const char *path,
                               struct cfr_err *err);
 void restore_report_state_fini(struct restore_report_state *st);
 
+/*
+ * Takes an exclusive flock(2) on "<path>.lock" (created 0600 next to the
+ * state file) for a whole run, load to save: two runs at once (the timer
+ * and a manual run) would otherwise both load the same state and the one
+ * saving last would drop the other's coverage. When another run holds
+ * it, prints one line on stderr saying so and waits for it (a verify run
+ * is bounded by its timeouts); a stop request (SIGTERM in --schedule)
+ * ends the wait with CFR_EUNAVAIL. The lock goes with the process, so a
+ * crashed run never leaves it held. *fd_r gets the descriptor for
+ * _unlock. CFR_EIO when the lock file cannot be opened or locked,
+ * CFR_ELIMIT for a path too long.
+ */
+int restore_report_state_lock(const char *path, int *fd_r, struct cfr_err *err);
+/* Releases a lock from _lock (and closes fd); -1 is ignored. */
+void restore_report_state_unlock(int fd);
+
 /* When the snapshot (hex header ID) was last verified; 0: never. */
 int64_t restore_report_state_verified_ms(const struct restore_report_state *st,
                                          const char *hex);

@@ -480,7 +480,10 @@ struct expect {
     char *msgid;  /* owned */
     uint64_t size;
     unsigned flags;
+    uint8_t hash[ID_LEN]; /* of the restored file, read back from scratch */
+    uint32_t uid;         /* Dovecot's, once matched */
     bool matched;
+    bool failed; /* Dovecot's view already disagreed */
 };
 
 /* A live file of the current folder, by base name. */
@@ -1002,7 +1005,8 @@ fetch_file(struct worker *c, const struct cfr_snap_entry *e,
 
 static int
 expect_add(struct snapctx *c, const char *folder, const char *base,
-           const char *msgid, const struct cfr_snap_entry *e)
+           const char *msgid, const struct cfr_snap_entry *e,
+           const uint8_t hash[ID_LEN])
 {
     struct expect *x;
     int rc = 0;
@@ -1031,6 +1035,7 @@ expect_add(struct snapctx *c, const char *folder, const char *base,
     }
     x->size = e->size;
     x->flags = restore_verify_info_flags(e->info, e->info_len);
+    memcpy(x->hash, hash, ID_LEN);
     c->n_ex++;
 out:
     pthread_mutex_unlock(&c->mu);
@@ -1148,7 +1153,7 @@ do_file(struct worker *w, const struct cfr_snap_entry *e)
     pthread_mutex_unlock(&c->mu);
     cross_check(c, e, hash, folder, shown, msgid);
     if (is_msg) {
-        if (expect_add(c, folder, base, msgid, e) != 0) {
+        if (expect_add(c, folder, base, msgid, e, hash) != 0) {
             fail(c, RESTORE_VERIFY_OTHER, folder, shown, msgid,
                  "out of memory");
         }
@@ -1217,6 +1222,7 @@ dove_cb(void *ctx, const struct restore_doveadm_msg *m)
         return 0;
     }
     x->matched = true;
+    x->uid = m->uid;
     flags = restore_verify_imap_flags(m->flags);
     if (x->size != m->size || strcmp(x->msgid, m->message_id) != 0 ||
         /* \Recent and keywords are Dovecot's own; the letters must agree */
@@ -1227,8 +1233,75 @@ dove_cb(void *ctx, const struct restore_doveadm_msg *m)
                  "size %" PRIu64 ", flag bits %u",
                  m->size, m->flags, m->message_id, x->size, x->flags);
         fail(c, RESTORE_VERIFY_METADATA, folder, x->base, x->msgid, d);
+        x->failed = true;
+        return 0; /* one failure per message: the text would repeat it */
+    }
+    /* The bytes an IMAP client would get, as Dovecot read them, against
+     * the manifest's size and what was written to scratch. */
+    if (!m->have_text) {
+        fail(c, RESTORE_VERIFY_DOVECOT, folder, x->base, x->msgid,
+             "Dovecot gave no message text");
+    } else if (m->text_size != x->size) {
+        snprintf(d, sizeof(d),
+                 "Dovecot reads %" PRIu64 " bytes of text (UID %u); the "
+                 "snapshot has %" PRIu64,
+                 m->text_size, (unsigned)m->uid, x->size);
+        fail(c, RESTORE_VERIFY_DOVECOT, folder, x->base, x->msgid, d);
+    } else if (memcmp(m->text_hash, x->hash, ID_LEN) != 0) {
+        char hd[17], hx[17];
+        cfr_hex_encode(m->text_hash, 8, hd);
+        cfr_hex_encode(x->hash, 8, hx);
+        snprintf(d, sizeof(d),
+                 "Dovecot reads other bytes than were restored (UID %u, "
+                 "content hash %s..., restored %s...)",
+                 (unsigned)m->uid, hd, hx);
+        fail(c, RESTORE_VERIFY_DOVECOT, folder, x->base, x->msgid, d);
     }
     return 0;
+}
+
+/*
+ * The message a doveadm error is about: Dovecot names it "Mailbox <name>:
+ * UID=<n>:" when reading one message failed (e.g. its text is shorter than
+ * the ",S=" size in its name). NULL when the error names none we know.
+ */
+static struct expect *
+dovecot_error_message(struct snapctx *c, const char *msg)
+{
+    const char *p = strstr(msg, "Mailbox ");
+    const char *q;
+    char folder[RESTORE_DOVEADM_MAILBOX_MAX + 2];
+    unsigned long uid;
+    char *end;
+    size_t n;
+
+    if (p == NULL || (q = strstr(p, ": UID=")) == NULL) {
+        return NULL;
+    }
+    p += strlen("Mailbox ");
+    n = (size_t)(q - p);
+    if (n == 5 && memcmp(p, "INBOX", 5) == 0) {
+        folder[0] = '\0';
+    } else if (n + 2 <= sizeof(folder)) {
+        folder[0] = '.';
+        memcpy(folder + 1, p, n);
+        folder[n + 1] = '\0';
+    } else {
+        return NULL;
+    }
+    errno = 0;
+    uid = strtoul(q + strlen(": UID="), &end, 10);
+    if (errno != 0 || end == q + strlen(": UID=") || uid == 0 ||
+        uid > UINT32_MAX) {
+        return NULL;
+    }
+    for (size_t i = 0; i < c->n_ex; i++) {
+        if (c->ex[i].matched && c->ex[i].uid == uid &&
+            strcmp(c->ex[i].folder, folder) == 0) {
+            return &c->ex[i];
+        }
+    }
+    return NULL;
 }
 
 static void
@@ -1249,7 +1322,8 @@ dovecot_check(struct snapctx *c)
     }
     qsort(c->ex, c->n_ex, sizeof(*c->ex), expect_cmp);
     cfr_err_clear(&err);
-    rc = restore_doveadm_list(c->root, dove_cb, c, &err);
+    rc = restore_doveadm_list_ex(c->root, RESTORE_DOVEADM_TEXT, dove_cb, c,
+                                 &err);
     if (rc == CFR_EUNAVAIL) {
         if (!c->r->dovecot_missing_told) {
             fprintf(stderr, "coffer-restore verify: doveadm not found: the "
@@ -1259,7 +1333,15 @@ dovecot_check(struct snapctx *c)
         return;
     }
     if (rc != 0) {
-        fail(c, RESTORE_VERIFY_DOVECOT, NULL, NULL, NULL, err.msg);
+        struct expect *x = dovecot_error_message(c, err.msg);
+        if (x == NULL) {
+            fail(c, RESTORE_VERIFY_DOVECOT, NULL, NULL, NULL, err.msg);
+        } else if (!x->failed) {
+            /* Dovecot could not read that message's text. */
+            fail(c, RESTORE_VERIFY_DOVECOT, x->folder, x->base, x->msgid,
+                 err.msg);
+        }
+        /* else: the same fault, already reported for that message */
         return;
     }
     for (size_t i = 0; i < c->n_ex; i++) {
@@ -2017,6 +2099,7 @@ restore_verify_run(struct restore_session *s,
     uint64_t unreachable = 0;
     bool prev_failed = false;
     int code = RESTORE_EXIT_OK, rc;
+    int lock_fd = -1;
 
     memset(&r, 0, sizeof(r));
     memset(&st, 0, sizeof(st));
@@ -2041,8 +2124,15 @@ restore_verify_run(struct restore_session *s,
     if (s->cfg.tenant != NULL && res->tenant == NULL) {
         res->tenant = cfr_strdup(s->cfg.tenant);
     }
+    /* Held from load to save: a run that started meanwhile waits, then
+     * sees this one's coverage (report.h). */
+    if (o->state != NULL &&
+        restore_report_state_lock(o->state, &lock_fd, err) != 0) {
+        return RESTORE_EXIT_CONFIG;
+    }
     if (o->state != NULL &&
         (rc = restore_report_state_load(o->state, &st, err)) != 0) {
+        restore_report_state_unlock(lock_fd);
         return rc == CFR_ENOMEM ? RESTORE_EXIT_OTHER : RESTORE_EXIT_CONFIG;
     }
     prev_failed = restore_report_state_prev_failed(&st);
@@ -2189,6 +2279,7 @@ out:
         cfr_free(r.reps[k].snaps);
     }
     restore_report_state_fini(&st);
+    restore_report_state_unlock(lock_fd);
     cfr_free(names);
     cfr_free(sel);
     cfr_free(rk);

@@ -14,9 +14,11 @@
  *     content) and the run goes on with the next one.
  *  2. Content hash of every restored file, read back from the scratch
  *     disk: the same snapshot must give identical bytes on every replica.
- *  3. Dovecot's view (restore_doveadm_list) of the restored Maildir,
+ *  3. Dovecot's view (restore_doveadm_list_ex) of the restored Maildir,
  *     message by message against the manifest: each restored message
- *     present exactly once, with its Message-ID, size and system flags.
+ *     present exactly once, with its Message-ID, size and system flags,
+ *     and the hash of its text as Dovecot reads it equal to the hash of
+ *     the restored file (step 2) and its length to the manifest's size.
  *  4. With a live store (--live): a live message with the same base name
  *     whose size and mtime equal the manifest's is unchanged since the
  *     backup, so its bytes must equal the restored ones.
@@ -35,6 +37,9 @@
  * the JSON report, the metrics file, the state file and notifications.
  * Exit codes: 0 all good, 6 any verification failure, 4 when the only
  * failures are replicas that could not be reached.
+ *
+ * With a state file, a run holds its lock (restore_report_state_lock)
+ * from loading the state to saving it; a second run waits for it.
  *
  * Files are written by `parallelism` worker threads (the restore
  * configuration's, as a restore would), so the time and throughput
@@ -57,9 +62,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h"    /* struct cfr_err */
-#include "fetch.h"  /* RESTORE_FETCH_VAULTS_MAX */
-#include "report.h" /* struct restore_verify_result */
+#include "dovecot.h" /* RESTORE_DOVEADM_HASH_BLOCK */
+#include "err.h"     /* struct cfr_err */
+#include "fetch.h"   /* RESTORE_FETCH_VAULTS_MAX */
+#include "report.h"  /* struct restore_verify_result */
 
 /* --mailbox given at most this often. */
 #define VERIFY_MAILBOXES_MAX 256
@@ -69,8 +75,9 @@
 #define VERIFY_BATCH 64
 /* Opened chunks held that a vault sent before their turn. */
 #define VERIFY_STASH_MAX ((size_t)64 << 20)
-/* Block size of the content hash (see restore_verify_hash_fd). */
-#define VERIFY_HASH_BLOCK ((size_t)1 << 20)
+/* Block size of the content hash (see restore_verify_hash_fd): the one
+ * Dovecot's text is hashed with, so the two hashes can be compared. */
+#define VERIFY_HASH_BLOCK RESTORE_DOVEADM_HASH_BLOCK
 
 struct restore_session;
 

@@ -28,8 +28,10 @@
 
 #include "buf.h"
 #include "dovecot.h"
+#include "id.h" /* cfr_id_plain: the expected text hash */
 #include "log.h"
 #include "mem.h"
+#include "verify.h" /* restore_verify_hash_fd: the hash to agree with */
 
 static char base[256]; /* per test: the scratch directory (a Maildir) */
 
@@ -499,6 +501,93 @@ test_restore_doveadm_list_reads_finished_maildir(void **state)
     cfr_free(s);
 }
 
+/* Writes n bytes (NULs allowed) to base/rel. */
+static void
+put_bytes(const char *rel, const void *p, size_t n)
+{
+    char path[512];
+    int fd;
+    FMT(path, "%s/%s", base, rel);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, p, n), (ssize_t)n);
+    close(fd);
+}
+
+/*
+ * RESTORE_DOVEADM_TEXT: Dovecot's text of each message hashes as
+ * restore_verify_hash_fd hashes the file, for plain ASCII with CRLF, for
+ * bytes doveadm's JSON cannot carry (Latin-1, NUL: read again raw), for
+ * real U+FFFD (also read again, still equal) and for a message over one
+ * hash block (streamed through the JSON reader's window).
+ */
+static void
+test_restore_doveadm_list_text_hash(void **state)
+{
+    (void)state;
+    static const char m1[] = "From: a@b\r\nMessage-ID: <t1@x>\r\n\r\nplain\r\n";
+    static const char m2[] = "Message-ID: <t2@x>\n\ncaf\xe9 \0 end\n";
+    static const char m4[] =
+        "Message-ID: <t4@x>\n\nw\xc3\xa9rld \xef\xbf\xbd\n";
+    const size_t n3 = RESTORE_DOVEADM_HASH_BLOCK + 500000;
+    const char *names[] = {"cur/1.M1.h:2,S", "cur/2.M2.h:2,S", "cur/3.M3.h:2,S",
+                           "cur/4.M4.h:2,S"};
+    char *m3 = cfr_malloc(n3);
+    struct seen *s = cfr_calloc(1, sizeof(*s));
+    struct cfr_err err;
+    int rc;
+
+    assert_non_null(m3);
+    assert_non_null(s);
+    mk_dir("cur");
+    mk_dir("new");
+    mk_dir("tmp");
+    memset(m3, 'x', n3);
+    memcpy(m3, "Message-ID: <t3@x>\n\n", 20);
+    for (size_t i = 100; i < n3; i += 77) {
+        m3[i] = '\n';
+    }
+    put_bytes(names[0], m1, sizeof(m1) - 1);
+    put_bytes(names[1], m2, sizeof(m2) - 1);
+    put_bytes(names[2], m3, n3);
+    put_bytes(names[3], m4, sizeof(m4) - 1);
+    cfr_free(m3);
+
+    rc = restore_doveadm_list_ex(base, RESTORE_DOVEADM_TEXT, collect, s, &err);
+    if (rc == CFR_EUNAVAIL) {
+        cfr_free(s);
+        print_message("doveadm unavailable (%s): skipped\n", err.msg);
+        skip();
+    }
+    if (rc != 0) {
+        fail_msg("restore_doveadm_list_ex: %s", err.msg);
+    }
+    assert_int_equal(s->n, 4);
+    for (size_t i = 0; i < 4; i++) {
+        char path[512];
+        uint8_t h[32];
+        uint64_t size = 0;
+        int fd;
+        FMT(path, "%s/%s", base, names[i]);
+        fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(restore_verify_hash_fd(fd, h, &size, &err), 0);
+        close(fd);
+        assert_true(s->m[i].have_text);
+        assert_int_equal(s->m[i].text_size, size);
+        assert_int_equal(s->m[i].size, size);
+        if (memcmp(s->m[i].text_hash, h, 32) != 0) {
+            fail_msg("message %zu: Dovecot's text hashes differently", i + 1);
+        }
+    }
+    /* Without the flag no text is read. */
+    s->n = 0;
+    assert_int_equal(restore_doveadm_list(base, collect, s, &err), 0);
+    assert_int_equal(s->n, 4);
+    assert_false(s->m[0].have_text);
+    cfr_free(s);
+}
+
 static void
 test_restore_doveadm_list_refuses_odd_paths(void **state)
 {
@@ -657,6 +746,49 @@ test_restore_doveadm_list_hostile_output(void **state)
     FMT(md, "%s/md", base);
     assert_int_equal(restore_doveadm_list(md, stop_at_first, NULL, &err), 42);
 
+    /* Text: a value far over the reader's string buffer streams into the
+     * hash (without the flag it is an over-long string); asked for and
+     * missing, it is corrupt output. */
+    {
+        const size_t tn = 20000;
+        char *doc = cfr_malloc(tn + 200);
+        char *txt = cfr_malloc(tn);
+        uint8_t h[32], want[32];
+        int w;
+
+        assert_non_null(doc);
+        assert_non_null(txt);
+        memset(txt, 'q', tn);
+        cfr_id_plain(txt, tn, h);
+        cfr_id_plain(h, sizeof(h), want);
+        w = snprintf(doc, tn + 200,
+                     "[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":"
+                     "\"20000\",\"hdr.message-id\":\"\",\"guid\":\"a\","
+                     "\"text\":\"%.*s\"}]",
+                     (int)tn, txt);
+        assert_true(w > 0 && (size_t)w < tn + 200);
+        put_file("fake/fetch.json", doc, 0);
+        s->n = 0;
+        assert_int_equal(
+            restore_doveadm_list_ex(md, RESTORE_DOVEADM_TEXT, collect, s, &err),
+            0);
+        assert_int_equal(s->n, 2); /* one per fake mailbox */
+        assert_true(s->m[0].have_text);
+        assert_int_equal(s->m[0].text_size, tn);
+        assert_memory_equal(s->m[0].text_hash, want, 32);
+        assert_int_equal(restore_doveadm_list(md, collect, s, &err),
+                         CFR_ELIMIT);
+        put_file("fake/fetch.json",
+                 "[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":\"1\","
+                 "\"hdr.message-id\":\"\",\"guid\":\"a\"}]",
+                 0);
+        assert_int_equal(
+            restore_doveadm_list_ex(md, RESTORE_DOVEADM_TEXT, collect, s, &err),
+            CFR_ECORRUPT);
+        cfr_free(doc);
+        cfr_free(txt);
+    }
+
     assert_int_equal(setenv("PATH", saved, 1), 0);
     cfr_free(saved);
     cfr_free(s);
@@ -678,6 +810,8 @@ main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_restore_doveadm_list_reads_finished_maildir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_doveadm_list_text_hash,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(
             test_restore_doveadm_list_refuses_odd_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(

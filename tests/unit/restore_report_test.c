@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/file.h> /* flock: a second holder of the state lock */
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -528,6 +530,38 @@ sched_run(void *ctx)
     return RESTORE_EXIT_OK;
 }
 
+/* The state lock: <state>.lock, 0600, exclusive until unlocked (flock
+ * is per open file, so a second open in this process contends like a
+ * second run would). */
+static void
+test_state_lock(void **state)
+{
+    (void)state;
+    char st[128], lk[160], longp[5000];
+    struct cfr_err err;
+    struct stat sb;
+    int fd = -1, other;
+
+    FMT(st, "%s/state.json", dir);
+    FMT(lk, "%s.lock", st);
+    assert_int_equal(restore_report_state_lock(st, &fd, &err), 0);
+    assert_true(fd >= 0);
+    assert_int_equal(stat(lk, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    other = open(lk, O_RDWR | O_CLOEXEC);
+    assert_true(other >= 0);
+    assert_int_equal(flock(other, LOCK_EX | LOCK_NB), -1);
+    assert_int_equal(errno, EWOULDBLOCK);
+    restore_report_state_unlock(fd);
+    assert_int_equal(flock(other, LOCK_EX | LOCK_NB), 0);
+    close(other);
+    restore_report_state_unlock(-1); /* ignored */
+    memset(longp, 'a', sizeof(longp) - 1);
+    longp[sizeof(longp) - 1] = '\0';
+    assert_int_equal(restore_report_state_lock(longp, &fd, &err), CFR_ELIMIT);
+    assert_int_equal(fd, -1);
+}
+
 static void
 test_schedule_loop(void **state)
 {
@@ -635,6 +669,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_state_damage_detected, setup,
                                         teardown),
         cmocka_unit_test(test_notify_nothing_due),
+        cmocka_unit_test_setup_teardown(test_state_lock, setup, teardown),
         cmocka_unit_test(test_schedule_loop),
         cmocka_unit_test_setup_teardown(test_systemd_units_verify, setup,
                                         teardown),

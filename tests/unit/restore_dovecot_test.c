@@ -698,13 +698,14 @@ test_restore_doveadm_list_hostile_output(void **state)
      * field, a bad escape: all refused as corrupt. */
     static const char *const corrupt[] = {
         "[{\"uid\":\"5\"",
-        "[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":\"1\","
-        "\"hdr.message-id\":\"\",\"guid\":\"a\"},{\"uid\":\"3\",\"flags\":"
-        "\"\",\"size.physical\":\"1\",\"hdr.message-id\":\"\",\"guid\":\"b\"}]",
+        ("[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":\"1\","
+         "\"hdr.message-id\":\"\",\"guid\":\"a\"},{\"uid\":\"3\",\"flags\":"
+         "\"\",\"size.physical\":\"1\",\"hdr.message-id\":\"\",\"guid\":\"b\"}"
+         "]"),
         "[{\"uid\":5}]",
         "[] x",
-        "[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":\"1\","
-        "\"hdr.message-id\":\"\"}]",
+        ("[{\"uid\":\"5\",\"flags\":\"\",\"size.physical\":\"1\","
+         "\"hdr.message-id\":\"\"}]"),
         "[{\"uid\":\"5\\q\"}]",
         "[{\"uid\":\"99999999999\"}]",
         "{}",

@@ -368,6 +368,22 @@ restore_folder_imap(const uint8_t *folder, size_t n, char *out, size_t out_size)
     return rc;
 }
 
+/* The Maildir flag letters (the info after ":2,"), in the order the
+ * listings name them. */
+static const struct {
+    unsigned bit;
+    uint8_t letter;
+    const char *name;
+} maildir_flags[] = {
+    {RESTORE_FLAG_SEEN, 'S', "Seen"},
+    {RESTORE_FLAG_ANSWERED, 'R', "Answered"},
+    {RESTORE_FLAG_FLAGGED, 'F', "Flagged"},
+    {RESTORE_FLAG_DELETED, 'T', "Deleted"},
+    {RESTORE_FLAG_DRAFT, 'D', "Draft"},
+    {RESTORE_FLAG_PASSED, 'P', "Passed"},
+};
+#define N_MAILDIR_FLAGS (sizeof(maildir_flags) / sizeof(maildir_flags[0]))
+
 void
 restore_flags_decode(const uint8_t *info, size_t n, struct restore_flags *fl)
 {
@@ -379,31 +395,16 @@ restore_flags_decode(const uint8_t *info, size_t n, struct restore_flags *fl)
     }
     fl->maildir2 = true;
     for (size_t i = 3; i < n; i++) {
-        switch (info[i]) {
-        case 'P':
-            fl->bits |= RESTORE_FLAG_PASSED;
-            break;
-        case 'R':
-            fl->bits |= RESTORE_FLAG_ANSWERED;
-            break;
-        case 'S':
-            fl->bits |= RESTORE_FLAG_SEEN;
-            break;
-        case 'T':
-            fl->bits |= RESTORE_FLAG_DELETED;
-            break;
-        case 'D':
-            fl->bits |= RESTORE_FLAG_DRAFT;
-            break;
-        case 'F':
-            fl->bits |= RESTORE_FLAG_FLAGGED;
-            break;
-        default:
-            if (info[i] >= 'a' && info[i] <= 'z') {
-                kw[info[i] - 'a'] = true;
-            } else {
-                fl->unknown++;
-            }
+        size_t f = 0;
+        while (f < N_MAILDIR_FLAGS && maildir_flags[f].letter != info[i]) {
+            f++;
+        }
+        if (f < N_MAILDIR_FLAGS) {
+            fl->bits |= maildir_flags[f].bit;
+        } else if (info[i] >= 'a' && info[i] <= 'z') {
+            kw[info[i] - 'a'] = true;
+        } else {
+            fl->unknown++;
         }
     }
     for (int c = 0; c < 26; c++) {
@@ -417,23 +418,15 @@ restore_flags_decode(const uint8_t *info, size_t n, struct restore_flags *fl)
 const char *
 restore_flags_text(const struct restore_flags *fl, char *out, size_t out_size)
 {
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } names[] = {
-        {RESTORE_FLAG_SEEN, "Seen"},       {RESTORE_FLAG_ANSWERED, "Answered"},
-        {RESTORE_FLAG_FLAGGED, "Flagged"}, {RESTORE_FLAG_DELETED, "Deleted"},
-        {RESTORE_FLAG_DRAFT, "Draft"},     {RESTORE_FLAG_PASSED, "Passed"},
-    };
     size_t at = 0;
     if (out_size == 0) {
         return out;
     }
     out[0] = '\0';
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (fl->bits & names[i].bit) {
+    for (size_t i = 0; i < N_MAILDIR_FLAGS; i++) {
+        if (fl->bits & maildir_flags[i].bit) {
             int w = snprintf(out + at, out_size - at, "%s%s", at > 0 ? "," : "",
-                             names[i].name);
+                             maildir_flags[i].name);
             if (w < 0 || (size_t)w >= out_size - at) {
                 out[at] = '\0'; /* cut after the last whole word */
                 if (at == 0) {
@@ -1142,19 +1135,11 @@ read_headers(struct restore_session *s, struct hdr_reader *hr,
 static void
 json_flags(const struct restore_flags *fl)
 {
-    static const struct {
-        unsigned bit;
-        const char *name;
-    } names[] = {
-        {RESTORE_FLAG_SEEN, "Seen"},       {RESTORE_FLAG_ANSWERED, "Answered"},
-        {RESTORE_FLAG_FLAGGED, "Flagged"}, {RESTORE_FLAG_DELETED, "Deleted"},
-        {RESTORE_FLAG_DRAFT, "Draft"},     {RESTORE_FLAG_PASSED, "Passed"},
-    };
     bool first = true;
     printf(",\"flags\":[");
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        if (fl->bits & names[i].bit) {
-            printf("%s\"%s\"", first ? "" : ",", names[i].name);
+    for (size_t i = 0; i < N_MAILDIR_FLAGS; i++) {
+        if (fl->bits & maildir_flags[i].bit) {
+            printf("%s\"%s\"", first ? "" : ",", maildir_flags[i].name);
             first = false;
         }
     }

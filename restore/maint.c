@@ -720,6 +720,29 @@ say_failed(const struct msess *m, size_t i, const struct vout *v, bool json)
     fprintf(stderr, "coffer-restore: %s: %s\n", m->s.cfg.vaults[i], v->err.msg);
 }
 
+/*
+ * GC on vault i after a retention run or a purge: it deletes what they
+ * left unreferenced and compacts it off disk (the vault has no separate
+ * compaction call). Its counts go into v; when it fails, v is failed and
+ * said so. 0 or -1.
+ */
+static int
+gc_into(struct msess *m, size_t i, const struct mopts *o, struct vout *v)
+{
+    struct vout g;
+    memset(&g, 0, sizeof(g));
+    if (run_op(m, i, o, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, NULL, false,
+               &g) != 0) {
+        v->res = V_FAILED;
+        v->err = g.err;
+        say_failed(m, i, v, o->json);
+        return -1;
+    }
+    v->objects_removed = g.objects_removed;
+    v->bytes_removed = g.bytes_removed;
+    return 0;
+}
+
 /* ---- retention ---------------------------------------------------------- */
 
 static int
@@ -730,24 +753,14 @@ retention_apply(struct msess *m, const struct mopts *o)
 
     memset(v, 0, sizeof(v));
     for (size_t i = 0; i < m->s.cfg.n_vaults; i++) {
-        struct vout g;
-        memset(&g, 0, sizeof(g));
         if (run_op(m, i, o, COFFER__V1__ADMIN_OP__ADMIN_OP_APPLY_RETENTION,
                    NULL, NULL, false, &v[i]) != 0) {
             say_failed(m, i, &v[i], o->json);
             continue;
         }
-        /* GC deletes what retention left unreferenced and compacts it off
-         * disk (the vault has no separate compaction call). */
-        if (run_op(m, i, o, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, NULL,
-                   false, &g) != 0) {
-            v[i].res = V_FAILED;
-            v[i].err = g.err;
-            say_failed(m, i, &v[i], o->json);
+        if (gc_into(m, i, o, &v[i]) != 0) {
             continue;
         }
-        v[i].objects_removed = g.objects_removed;
-        v[i].bytes_removed = g.bytes_removed;
         if (!o->json) {
             printf("%s: retention dropped %" PRIu64
                    " snapshot(s); GC removed %" PRIu64 " object(s), %" PRIu64
@@ -1161,17 +1174,9 @@ purge_run(struct msess *m, const struct mopts *o)
             continue;
         }
         /* Collect and compact what only this mailbox used, then check. */
-        struct vout g;
-        memset(&g, 0, sizeof(g));
-        if (run_op(m, i, o, COFFER__V1__ADMIN_OP__ADMIN_OP_GC, NULL, NULL,
-                   false, &g) != 0) {
-            v[i].res = V_FAILED;
-            v[i].err = g.err;
-            say_failed(m, i, &v[i], o->json);
+        if (gc_into(m, i, o, &v[i]) != 0) {
             continue;
         }
-        v[i].objects_removed = g.objects_removed;
-        v[i].bytes_removed = g.bytes_removed;
         if (count_listed(m, i, mid, &v[i].left, &v[i].err) != 0) {
             v[i].res = V_FAILED;
             say_failed(m, i, &v[i], o->json);

@@ -99,6 +99,26 @@ ars_write(const char *path, const void *data, size_t len, mode_t mode)
     return close(fd);
 }
 
+int
+ars_mkdirs(const char *path)
+{
+    char p[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof(p), "%s", path) >= sizeof(p) ||
+        p[0] == '\0') {
+        return -1;
+    }
+    for (char *s = p + 1; *s != '\0'; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0700) != 0 && errno != EEXIST) {
+                return -1;
+            }
+            *s = '/';
+        }
+    }
+    return mkdir(p, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
 pid_t
 ars_spawn(const char *bin, const char *const *args, const char *out_path,
           const char *err_path)
@@ -177,6 +197,39 @@ ars_run(const char *bin, const char *const *args, const char *out_path,
         const char *err_path, int64_t timeout_ms)
 {
     return ars_wait(ars_spawn(bin, args, out_path, err_path), timeout_ms);
+}
+
+int
+ars_capture(const char *bin, const char *const *args, const char *dir,
+            int64_t timeout_ms, struct ars_out *o)
+{
+    /* Shared by the threads of no test: a plain counter will do. */
+    static unsigned seq;
+    char op[PATH_MAX], ep[PATH_MAX];
+    unsigned n = ++seq;
+    memset(o, 0, sizeof(*o));
+    if ((size_t)snprintf(op, sizeof(op), "%s/run%u.out", dir, n) >=
+            sizeof(op) ||
+        (size_t)snprintf(ep, sizeof(ep), "%s/run%u.err", dir, n) >=
+            sizeof(ep)) {
+        return -1;
+    }
+    o->code = ars_run(bin, args, op, ep, timeout_ms);
+    o->out = ars_slurp(op, NULL);
+    o->err = ars_slurp(ep, NULL);
+    if (o->out == NULL || o->err == NULL) {
+        ars_out_fini(o);
+        return -1;
+    }
+    return 0;
+}
+
+void
+ars_out_fini(struct ars_out *o)
+{
+    cfr_free(o->out);
+    cfr_free(o->err);
+    memset(o, 0, sizeof(*o));
 }
 
 int

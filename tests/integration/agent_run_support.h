@@ -23,6 +23,8 @@
 char *ars_slurp(const char *path, size_t *len_r);
 /* Writes path (created or truncated) with mode. 0 or -1. */
 int ars_write(const char *path, const void *data, size_t len, mode_t mode);
+/* mkdir -p path (mode 0700 for what it makes). 0 or -1. */
+int ars_mkdirs(const char *path);
 
 /*
  * Starts bin with args (NULL-terminated, after argv[0]), stdin from
@@ -41,6 +43,21 @@ int ars_wait(pid_t pid, int64_t timeout_ms);
 /* ars_spawn then ars_wait. */
 int ars_run(const char *bin, const char *const *args, const char *out_path,
             const char *err_path, int64_t timeout_ms);
+
+/* What a program run with ars_capture left: its exit code (as ars_wait)
+ * and its whole stdout and stderr (owned; "" when it wrote nothing). */
+struct ars_out {
+    int code;
+    char *out, *err;
+};
+/*
+ * ars_run with stdout and stderr into fresh files below dir (numbered, so
+ * each run's stay there to read after a failure), then read back into o.
+ * 0, or -1 when an output file could not be read (o is then empty).
+ */
+int ars_capture(const char *bin, const char *const *args, const char *dir,
+                int64_t timeout_ms, struct ars_out *o);
+void ars_out_fini(struct ars_out *o);
 
 /* An agent configuration (docs/AGENT.md) for vaults on 127.0.0.1. */
 struct ars_agent_conf {

@@ -8,16 +8,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "agent_run_support.h" /* ars_wait */
 
 #define DVS_RUN_MS 60000
 
@@ -89,14 +87,6 @@ put_map(const char *path, const char *s)
     }
 }
 
-static int64_t
-now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int
 dvs_run(const struct dvs *d, const char *const *args, const char *stdin_path)
 {
@@ -104,8 +94,6 @@ dvs_run(const struct dvs *d, const char *const *args, const char *stdin_path)
     char uid_map[64], gid_map[64], home[DVS_PATH_MAX + 8];
     char *argv[32];
     size_t n = 0;
-    int64_t deadline = now_ms() + DVS_RUN_MS;
-    int st = 0;
     pid_t pid;
 
     argv[n++] = (char *)d->bin;
@@ -148,22 +136,9 @@ dvs_run(const struct dvs *d, const char *const *args, const char *stdin_path)
         execve(argv[0], argv, envp);
         _exit(127);
     }
-    for (;;) {
-        pid_t r = waitpid(pid, &st, WNOHANG);
-        if (r == pid) {
-            break;
-        }
-        if (r < 0 && errno != EINTR) {
-            return -1;
-        }
-        if (now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            (void)waitpid(pid, &st, 0);
-            return -1;
-        }
-        (void)poll(NULL, 0, 2);
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    /* Killed by a signal is no exit code (ars_wait: 128 + the signal). */
+    int code = ars_wait(pid, DVS_RUN_MS);
+    return code >= 128 ? -1 : code;
 }
 
 int

@@ -50,21 +50,12 @@
 #include "agent_run_support.h"    /* programs, configs */
 #include "mem.h"                  /* cfr_free */
 #include "rpc.h"                  /* cfr_rpc_global_init */
+#include "scenario_support.h"     /* vault, configs, runs */
 #include "vault_client_support.h" /* vc_now_ms */
-#include "vault_support.h"        /* the harness */
-
-#ifndef COFFER_RESTORE_BIN
-#error "COFFER_RESTORE_BIN must name the coffer-restore binary"
-#endif
-#ifndef COFFER_AGENT_BIN
-#error "COFFER_AGENT_BIN must name the coffer-agent binary"
-#endif
 
 #define ESCROW_PW "browse test escrow passphrase"
-#define RUN_MS    60000
 #define BASE_SECS 1767225600 /* 2026-01-01 */
-#define FMT(buf, ...)                                                          \
-    assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+#define FMT       SCN_FMT
 
 /* The hostile names: a mailbox with a C1 CSI (U+009B, as UTF-8: many
  * terminals take it for ESC [) and a right-to-left override (the agent
@@ -76,41 +67,22 @@
     "box"
 #define EVIL_MSG "1767225699.M99\x1b[2JP1.host"
 
-static struct vs_env env;
-static struct vs_vault vault;
-static char dir[VS_PATH_MAX + 64];
-static char alice[VS_PATH_MAX + 96], evil[VS_PATH_MAX + 96];
-static char agent_conf[VS_PATH_MAX + 96], restore_conf[VS_PATH_MAX + 96];
+static struct scn sc = {.escrow_pw = ESCROW_PW, SCN_PROGRAMS, .n_vaults = 1};
+static char alice[SCN_PATH + 16], evil[SCN_PATH + 16];
 static char snap1[65], snap2[65]; /* alice's snapshots, hex */
 static int64_t snap1_ms, snap2_ms;
 
 /* ---- the stores ---------------------------------------------------------- */
-
-static void
-mkdirs(const char *root, const char *rel)
-{
-    char p[VS_PATH_MAX + 256];
-    assert_true(mkdir(root, 0700) == 0 || errno == EEXIST);
-    FMT(p, "%s/%s", root, rel);
-    for (char *s = p + strlen(root) + 1; *s != '\0'; s++) {
-        if (*s == '/') {
-            *s = '\0';
-            assert_true(mkdir(p, 0700) == 0 || errno == EEXIST);
-            *s = '/';
-        }
-    }
-    assert_true(mkdir(p, 0700) == 0 || errno == EEXIST);
-}
 
 /* A message with Message-ID <m<seed>@example.org>, padded to len bytes,
  * its mtime BASE_SECS + seed hours and seed nanoseconds. Returns its size. */
 static size_t
 put_msg(const char *root, const char *rel, unsigned seed, size_t len)
 {
-    char p[VS_PATH_MAX + 256], head[512];
-    struct timespec ts[2];
-    FILE *f;
-    int h = snprintf(head, sizeof(head),
+    char *b = cfr_malloc(len + 1);
+    struct timespec ts = {BASE_SECS + (time_t)seed * 3600, (long)seed};
+    assert_non_null(b);
+    int h = snprintf(b, len + 1,
                      "From: Sender %u <s%u@example.org>\r\n"
                      "To: alice@example.org\r\n"
                      "Subject: browse test %u\r\n"
@@ -118,91 +90,23 @@ put_msg(const char *root, const char *rel, unsigned seed, size_t len)
                      "Message-ID: <m%u@example.org>\r\n\r\n",
                      seed, seed, seed, seed % 60, seed);
     assert_true(h > 0 && (size_t)h < len);
-    FMT(p, "%s/%s", root, rel);
-    f = fopen(p, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(head, 1, (size_t)h, f), (size_t)h);
     for (size_t i = (size_t)h; i < len; i++) {
-        fputc(i % 64 == 63 ? '\n' : 'a' + (int)((i * seed) % 26), f);
+        b[i] = i % 64 == 63 ? '\n' : (char)('a' + (int)((i * seed) % 26));
     }
-    assert_int_equal(fclose(f), 0);
-    ts[0].tv_sec = BASE_SECS + (time_t)seed * 3600;
-    ts[0].tv_nsec = (long)seed;
-    ts[1] = ts[0];
-    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    scn_put(root, rel, b, len, &ts);
+    cfr_free(b);
     return len;
-}
-
-static void
-put_text(const char *root, const char *rel, const char *text)
-{
-    char p[VS_PATH_MAX + 256];
-    FMT(p, "%s/%s", root, rel);
-    assert_int_equal(ars_write(p, text, strlen(text), 0600), 0);
-}
-
-static void
-move(const char *root, const char *from, const char *to)
-{
-    char a[VS_PATH_MAX + 256], b[VS_PATH_MAX + 256];
-    FMT(a, "%s/%s", root, from);
-    FMT(b, "%s/%s", root, to);
-    assert_int_equal(rename(a, b), 0);
 }
 
 /* ---- running the programs ---------------------------------------------- */
 
-struct run {
-    int code;
-    char *out, *err;
-};
-
-static void
-run_fini(struct run *r)
-{
-    cfr_free(r->out);
-    cfr_free(r->err);
-    memset(r, 0, sizeof(*r));
-}
-
-/* coffer-restore --config restore_conf ARGS... */
-static struct run
+/* coffer-restore --config <the restore configuration> ARGS... */
+static struct ars_out
 restore(const char *const *args)
 {
-    const char *argv[24];
-    char op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
-    struct run r;
-    size_t n = 0;
-    argv[n++] = "--config";
-    argv[n++] = restore_conf;
-    for (size_t i = 0; args[i] != NULL && n < 23; i++) {
-        argv[n++] = args[i];
-    }
-    argv[n] = NULL;
-    FMT(op, "%s/restore.out", dir);
-    FMT(ep, "%s/restore.err", dir);
-    r.code = ars_run(COFFER_RESTORE_BIN, argv, op, ep, RUN_MS);
-    r.out = ars_slurp(op, NULL);
-    r.err = ars_slurp(ep, NULL);
-    assert_non_null(r.out);
-    assert_non_null(r.err);
-    if (getenv("COFFER_TEST_SHOW") != NULL) { /* to read the output by eye */
-        fprintf(stderr, "--- exit %d:", r.code);
-        for (size_t i = 2; argv[i] != NULL; i++) {
-            fprintf(stderr, " %s", argv[i]);
-        }
-        fprintf(stderr, "\n%s%s", r.out, r.err);
-    }
+    struct ars_out r;
+    scn_restore(&sc, sc.conf_all, args, &r);
     return r;
-}
-
-static void
-expect_code(const struct run *r, int code, const char *what)
-{
-    if (r->code != code) {
-        fail_msg("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", what,
-                 r->code, code, r->out, r->err);
-    }
 }
 
 static void
@@ -215,25 +119,12 @@ expect_in(const char *doc, const char *needle, const char *what)
 
 /* No raw ESC or BEL anywhere: every hostile byte was escaped. */
 static void
-expect_no_escape(const struct run *r, const char *what)
+expect_no_escape(const struct ars_out *r, const char *what)
 {
     if (strchr(r->out, '\x1b') != NULL || strchr(r->err, '\x1b') != NULL ||
         strstr(r->out, "\xc2\x9b") != NULL ||
         strstr(r->out, "\xe2\x80\xae") != NULL) {
         fail_msg("%s: a raw escape byte reached the output", what);
-    }
-}
-
-static void
-backup(void)
-{
-    char op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
-    const char *args[] = {"backup", "--config", agent_conf, NULL};
-    FMT(op, "%s/agent.out", dir);
-    FMT(ep, "%s/agent.err", dir);
-    if (ars_run(COFFER_AGENT_BIN, args, op, ep, RUN_MS) != 0) {
-        char *e = ars_slurp(ep, NULL);
-        fail_msg("backup failed: %s", e != NULL ? e : "");
     }
 }
 
@@ -246,29 +137,12 @@ static size_t sz_m1, sz_m2, sz_m3, sz_m10, sz_m11, sz_m20, sz_evil;
 static int
 setup(void **state)
 {
-    struct cfr_err err;
     (void)state;
-    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0 ||
-        vs_vault_init(&vault, &env, "v0") != 0 ||
-        vs_vault_start(&vault, 20000) != 0) {
+    if (scn_setup(&sc) != 0) {
         return -1;
     }
-    snprintf(dir, sizeof(dir), "%s/work", env.dir);
-    snprintf(alice, sizeof(alice), "%s/alice", dir);
-    snprintf(evil, sizeof(evil), "%s/evil", dir);
-    snprintf(agent_conf, sizeof(agent_conf), "%s/agent.conf", dir);
-    snprintf(restore_conf, sizeof(restore_conf), "%s/restore.conf", dir);
-    return mkdir(dir, 0700);
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (vault.pid > 0) {
-        vs_vault_stop(&vault, SIGTERM, 10000);
-    }
-    vs_env_fini(&env);
+    snprintf(alice, sizeof(alice), "%s/alice", sc.dir);
+    snprintf(evil, sizeof(evil), "%s/evil", sc.dir);
     return 0;
 }
 
@@ -278,10 +152,10 @@ read_snapshots(void)
 {
     const char *args[] = {"snapshots", "--mailbox", "alice@example.org",
                           "--json", NULL};
-    struct run r = restore(args);
+    struct ars_out r = restore(args);
     const char *second;
     uint64_t ms;
-    expect_code(&r, 0, "snapshots");
+    scn_expect_code(&r, 0, "snapshots");
     assert_true(ars_json_str(r.out, NULL, "id", snap2, sizeof(snap2)));
     assert_true(ars_json_u64(r.out, NULL, "received_ms", &ms));
     snap2_ms = (int64_t)ms;
@@ -292,26 +166,21 @@ read_snapshots(void)
     snap1_ms = (int64_t)ms;
     assert_true(snap1_ms < snap2_ms);
     assert_null(strstr(second + 3, "},{")); /* exactly two */
-    run_fini(&r);
+    ars_out_fini(&r);
 }
 
 static void
 make_stores_and_back_up(void)
 {
-    char key[VS_PATH_MAX + 96], pass[VS_PATH_MAX + 96], st[VS_PATH_MAX + 96],
-        escrow[VS_PATH_MAX + 96], escrow_pass[VS_PATH_MAX + 96],
-        mb[3 * VS_PATH_MAX], op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
-    int ports[1] = {vault.port};
-
     static const char *const dirs[] = {
         "cur", "new", "tmp", ".Sent/cur", ".Sent/new", ".Sent/tmp",
         /* "été" in modified UTF-7, as Dovecot names it */
         ".&AOk-t&AOk-/cur", ".&AOk-t&AOk-/new", ".&AOk-t&AOk-/tmp"};
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-        mkdirs(alice, dirs[i]);
+        scn_mkdirs(alice, dirs[i]);
     }
-    mkdirs(evil, "cur");
-    mkdirs(evil, "new");
+    scn_mkdirs(evil, "cur");
+    scn_mkdirs(evil, "new");
     sz_m1 = put_msg(alice, "cur/1767225601.M1P1.host:2,S", 1, 3000);
     sz_m2 = put_msg(alice, "cur/1767225602.M2P1.host:2,RSab", 2, 5000);
     sz_m3 = put_msg(alice, "new/1767225603.M3P1.host", 3, 700);
@@ -319,46 +188,23 @@ make_stores_and_back_up(void)
     sz_m10 = put_msg(alice, ".Sent/cur/1767225610.M10P1.host:2,FS", 10, 2500);
     sz_m20 =
         put_msg(alice, ".&AOk-t&AOk-/cur/1767225620.M20P1.host:2,", 20, 1500);
-    put_text(alice, "dovecot-uidlist", "3 V1767225600 N5 G0123\n");
+    static const char uidlist[] = "3 V1767225600 N5 G0123\n";
+    scn_put(alice, "dovecot-uidlist", uidlist, strlen(uidlist), NULL);
     put_msg(evil, "cur/1767225630.M30P1.host:2,S", 30, 800);
 
-    FMT(key, "%s/agent.key", dir);
-    FMT(pass, "%s/agent.pass", dir);
-    FMT(st, "%s/state", dir);
-    FMT(escrow, "%s/escrow.key", dir);
-    FMT(escrow_pass, "%s/escrow.pass", dir);
-    FMT(op, "%s/agent.out", dir);
-    FMT(ep, "%s/agent.err", dir);
-    FMT(mb,
+    FMT(sc.mailboxes,
         "mailboxes = ( { name = \"alice@example.org\"; root = \"%s\"; },\n"
         "              { name = \"" EVIL_MAILBOX "\"; root = \"%s\"; } );",
         alice, evil);
-    assert_int_equal(
-        ars_write(escrow_pass, ESCROW_PW "\n", strlen(ESCROW_PW) + 1, 0600), 0);
-    struct ars_agent_conf c = {env.dir, key, pass, st, dir, ports, 1, 0, mb};
-    assert_int_equal(ars_agent_conf_write(agent_conf, &c), 0);
-    const char *init[] = {"init",      "--config", agent_conf,
-                          "--escrow",  escrow,     "--escrow-passphrase-file",
-                          escrow_pass, NULL};
-    if (ars_run(COFFER_AGENT_BIN, init, op, ep, RUN_MS) != 0) {
-        char *e = ars_slurp(ep, NULL);
-        fail_msg("init failed: %s", e != NULL ? e : "");
-    }
-    assert_int_equal(ars_restore_conf_write(restore_conf, env.dir, escrow,
-                                            escrow_pass, vault.port),
-                     0);
-    backup();
+    assert_int_equal(scn_init(&sc), 0);
+    scn_backup(&sc, NULL);
 
     /* Between the backups: m3 deleted, m1 trashed (flag T), m11 sent. */
-    {
-        char p[VS_PATH_MAX + 256];
-        FMT(p, "%s/new/1767225603.M3P1.host", alice);
-        assert_int_equal(unlink(p), 0);
-    }
-    move(alice, "cur/1767225601.M1P1.host:2,S",
-         "cur/1767225601.M1P1.host:2,ST");
+    scn_rm(alice, "new/1767225603.M3P1.host");
+    scn_mv(alice, "cur/1767225601.M1P1.host:2,S",
+           "cur/1767225601.M1P1.host:2,ST");
     sz_m11 = put_msg(alice, ".Sent/cur/1767225611.M11P1.host:2,S", 11, 1800);
-    backup();
+    scn_backup(&sc, NULL);
     read_snapshots();
 }
 
@@ -375,10 +221,10 @@ test_browse_mailboxes(void **state)
             (long long)(vc_now_ms() - t0));
 
     const char *json[] = {"ls", "--json", NULL};
-    struct run r = restore(json);
+    struct ars_out r = restore(json);
     uint64_t v;
     char s[80];
-    expect_code(&r, 0, "ls --json");
+    scn_expect_code(&r, 0, "ls --json");
     expect_no_escape(&r, "ls --json");
     const char *a = "\"mailbox\":\"alice@example.org\"";
     expect_in(r.out, a, "ls --json");
@@ -400,17 +246,17 @@ test_browse_mailboxes(void **state)
     assert_true(ars_json_u64(r.out, e, "files", &v));
     assert_int_equal(v, 1);
     expect_in(r.out, "\"unreadable\":0,\"ok\":true}", "ls --json");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Human: a table, the hostile name escaped. */
     const char *human[] = {"ls", NULL};
     r = restore(human);
-    expect_code(&r, 0, "ls");
+    scn_expect_code(&r, 0, "ls");
     expect_no_escape(&r, "ls");
     expect_in(r.out, "MAILBOX", "ls");
     expect_in(r.out, "alice@example.org", "ls");
     expect_in(r.out, "evil\\xc2\\x9b2J\\xe2\\x80\\xaebox", "ls");
-    run_fini(&r);
+    ars_out_fini(&r);
 }
 
 static void
@@ -419,10 +265,10 @@ test_browse_folders(void **state)
     (void)state;
     const char *json[] = {"ls", "--mailbox", "alice@example.org", "--json",
                           NULL};
-    struct run r = restore(json);
+    struct ars_out r = restore(json);
     uint64_t v;
     char s[80];
-    expect_code(&r, 0, "ls --mailbox --json");
+    scn_expect_code(&r, 0, "ls --mailbox --json");
     assert_true(ars_json_str(r.out, NULL, "snapshot", s, sizeof(s)));
     assert_string_equal(s, snap2); /* the newest by default */
     assert_true(ars_json_u64(r.out, NULL, "files", &v));
@@ -441,7 +287,7 @@ test_browse_folders(void **state)
         "\"other_bytes\":0}],\"ok\":true}",
         sz_m1 + sz_m2 + sz_evil, sz_m20, sz_m10 + sz_m11);
     expect_in(r.out, want, "ls --mailbox --json");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* The first snapshot by its ID prefix: m3 still in new/. */
     char prefix[17];
@@ -451,7 +297,7 @@ test_browse_folders(void **state)
                            "--snapshot", prefix,      "--json",
                            NULL};
     r = restore(first);
-    expect_code(&r, 0, "ls --snapshot");
+    scn_expect_code(&r, 0, "ls --snapshot");
     assert_true(ars_json_str(r.out, NULL, "snapshot", s, sizeof(s)));
     assert_string_equal(s, snap1);
     FMT(want,
@@ -461,18 +307,18 @@ test_browse_folders(void **state)
     expect_in(r.out, want, "ls --snapshot");
     FMT(want, "\"imap\":\"Sent\",\"messages\":1,\"bytes\":%zu,", sz_m10);
     expect_in(r.out, want, "ls --snapshot");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Human table: IMAP and Maildir++ names side by side. */
     const char *human[] = {"ls", "--mailbox", "alice@example.org", NULL};
     r = restore(human);
-    expect_code(&r, 0, "ls --mailbox");
+    scn_expect_code(&r, 0, "ls --mailbox");
     expect_in(r.out, "INBOX", "ls --mailbox");
     expect_in(r.out, "\xc3\xa9t\xc3\xa9", "ls --mailbox");
     expect_in(r.out, ".&AOk-t&AOk-", "ls --mailbox");
     FMT(want, "snapshot %.16s", snap2);
     expect_in(r.out, want, "ls --mailbox");
-    run_fini(&r);
+    ars_out_fini(&r);
 }
 
 static void
@@ -485,14 +331,15 @@ test_browse_messages(void **state)
     assert_non_null(gmtime_r(&t, &tm));
     /* The first snapshot's exact receive time, as snapshots prints it. */
     assert_true(strftime(at, sizeof(at), "%Y-%m-%dT%H:%M:%S", &tm) > 0);
-    FMT(at + strlen(at), ".%03dZ", (int)(snap1_ms % 1000));
+    snprintf(at + strlen(at), sizeof(at) - strlen(at), ".%03dZ",
+             (int)(snap1_ms % 1000));
 
     const char *json[] = {
         "ls",       "--mailbox", "alice@example.org", "--at",   at,
         "--folder", "INBOX",     "--headers",         "--json", NULL};
-    struct run r = restore(json);
+    struct ars_out r = restore(json);
     char s[80];
-    expect_code(&r, 0, "ls --folder --json");
+    scn_expect_code(&r, 0, "ls --folder --json");
     expect_no_escape(&r, "ls --folder --json");
     assert_true(ars_json_str(r.out, NULL, "snapshot", s, sizeof(s)));
     assert_string_equal(s, snap1);
@@ -524,14 +371,14 @@ test_browse_messages(void **state)
     FMT(want, "\"count\":4,\"bytes\":%zu,\"other_files\":1,\"ok\":true}",
         sz_m1 + sz_m2 + sz_m3 + sz_evil);
     expect_in(r.out, want, "ls --folder totals");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* The newest, human, a folder by its IMAP name: m1 now trashed. */
     const char *human[] = {"ls",       "--mailbox", "alice@example.org",
                            "--folder", "INBOX",     "--headers",
                            NULL};
     r = restore(human);
-    expect_code(&r, 0, "ls --folder");
+    scn_expect_code(&r, 0, "ls --folder");
     expect_no_escape(&r, "ls --folder");
     expect_in(r.out, "1767225601.M1P1.host", "ls --folder");
     expect_in(r.out, "Seen,Deleted", "ls --folder");
@@ -540,28 +387,28 @@ test_browse_messages(void **state)
     expect_in(r.out, "Subject: browse test 2", "ls --folder");
     assert_null(strstr(r.out, "1767225603.M3P1.host")); /* deleted */
     expect_in(r.out, "3 message(s)", "ls --folder");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     const char *imap[] = {"ls",       "--mailbox",         "alice@example.org",
                           "--folder", "\xc3\xa9t\xc3\xa9", "--json",
                           NULL};
     r = restore(imap);
-    expect_code(&r, 0, "ls --folder été");
+    scn_expect_code(&r, 0, "ls --folder été");
     FMT(want,
         "{\"name\":\"1767225620.M20P1.host\",\"info\":\":2,\",\"flags\":[],"
         "\"keywords\":\"\",\"new\":false,\"size\":%zu,",
         sz_m20);
     expect_in(r.out, want, "ls --folder été");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     const char *none[] = {"ls",       "--mailbox", "alice@example.org",
                           "--folder", "Nope",      "--json",
                           NULL};
     r = restore(none);
-    expect_code(&r, 5, "ls --folder Nope");
+    scn_expect_code(&r, 5, "ls --folder Nope");
     expect_in(r.out, "\"ok\":false", "ls --folder Nope");
     expect_in(r.out, "\"kind\":\"not-found\"", "ls --folder Nope");
-    run_fini(&r);
+    ars_out_fini(&r);
 }
 
 static void
@@ -569,15 +416,15 @@ test_browse_at(void **state)
 {
     (void)state;
     char at[32];
-    struct run r;
+    struct ars_out r;
     /* Before every snapshot: not found, naming the oldest. */
     FMT(at, "@%lld", (long long)(snap1_ms / 1000 - 2));
     const char *before[] = {"ls",   "--mailbox", "alice@example.org",
                             "--at", at,          NULL};
     r = restore(before);
-    expect_code(&r, 5, "ls --at before");
+    scn_expect_code(&r, 5, "ls --at before");
     expect_in(r.err, "oldest", "ls --at before");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Far in the future: the newest. */
     const char *future[] = {"ls",   "--mailbox",  "alice@example.org",
@@ -585,28 +432,28 @@ test_browse_at(void **state)
                             NULL};
     char s[80];
     r = restore(future);
-    expect_code(&r, 0, "ls --at future");
+    scn_expect_code(&r, 0, "ls --at future");
     assert_true(ars_json_str(r.out, NULL, "snapshot", s, sizeof(s)));
     assert_string_equal(s, snap2);
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Usage mistakes exit 2 before any vault is asked. */
     const char *bad_at[] = {"ls",   "--mailbox", "alice@example.org",
                             "--at", "yesterday", NULL};
     r = restore(bad_at);
-    expect_code(&r, 2, "ls --at yesterday");
+    scn_expect_code(&r, 2, "ls --at yesterday");
     expect_in(r.err, "accepted", "ls --at yesterday");
-    run_fini(&r);
+    ars_out_fini(&r);
     const char *no_mb[] = {"ls", "--folder", "INBOX", NULL};
     r = restore(no_mb);
-    expect_code(&r, 2, "ls --folder without --mailbox");
-    run_fini(&r);
+    scn_expect_code(&r, 2, "ls --folder without --mailbox");
+    ars_out_fini(&r);
     const char *short_id[] = {"ls",         "--mailbox", "alice@example.org",
                               "--snapshot", "abc",       NULL};
     r = restore(short_id);
-    expect_code(&r, 2, "ls --snapshot abc");
+    scn_expect_code(&r, 2, "ls --snapshot abc");
     expect_in(r.err, "8 to 64 hex digits", "ls --snapshot abc");
-    run_fini(&r);
+    ars_out_fini(&r);
 }
 
 static void
@@ -615,13 +462,13 @@ test_browse_find(void **state)
     (void)state;
     char want[512];
     uint64_t v;
-    struct run r;
+    struct ars_out r;
 
     /* Deleted before the second backup: only in the first snapshot. */
     const char *gone[] = {"find", "--message-id", "m3@example.org", "--json",
                           NULL};
     r = restore(gone);
-    expect_code(&r, 0, "find m3");
+    scn_expect_code(&r, 0, "find m3");
     assert_true(ars_json_u64(r.out, NULL, "snapshots_searched", &v));
     assert_int_equal(v, 4); /* two mailboxes, two backups */
     FMT(want,
@@ -652,14 +499,14 @@ test_browse_find(void **state)
      * from the cache. */
     assert_true(ars_json_u64(r.out, NULL, "cached", &v));
     assert_true(v >= 1);
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Kept in both (with <>, one mailbox): both snapshots, flags of each. */
     const char *kept[] = {"find",      "--message-id",      "<m1@example.org>",
                           "--mailbox", "alice@example.org", "--json",
                           NULL};
     r = restore(kept);
-    expect_code(&r, 0, "find m1");
+    scn_expect_code(&r, 0, "find m1");
     assert_true(ars_json_u64(r.out, NULL, "snapshots_searched", &v));
     assert_int_equal(v, 2);
     FMT(want, "\"snapshot\":\"%s\"", snap1);
@@ -671,28 +518,28 @@ test_browse_find(void **state)
               "find m1");
     expect_in(r.out, "\"in_newest\":true,\"absent_from\":null", "find m1");
     expect_in(r.out, "\"snapshots\":2,", "find m1");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     /* Human summary. */
     const char *human[] = {"find", "--message-id", "m3@example.org", NULL};
     r = restore(human);
-    expect_code(&r, 0, "find m3 (human)");
+    scn_expect_code(&r, 0, "find m3 (human)");
     expect_in(r.out, "deleted after that: absent from snapshot", "find m3");
     expect_in(r.out, "1767225603.M3P1.host", "find m3");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     const char *unknown[] = {"find", "--message-id", "nobody@example.org",
                              "--json", NULL};
     r = restore(unknown);
-    expect_code(&r, 5, "find unknown");
+    scn_expect_code(&r, 5, "find unknown");
     expect_in(r.out, "\"hits\":[]", "find unknown");
     expect_in(r.out, "\"ok\":false", "find unknown");
-    run_fini(&r);
+    ars_out_fini(&r);
 
     const char *usage[] = {"find", "--message-id", "<>", NULL};
     r = restore(usage);
-    expect_code(&r, 2, "find <>");
-    run_fini(&r);
+    scn_expect_code(&r, 2, "find <>");
+    ars_out_fini(&r);
 }
 
 int
@@ -705,5 +552,5 @@ main(void)
         cmocka_unit_test(test_browse_at),
         cmocka_unit_test(test_browse_find),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scn_group_teardown);
 }

@@ -49,26 +49,17 @@
 #include "dovecot_support.h"      /* the original, made by Dovecot */
 #include "mem.h"                  /* cfr_calloc */
 #include "rpc.h"                  /* cfr_rpc_global_init */
+#include "scenario_support.h"     /* vault, configs, runs */
 #include "vault_client_support.h" /* vc_now_ms */
-#include "vault_support.h"        /* the harness */
-
-#ifndef COFFER_RESTORE_BIN
-#error "COFFER_RESTORE_BIN must name the coffer-restore binary"
-#endif
-#ifndef COFFER_AGENT_BIN
-#error "COFFER_AGENT_BIN must name the coffer-agent binary"
-#endif
 
 #define ESCROW_PW "dovecot test escrow passphrase"
 #define MAILBOX   "alice@example.org"
 #define RUN_MS    120000
 #define MSGS_MAX  32
-#define FMT(buf, ...)                                                          \
-    assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+#define FMT       SCN_FMT
 
-static struct vs_env env;
-static struct vs_vault vault;
-static char dir[VS_PATH_MAX + 64];
+static struct scn sc = {
+    .escrow_pw = ESCROW_PW, SCN_PROGRAMS, .n_vaults = 1, .run_ms = RUN_MS};
 static char maildir[VS_PATH_MAX + 64];
 static char restored[VS_PATH_MAX + 64];
 
@@ -212,27 +203,12 @@ save(const struct dvs *d, const char *mailbox, const char *id, int day)
 static int
 setup(void **state)
 {
-    struct cfr_err err;
     (void)state;
-    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0 ||
-        vs_vault_init(&vault, &env, "v0") != 0 ||
-        vs_vault_start(&vault, 20000) != 0) {
+    if (scn_setup(&sc) != 0) {
         return -1;
     }
-    snprintf(dir, sizeof(dir), "%s/work", env.dir);
-    snprintf(maildir, sizeof(maildir), "%s/alice", env.dir);
-    snprintf(restored, sizeof(restored), "%s/restored", env.dir);
-    return mkdir(dir, 0700) == 0 ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (vault.pid > 0) {
-        vs_vault_stop(&vault, SIGTERM, 10000);
-    }
-    vs_env_fini(&env);
+    snprintf(maildir, sizeof(maildir), "%s/alice", sc.env.dir);
+    snprintf(restored, sizeof(restored), "%s/restored", sc.env.dir);
     return 0;
 }
 
@@ -245,10 +221,6 @@ test_restore_dovecot_roundtrip(void **state)
     struct listing *orig = cfr_calloc(1, sizeof(*orig));
     struct listing *back = cfr_calloc(1, sizeof(*back));
     char p[VS_PATH_MAX + 160], why[4096];
-    char key_file[VS_PATH_MAX + 96], pass_file[VS_PATH_MAX + 96],
-        escrow[VS_PATH_MAX + 96], escrow_pass[VS_PATH_MAX + 96],
-        conf[VS_PATH_MAX + 96], rconf[VS_PATH_MAX + 96], st[VS_PATH_MAX + 96],
-        mb[2 * VS_PATH_MAX], out[VS_PATH_MAX + 96], errp[VS_PATH_MAX + 96];
     const struct restore_doveadm_msg *m;
     struct cfr_err err;
     int64_t t0 = vc_now_ms();
@@ -264,7 +236,7 @@ test_restore_dovecot_roundtrip(void **state)
     }
 
     /* The original, made by Dovecot. */
-    FMT(p, "%s/dovecot", env.dir);
+    FMT(p, "%s/dovecot", sc.env.dir);
     assert_int_equal(dvs_init(&d, p, maildir), 0);
     const char *create[] = {"mailbox", "create", "Sent", "Archive.2024", NULL};
     int made = dvs_run(&d, create, NULL);
@@ -321,42 +293,13 @@ test_restore_dovecot_roundtrip(void **state)
     assert_string_equal(m->flags, "\\Flagged \\Seen");
 
     /* Backed up by coffer-agent, restored by coffer-restore. */
-    FMT(key_file, "%s/agent.key", dir);
-    FMT(pass_file, "%s/agent.pass", dir);
-    FMT(escrow, "%s/escrow.key", dir);
-    FMT(escrow_pass, "%s/escrow.pass", dir);
-    FMT(conf, "%s/agent.conf", dir);
-    FMT(rconf, "%s/restore.conf", dir);
-    FMT(st, "%s/state", dir);
-    FMT(mb, "mailboxes = ( { name = \"%s\"; root = \"%s\"; } );", MAILBOX,
-        maildir);
-    FMT(out, "%s/run.out", dir);
-    FMT(errp, "%s/run.err", dir);
-    assert_int_equal(
-        ars_write(escrow_pass, ESCROW_PW "\n", strlen(ESCROW_PW) + 1, 0600), 0);
-    int port = vault.port;
-    struct ars_agent_conf c = {env.dir, key_file, pass_file, st, dir,
-                               &port,   1,        0,         mb};
-    assert_int_equal(ars_agent_conf_write(conf, &c), 0);
-    assert_int_equal(
-        ars_restore_conf_write(rconf, env.dir, escrow, escrow_pass, port), 0);
-    const char *init[] = {"init",      "--config", conf,
-                          "--escrow",  escrow,     "--escrow-passphrase-file",
-                          escrow_pass, NULL};
-    const char *backup[] = {"backup", "--config", conf, NULL};
-    const char *restore[] = {"--config", rconf,  "restore", "--mailbox",
-                             MAILBOX,    "--to", restored,  NULL};
-    const char *const *runs[] = {init, backup, restore};
-    const char *bins[] = {COFFER_AGENT_BIN, COFFER_AGENT_BIN,
-                          COFFER_RESTORE_BIN};
-    for (size_t i = 0; i < 3; i++) {
-        int code = ars_run(bins[i], runs[i], out, errp, RUN_MS);
-        if (code != 0) {
-            char *e = ars_slurp(errp, NULL);
-            fail_msg("%s %s: exit %d: %s", bins[i], runs[i][0], code,
-                     e != NULL ? e : "");
-        }
-    }
+    FMT(sc.mailboxes, "mailboxes = ( { name = \"%s\"; root = \"%s\"; } );",
+        MAILBOX, maildir);
+    assert_int_equal(scn_init(&sc), 0);
+    scn_backup(&sc, NULL);
+    const char *restore[] = {"--config", sc.conf_all, "restore", "--mailbox",
+                             MAILBOX,    "--to",      restored,  NULL};
+    assert_int_equal(scn_run(&sc, COFFER_RESTORE_BIN, restore, NULL), 0);
 
     /* 2. coffer-restore ran restore_dovecot_finish on every folder: no
      * stale index is left, and running it again changes nothing. */
@@ -441,5 +384,5 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_restore_dovecot_roundtrip),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scn_group_teardown);
 }

@@ -64,80 +64,42 @@
 #include "mem.h"                  /* cfr_malloc */
 #include "rpc.h"                  /* cfr_rpc_global_init */
 #include "session.h"              /* restore_iso_time */
+#include "scenario_support.h"     /* vault, configs, runs */
 #include "vault_client_support.h" /* vc_now_ms */
-#include "vault_support.h"        /* the harness */
 
 #define ESCROW_PW "point in time escrow passphrase"
 #define RUN_MS    60000
 #define BASE_SECS INT64_C(1767225600) /* 2026-01-01 */
 #define HOST      "system-test"       /* ars_agent_conf_write's host */
-#define FMT(buf, ...)                                                          \
-    assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
+#define FMT       SCN_FMT
 
-static struct vs_env env;
-static struct vs_vault vault;
-static int port;
-static char dir[VS_PATH_MAX + 64]; /* everything of this test */
-static char key_file[VS_PATH_MAX + 96], pass_file[VS_PATH_MAX + 96],
-    escrow[VS_PATH_MAX + 96], escrow_pass[VS_PATH_MAX + 96],
-    rconf[VS_PATH_MAX + 96], aconf[VS_PATH_MAX + 96];
+static struct scn sc = {
+    .escrow_pw = ESCROW_PW, SCN_PROGRAMS, .n_vaults = 1, .run_ms = RUN_MS};
 static char alice[VS_PATH_MAX + 96], bob[VS_PATH_MAX + 96];
-static unsigned run_no;
 
 /* ---- programs ------------------------------------------------------------ */
 
-struct out {
-    int code;
-    char *out, *err;
-};
-
 static void
-out_fini(struct out *o)
+run(const char *bin, const char *const *args, struct ars_out *o)
 {
-    cfr_free(o->out);
-    cfr_free(o->err);
-    memset(o, 0, sizeof(*o));
+    assert_int_equal(ars_capture(bin, args, sc.dir, RUN_MS, o), 0);
 }
 
+/* coffer-restore --config <restore.conf> restore ARGS... --json; exit
+ * code checked */
 static void
-run(const char *bin, const char *const *args, struct out *o)
-{
-    char op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
-    unsigned n = ++run_no;
-    FMT(op, "%s/run%u.out", dir, n);
-    FMT(ep, "%s/run%u.err", dir, n);
-    o->code = ars_run(bin, args, op, ep, RUN_MS);
-    o->out = ars_slurp(op, NULL);
-    o->err = ars_slurp(ep, NULL);
-    assert_non_null(o->out);
-    assert_non_null(o->err);
-}
-
-static void
-expect(const struct out *o, int code, const char *what)
-{
-    if (o->code != code) {
-        fail_msg("%s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", what,
-                 o->code, code, o->out, o->err);
-    }
-}
-
-/* coffer-restore restore --config rconf ARGS... --json; exit code checked */
-static void
-restore(const char *const *args, int want, struct out *o, const char *what)
+restore(const char *const *args, int want, struct ars_out *o, const char *what)
 {
     const char *a[24];
     size_t n = 0;
-    a[n++] = "--config";
-    a[n++] = rconf;
     a[n++] = "restore";
     for (size_t i = 0; args[i] != NULL && n < 22; i++) {
         a[n++] = args[i];
     }
     a[n++] = "--json";
     a[n] = NULL;
-    run(COFFER_RESTORE_BIN, a, o);
-    expect(o, want, what);
+    scn_restore(&sc, sc.conf_all, a, o);
+    scn_expect_code(o, want, what);
     /* Off a terminal (and with --json) no progress bar. */
     assert_null(strstr(o->err, "restoring: "));
 }
@@ -147,30 +109,15 @@ restore(const char *const *args, int want, struct out *o, const char *what)
 static void
 mkdirs(const char *path)
 {
-    char p[VS_PATH_MAX + 512];
-    FMT(p, "%s", path);
-    for (char *s = p + 1; *s != '\0'; s++) {
-        if (*s == '/') {
-            *s = '\0';
-            assert_true(mkdir(p, 0700) == 0 || errno == EEXIST);
-            *s = '/';
-        }
-    }
-    assert_true(mkdir(p, 0700) == 0 || errno == EEXIST);
+    assert_int_equal(ars_mkdirs(path), 0);
 }
 
 /* A file with its own nanosecond mtime. */
 static void
 put(const char *root, const char *rel, const char *text, int64_t secs)
 {
-    char p[VS_PATH_MAX + 512];
-    struct timespec ts[2];
-    FMT(p, "%s/%s", root, rel);
-    assert_int_equal(ars_write(p, text, strlen(text), 0600), 0);
-    ts[0].tv_sec = (time_t)secs;
-    ts[0].tv_nsec = (long)(secs % 1000) * 1000 + 123;
-    ts[1] = ts[0];
-    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    struct timespec ts = {(time_t)secs, (long)(secs % 1000) * 1000 + 123};
+    scn_put(root, rel, text, strlen(text), &ts);
 }
 
 /* A message with Message-ID <m<n>@pit.example>. */
@@ -184,23 +131,6 @@ put_msg(const char *root, const char *rel, int n, const char *extra)
         "Subject: message %d\n\nHello %d.\n%s",
         n, n, n, n, n, extra != NULL ? extra : "");
     put(root, rel, text, BASE_SECS + n * 3600);
-}
-
-static void
-mv(const char *root, const char *from, const char *to)
-{
-    char a[VS_PATH_MAX + 512], b[VS_PATH_MAX + 512];
-    FMT(a, "%s/%s", root, from);
-    FMT(b, "%s/%s", root, to);
-    assert_int_equal(rename(a, b), 0);
-}
-
-static void
-rm(const char *root, const char *rel)
-{
-    char a[VS_PATH_MAX + 512];
-    FMT(a, "%s/%s", root, rel);
-    assert_int_equal(unlink(a), 0);
 }
 
 /* Copies one file with its bytes, mode and mtime (cp -a of a file). */
@@ -384,11 +314,11 @@ static void
 stage2(void)
 {
     put_msg(alice, "new/1767225606.M6P1.pit", 6, NULL); /* new mail */
-    rm(alice, "cur/1767225603.M3P1.pit:2,a");           /* deleted */
-    mv(alice, "cur/1767225601.M1P1.pit:2,S",            /* flagged */
-       "cur/1767225601.M1P1.pit:2,FS");
-    mv(alice, "cur/1767225602.M2P1.pit:2,RS", /* moved to a folder */
-       ".Archive.2024/cur/1767225602.M2P1.pit:2,RS");
+    scn_rm(alice, "cur/1767225603.M3P1.pit:2,a");       /* deleted */
+    scn_mv(alice, "cur/1767225601.M1P1.pit:2,S",        /* flagged */
+           "cur/1767225601.M1P1.pit:2,FS");
+    scn_mv(alice, "cur/1767225602.M2P1.pit:2,RS", /* moved to a folder */
+           ".Archive.2024/cur/1767225602.M2P1.pit:2,RS");
     put_msg(bob, "cur/1767225642.M42P1.pit:2,S", 42, NULL);
 }
 
@@ -397,15 +327,15 @@ stage3(void)
 {
     char p[VS_PATH_MAX + 256];
     put_msg(alice, "cur/1767225607.M7P1.pit:2,S", 7, NULL);
-    rm(alice, ".Sent/cur/1767225610.M10P1.pit:2,S");
-    mv(alice, ".Sent/cur/1767225611.M11P1.pit:2,S",
-       ".Sent/cur/1767225611.M11P1.pit:2,RS");
-    mv(alice, "new/1767225604.M4P1.pit", "cur/1767225604.M4P1.pit:2,S");
+    scn_rm(alice, ".Sent/cur/1767225610.M10P1.pit:2,S");
+    scn_mv(alice, ".Sent/cur/1767225611.M11P1.pit:2,S",
+           ".Sent/cur/1767225611.M11P1.pit:2,RS");
+    scn_mv(alice, "new/1767225604.M4P1.pit", "cur/1767225604.M4P1.pit:2,S");
     FMT(p, "%s/.Lists/cur", alice);
     mkdirs(p);
     put_msg(alice, ".Lists/cur/1767225630.M30P1.pit:2,S", 30, NULL);
     put(alice, ".Lists/maildirfolder", "", BASE_SECS);
-    rm(bob, "new/1767225641.M41P1.pit");
+    scn_rm(bob, "new/1767225641.M41P1.pit");
 }
 
 /* ---- backups and times --------------------------------------------------- */
@@ -414,19 +344,20 @@ stage3(void)
 static int64_t
 backup(void)
 {
-    struct out o;
+    struct ars_out o;
     uint64_t ms = 0;
-    const char *b[] = {"backup", "--config", aconf, "--json", NULL};
-    const char *s[] = {"--config",          rconf,    "snapshots", "--mailbox",
-                       "alice@example.org", "--json", NULL};
+    const char *b[] = {"backup", "--config", sc.agent_conf, "--json", NULL};
+    const char *s[] = {"--config",  sc.conf_all,         "snapshots",
+                       "--mailbox", "alice@example.org", "--json",
+                       NULL};
     run(COFFER_AGENT_BIN, b, &o);
-    expect(&o, 0, "backup");
-    out_fini(&o);
+    scn_expect_code(&o, 0, "backup");
+    ars_out_fini(&o);
     run(COFFER_RESTORE_BIN, s, &o);
-    expect(&o, 0, "snapshots");
+    scn_expect_code(&o, 0, "snapshots");
     /* Newest first: the first receive time is this backup's. */
     assert_true(ars_json_u64(o.out, NULL, "received_ms", &ms));
-    out_fini(&o);
+    ars_out_fini(&o);
     return (int64_t)ms;
 }
 
@@ -435,8 +366,8 @@ static void
 keep(int k)
 {
     char a[VS_PATH_MAX + 96], b[VS_PATH_MAX + 96];
-    FMT(a, "%s/keep%d/alice", dir, k);
-    FMT(b, "%s/keep%d/bob", dir, k);
+    FMT(a, "%s/keep%d/alice", sc.dir, k);
+    FMT(b, "%s/keep%d/bob", sc.dir, k);
     copy_tree(alice, a, NULL, NULL);
     copy_tree(bob, b, NULL, NULL);
 }
@@ -575,20 +506,20 @@ check_point(int k, int64_t at_ms)
     char at[32], to[VS_PATH_MAX + 96], want[VS_PATH_MAX + 96],
         kept[VS_PATH_MAX + 96], keptb[VS_PATH_MAX + 96],
         what[VS_PATH_MAX + 128];
-    struct out o;
+    struct ars_out o;
 
     restore_iso_time(at_ms, at);
-    FMT(kept, "%s/keep%d/alice", dir, k);
-    FMT(keptb, "%s/keep%d/bob", dir, k);
+    FMT(kept, "%s/keep%d/alice", sc.dir, k);
+    FMT(keptb, "%s/keep%d/bob", sc.dir, k);
 
     /* 1. The mailbox. */
-    FMT(to, "%s/p%d-mailbox", dir, k);
+    FMT(to, "%s/p%d-mailbox", sc.dir, k);
     {
         const char *a[] = {
             "--mailbox", "alice@example.org", "--at", at, "--to", to, NULL};
         restore(a, 0, &o, "mailbox");
         expect_field(o.out, "format", "maildir");
-        out_fini(&o);
+        ars_out_fini(&o);
     }
     FMT(what, "point %d: mailbox", k);
     assert_true(compare(kept, to, what) >= 8);
@@ -597,14 +528,14 @@ check_point(int k, int64_t at_ms)
     static const char *const folders[][2] = {
         {"Archive/2024", ".Archive.2024"}, {".Sent", ".Sent"}, {"INBOX", ""}};
     for (size_t i = 0; i < 3; i++) {
-        FMT(to, "%s/p%d-folder%zu", dir, k, i);
+        FMT(to, "%s/p%d-folder%zu", sc.dir, k, i);
         FMT(want, "%s.want", to);
         const char *a[] = {"--mailbox", "alice@example.org", "--at", at,
                            "--folder",  folders[i][0],       "--to", to,
                            NULL};
         restore(a, 0, &o, "folder");
         expect_field(o.out, "folder", folders[i][0]);
-        out_fini(&o);
+        ars_out_fini(&o);
         pred_folder = folders[i][1];
         copy_tree(kept, want, in_folder, NULL);
         FMT(what, "point %d: folder %s", k, folders[i][0]);
@@ -612,7 +543,7 @@ check_point(int k, int64_t at_ms)
     }
 
     /* 3. Two messages by Message-ID; m2 moved to .Archive.2024 at 2. */
-    FMT(to, "%s/p%d-ids", dir, k);
+    FMT(to, "%s/p%d-ids", sc.dir, k);
     FMT(want, "%s.want", to);
     {
         const char *a[] = {"--mailbox",
@@ -628,7 +559,7 @@ check_point(int k, int64_t at_ms)
                            NULL};
         restore(a, 0, &o, "message IDs");
         assert_non_null(strstr(o.out, "\"missing\":[]"));
-        out_fini(&o);
+        ars_out_fini(&o);
     }
     pred_ids[0] = "m2@pit.example";
     pred_ids[1] = "m11@pit.example";
@@ -638,7 +569,7 @@ check_point(int k, int64_t at_ms)
     assert_int_equal(compare(want, to, what), 2);
 
     /* 4. The whole host: both mailboxes, nothing else. */
-    FMT(to, "%s/p%d-host", dir, k);
+    FMT(to, "%s/p%d-host", sc.dir, k);
     {
         const char *a[] = {"--host", HOST, "--at", at, "--to", to, NULL};
         char sub[VS_PATH_MAX + 160];
@@ -647,7 +578,7 @@ check_point(int k, int64_t at_ms)
         size_t n = 0;
         restore(a, 0, &o, "host");
         assert_non_null(strstr(o.out, "\"mailboxes\":[{\"mailbox\":"));
-        out_fini(&o);
+        ars_out_fini(&o);
         FMT(sub, "%s/alice@example.org", to);
         FMT(what, "point %d: host, alice", k);
         compare(kept, sub, what);
@@ -664,7 +595,7 @@ check_point(int k, int64_t at_ms)
     }
 
     /* 5. mbox. */
-    FMT(to, "%s/p%d-mbox", dir, k);
+    FMT(to, "%s/p%d-mbox", sc.dir, k);
     {
         const char *a[] = {"--mailbox", "alice@example.org",
                            "--at",      at,
@@ -673,7 +604,7 @@ check_point(int k, int64_t at_ms)
                            NULL};
         restore(a, 0, &o, "mbox");
         expect_field(o.out, "format", "mbox");
-        out_fini(&o);
+        ars_out_fini(&o);
     }
     FMT(what, "point %d: mbox", k);
     check_mbox(kept, to, what);
@@ -707,7 +638,7 @@ check_live(int64_t at_ms)
     char at[32], live[VS_PATH_MAX + 96], before[VS_PATH_MAX + 96],
         moved[VS_PATH_MAX + 96], want[VS_PATH_MAX + 96], kept[VS_PATH_MAX + 96],
         name[256], today[64];
-    struct out o;
+    struct ars_out o;
     struct tm tm;
     time_t t0 = time(NULL), t1;
     DIR *d;
@@ -715,11 +646,11 @@ check_live(int64_t at_ms)
     size_t n_new = 0;
 
     restore_iso_time(at_ms, at);
-    FMT(kept, "%s/keep1/alice", dir);
-    FMT(live, "%s/live", dir);
-    FMT(before, "%s/live.before", dir);
-    FMT(moved, "%s/live.restored", dir);
-    FMT(want, "%s/live.want", dir);
+    FMT(kept, "%s/keep1/alice", sc.dir);
+    FMT(live, "%s/live", sc.dir);
+    FMT(before, "%s/live.before", sc.dir);
+    FMT(moved, "%s/live.restored", sc.dir);
+    FMT(want, "%s/live.want", sc.dir);
     copy_tree(alice, live, NULL, NULL);
     copy_tree(live, before, NULL, NULL);
 
@@ -730,7 +661,7 @@ check_live(int64_t at_ms)
     restore(a, 0, &o, "into-live");
     t1 = time(NULL);
     assert_true(ars_json_str(o.out, NULL, "live_folder", name, sizeof(name)));
-    out_fini(&o);
+    ars_out_fini(&o);
     /* Named by the day of the restore (UTC). */
     gmtime_r(&t0, &tm);
     strftime(today, sizeof(today), ".Restored-%Y-%m-%d", &tm);
@@ -790,7 +721,7 @@ check_live(int64_t at_ms)
         restore(b, 0, &o, "into-live again");
         assert_true(
             ars_json_str(o.out, NULL, "live_folder", name, sizeof(name)));
-        out_fini(&o);
+        ars_out_fini(&o);
         FMT(want, "%s-2", today);
         assert_string_equal(name, want);
     }
@@ -808,16 +739,16 @@ check_progress(void)
 {
     char to[VS_PATH_MAX + 96], op[VS_PATH_MAX + 96], buf[65536];
     const char *argv[] = {
-        COFFER_RESTORE_BIN,  "--config", rconf, "restore", "--mailbox",
-        "alice@example.org", "--to",     to,    NULL};
+        COFFER_RESTORE_BIN,  "--config", sc.conf_all, "restore", "--mailbox",
+        "alice@example.org", "--to",     to,          NULL};
     size_t len = 0;
     int st = 0, master;
     pid_t pid;
     int64_t deadline = vc_now_ms() + RUN_MS;
     char *out;
 
-    FMT(to, "%s/progress", dir);
-    FMT(op, "%s/progress.out", dir);
+    FMT(to, "%s/progress", sc.dir);
+    FMT(op, "%s/progress.out", sc.dir);
     master = posix_openpt(O_RDWR | O_NOCTTY);
     assert_true(master >= 0);
     assert_int_equal(grantpt(master), 0);
@@ -884,7 +815,7 @@ static void
 test_point_in_time(void **state)
 {
     int64_t r[3];
-    struct out o;
+    struct ars_out o;
     char to[VS_PATH_MAX + 96], at[32];
     struct timespec t0, t1;
     (void)state;
@@ -906,7 +837,7 @@ test_point_in_time(void **state)
     check_point(2, r[1] + (r[2] - r[1]) / 2);
 
     /* A Message-ID that is not there: named, exit 5; the other restored. */
-    FMT(to, "%s/missing", dir);
+    FMT(to, "%s/missing", sc.dir);
     restore_iso_time(r[0] + (r[1] - r[0]) / 2, at);
     {
         const char *a[] = {"--mailbox",
@@ -924,7 +855,7 @@ test_point_in_time(void **state)
         assert_non_null(strstr(o.out, "\"missing\":[\"m6@pit.example\"]"));
         assert_non_null(strstr(o.out, "\"kind\":\"not-found\""));
         assert_non_null(strstr(o.err, "<m6@pit.example>"));
-        out_fini(&o);
+        ars_out_fini(&o);
         char p[VS_PATH_MAX + 160];
         FMT(p, "%s/cur/1767225601.M1P1.pit:2,S", to);
         assert_int_equal(access(p, F_OK), 0);
@@ -932,11 +863,11 @@ test_point_in_time(void **state)
     /* Before the first backup there is nothing to restore. */
     restore_iso_time(r[0] - 60000, at);
     {
-        FMT(to, "%s/too-early", dir);
+        FMT(to, "%s/too-early", sc.dir);
         const char *a[] = {
             "--mailbox", "alice@example.org", "--at", at, "--to", to, NULL};
         restore(a, 5, &o, "before the first backup");
-        out_fini(&o);
+        ars_out_fini(&o);
     }
 
     check_live(r[0] + (r[1] - r[0]) / 2);
@@ -952,58 +883,17 @@ test_point_in_time(void **state)
 static int
 setup(void **state)
 {
-    struct cfr_err err;
-    char st[VS_PATH_MAX + 96], mb[3 * VS_PATH_MAX];
     (void)state;
-    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0 ||
-        vs_vault_init(&vault, &env, "v0") != 0 ||
-        vs_vault_start(&vault, 20000) != 0) {
+    if (scn_setup(&sc) != 0) {
         return -1;
     }
-    port = vault.port;
-    snprintf(dir, sizeof(dir), "%s/pit", env.dir);
-    snprintf(key_file, sizeof(key_file), "%s/agent.key", dir);
-    snprintf(pass_file, sizeof(pass_file), "%s/agent.pass", dir);
-    snprintf(escrow, sizeof(escrow), "%s/escrow.key", dir);
-    snprintf(escrow_pass, sizeof(escrow_pass), "%s/escrow.pass", dir);
-    snprintf(rconf, sizeof(rconf), "%s/restore.conf", dir);
-    snprintf(aconf, sizeof(aconf), "%s/agent.conf", dir);
-    snprintf(alice, sizeof(alice), "%s/alice", dir);
-    snprintf(bob, sizeof(bob), "%s/bob", dir);
-    if (mkdir(dir, 0700) != 0 ||
-        ars_write(escrow_pass, ESCROW_PW "\n", strlen(ESCROW_PW) + 1, 0600) !=
-            0 ||
-        ars_restore_conf_write(rconf, env.dir, escrow, escrow_pass, port) !=
-            0) {
-        return -1;
-    }
-    snprintf(st, sizeof(st), "%s/state", dir);
-    snprintf(mb, sizeof(mb),
+    snprintf(alice, sizeof(alice), "%s/alice", sc.dir);
+    snprintf(bob, sizeof(bob), "%s/bob", sc.dir);
+    snprintf(sc.mailboxes, sizeof(sc.mailboxes),
              "mailboxes = ( { name = \"alice@example.org\"; root = \"%s\"; },"
              " { name = \"bob@example.org\"; root = \"%s\"; } );",
              alice, bob);
-    struct ars_agent_conf c = {env.dir, key_file, pass_file, st, dir,
-                               &port,   1,        0,         mb};
-    const char *args[] = {"init",      "--config", aconf,
-                          "--escrow",  escrow,     "--escrow-passphrase-file",
-                          escrow_pass, NULL};
-    if (ars_agent_conf_write(aconf, &c) != 0 ||
-        ars_run(COFFER_AGENT_BIN, args, NULL, NULL, RUN_MS) != 0) {
-        fprintf(stderr, "restore_pit_test: init failed\n");
-        return -1;
-    }
-    return 0;
-}
-
-static int
-teardown(void **state)
-{
-    (void)state;
-    if (vault.pid > 0) {
-        vs_vault_stop(&vault, SIGTERM, 10000);
-    }
-    vs_env_fini(&env);
-    return 0;
+    return scn_init(&sc) == 0 ? 0 : -1;
 }
 
 int
@@ -1012,5 +902,5 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_point_in_time),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, scn_group_teardown);
 }

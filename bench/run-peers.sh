@@ -17,10 +17,11 @@
 # tools see the same bytes, the same disk, all encrypt, and compress with
 # zstd (level 3 where the tool lets one choose).
 #
-# Restore (phase "restore"): coffer-restore has no whole-tenant command,
-# so coffer's row is one `coffer-restore restore` per mailbox, RESTORE_JOBS
-# at a time (each run opens the escrow key and the vault anew: that cost
-# is part of the row); restic runs `restic restore latest`, borg `borg
+# Restore (phase "restore"): every mailbox of the corpus is backed up
+# from this host, so coffer's row is one `coffer-restore restore --host`
+# (RESTORE_MODE=host, the default; RESTORE_MODE=mailbox runs one process
+# per mailbox, RESTORE_JOBS at a time, each opening the escrow key and the
+# vault anew, as the first measurement did); restic runs `restic restore latest`, borg `borg
 # extract` of the last archive. coffer-restore ends with syncfs(2), so the
 # peers' commands end with `sync -f` on their target: every row includes
 # making the restored tree durable. Before each restore the repository
@@ -61,7 +62,9 @@
 #              [4 10 450 1G 1]: 40 mailboxes, ~1 GB
 #   HOURS      --evolve hours for the incremental [24]
 #   AGENT_WORKERS  coffer-agent workers [0 = cores]
-#   RESTORE_JOBS      coffer-restore processes at once [1]
+#   RESTORE_MODE      coffer-restore per "host" (one process, --host) or
+#                     per "mailbox" (one process each) [host]
+#   RESTORE_JOBS      coffer-restore processes at once, mode mailbox [1]
 #   RESTORE_PARALLELISM  coffer-restore's parallelism setting [4]
 #   PHASES     "backup restore", or "backup" alone (restore needs the
 #              backups of the same repetition) [backup restore]
@@ -86,6 +89,7 @@ hours=${HOURS:-24}
 agent_workers=${AGENT_WORKERS:-0}
 profile=${PROFILE:-0}
 restore_jobs=${RESTORE_JOBS:-1}
+restore_mode=${RESTORE_MODE:-host}
 restore_par=${RESTORE_PARALLELISM:-4}
 phases=${PHASES:-"backup restore"}
 [[ " $phases " == *" backup "* ]] ||
@@ -289,7 +293,19 @@ EOF
         u=${m%/Maildir}
         echo "$(basename "$u")@$(basename "$(dirname "$u")")" >>"$d/mailboxes"
     done
-    cat >"$d/restore-all.sh" <<EOF
+    if [ "$restore_mode" = host ]; then
+        # The agent names the host it backs up from (gethostname: no host
+        # in agent.conf), so every mailbox of the corpus is under this
+        # one: one process, one key derivation, one connection.
+        cat >"$d/restore-all.sh" <<EOF
+#!/usr/bin/env bash
+# One coffer-restore for every mailbox of host $(hostname) into \$1/<mailbox>.
+set -euo pipefail
+exec "$restorer" --config "$d/restore.conf" restore --host "$(hostname)" \\
+    --to "\$1"
+EOF
+    else
+        cat >"$d/restore-all.sh" <<EOF
 #!/usr/bin/env bash
 # One coffer-restore per mailbox into \$1/<mailbox>, $restore_jobs at once.
 set -euo pipefail
@@ -297,6 +313,7 @@ mkdir -p "\$1"
 tr '\\n' '\\0' <"$d/mailboxes" | xargs -0 -P "$restore_jobs" -I{} \\
     "$restorer" --config "$d/restore.conf" restore --mailbox {} --to "\$1/{}"
 EOF
+    fi
     chmod +x "$d/restore-all.sh"
 }
 

@@ -60,6 +60,7 @@ struct vault {
     unsigned streak;     /* failures since its last good call */
     unsigned failures;
     uint64_t objects, bytes, lacked;
+    uint64_t damaged; /* objects it served that did not open */
 };
 
 struct restore_fetcher {
@@ -76,6 +77,7 @@ struct restore_fetcher {
     size_t used[RESTORE_FETCH_USED_MAX];
     size_t n_used;
     uint64_t lacked;
+    uint64_t damaged;
 };
 
 static int64_t
@@ -479,6 +481,7 @@ restore_fetcher_vault_info(const struct restore_fetcher *f, size_t i,
     info->objects = v->objects;
     info->bytes = v->bytes;
     info->lacked = v->lacked;
+    info->damaged = v->damaged;
     unlock(f);
     return 0;
 }
@@ -661,7 +664,8 @@ hex32(const uint8_t *id, char out[65])
  */
 static int
 fetch_from(struct restore_fetcher *f, size_t vi, struct batch *b,
-           restore_fetch_fn *fn, void *ctx, bool *final_r, struct cfr_err *err)
+           restore_fetch_from_fn *fn, void *ctx, bool *final_r,
+           struct cfr_err *err)
 {
     struct vault *v = &f->v[vi];
     uint64_t objects = 0, bytes = 0;
@@ -732,7 +736,7 @@ fetch_from(struct restore_fetcher *f, size_t vi, struct batch *b,
             b->n_got++;
             objects++;
             bytes += o->data.len;
-            if ((rc = fn(ctx, o->id.data, (int)o->kind, o->data.data,
+            if ((rc = fn(ctx, vi, o->id.data, (int)o->kind, o->data.data,
                          o->data.len, err)) != 0) {
                 *final_r = true;
             }
@@ -774,12 +778,14 @@ out:
 }
 
 int
-restore_fetcher_get(struct restore_fetcher *f, const uint8_t *ids, size_t n,
-                    restore_fetch_fn *fn, void *ctx, struct cfr_err *err)
+restore_fetcher_get_from(struct restore_fetcher *f, const uint8_t *ids,
+                         size_t n, unsigned exclude, restore_fetch_from_fn *fn,
+                         void *ctx, struct cfr_err *err)
 {
     struct batch b;
     int rc = 0, vault_rc = 0;
-    unsigned tried = 0;
+    /* Excluded vaults count as tried: pick never returns them. */
+    unsigned tried = exclude & ((1u << f->n) - 1);
     struct cfr_err vault_err;
 
     memset(&b, 0, sizeof(b));
@@ -862,6 +868,58 @@ out:
     cfr_free(b.order);
     cfr_free(b.got);
     return rc;
+}
+
+/* restore_fetcher_get's callback behind restore_fetcher_get_from's. */
+struct plain_cb {
+    restore_fetch_fn *fn;
+    void *ctx;
+};
+
+static int
+plain_cb(void *ctx, size_t vault, const uint8_t *id, int kind,
+         const uint8_t *data, size_t len, struct cfr_err *err)
+{
+    const struct plain_cb *p = ctx;
+    (void)vault;
+    return p->fn(p->ctx, id, kind, data, len, err);
+}
+
+int
+restore_fetcher_get(struct restore_fetcher *f, const uint8_t *ids, size_t n,
+                    restore_fetch_fn *fn, void *ctx, struct cfr_err *err)
+{
+    struct plain_cb p = {fn, ctx};
+    return restore_fetcher_get_from(f, ids, n, 0, plain_cb, &p, err);
+}
+
+void
+restore_fetcher_damaged(struct restore_fetcher *f, size_t vault,
+                        const uint8_t id[32], int code)
+{
+    char hex[65];
+    if (vault >= f->n) {
+        return;
+    }
+    lock(f);
+    f->v[vault].damaged++;
+    f->damaged++;
+    unlock(f);
+    /* The ID is opaque (invariant 4); which vault matters to the operator:
+     * its copy needs repair (coffer-admin scrub). */
+    hex32(id, hex);
+    cfr_log(CFR_LOG_WARN, "restore.damaged_copy", "vault=%s id=%.16s code=%s",
+            f->v[vault].target, hex, cfr_code_name(code));
+}
+
+uint64_t
+restore_fetcher_damaged_count(const struct restore_fetcher *f)
+{
+    uint64_t n;
+    lock(f);
+    n = f->damaged;
+    unlock(f);
+    return n;
 }
 
 struct one {

@@ -29,6 +29,11 @@
  *    still current moves the current one.
  *  - a vault in back-off is still asked, last, for objects no other
  *    vault has: a slow restore beats a failed one.
+ *  - an object that arrives but does not open (damaged on that replica)
+ *    is the caller's to judge: restore_fetcher_get_from tells its
+ *    callback which vault served each object, restore_fetcher_damaged
+ *    records (and logs) the bad copy, and the same call with that vault
+ *    excluded asks the others for a good one.
  *
  * Memory per call: one stream message (at most opts.max_msg, the vault
  * sends about its get_batch, 4 MiB by default) and its decoded copy,
@@ -75,6 +80,14 @@ struct restore_fetch_opts {
                                  * (doubles per new failure, at most 10 min) */
 };
 
+/*
+ * As restore_fetch_fn, with the vault (config index) whose stream carried
+ * the object.
+ */
+typedef int restore_fetch_from_fn(void *ctx, size_t vault, const uint8_t *id,
+                                  int kind, const uint8_t *data, size_t len,
+                                  struct cfr_err *err);
+
 /* Vaults made current in one run that restore_fetcher_vaults_used keeps. */
 #define RESTORE_FETCH_USED_MAX 32
 
@@ -90,6 +103,7 @@ struct restore_vault_info {
     unsigned failures;       /* failed calls, one per outage */
     uint64_t objects, bytes; /* delivered by this vault */
     uint64_t lacked;         /* objects asked of it that it did not have */
+    uint64_t damaged;        /* objects it served that did not open */
 };
 
 /*
@@ -165,6 +179,29 @@ int restore_fetcher_list(struct restore_fetcher *f, const uint8_t *mailbox_id,
  */
 int restore_fetcher_get(struct restore_fetcher *f, const uint8_t *ids, size_t n,
                         restore_fetch_fn *fn, void *ctx, struct cfr_err *err);
+
+/*
+ * restore_fetcher_get, never asking the vaults whose bit (1u << config
+ * index) is set in exclude, and telling fn which vault served each
+ * object. With every vault excluded, nothing is asked: CFR_ENOTFOUND.
+ * It may be called from inside another call's callback (a replacement
+ * for a damaged object): the fetcher holds no lock across calls.
+ */
+int restore_fetcher_get_from(struct restore_fetcher *f, const uint8_t *ids,
+                             size_t n, unsigned exclude,
+                             restore_fetch_from_fn *fn, void *ctx,
+                             struct cfr_err *err);
+
+/*
+ * Records that vault (config index) served object id damaged (it did not
+ * open: code says how), counted in its info and in
+ * restore_fetcher_damaged_count, and logs it at warn naming the vault.
+ */
+void restore_fetcher_damaged(struct restore_fetcher *f, size_t vault,
+                             const uint8_t id[32], int code);
+
+/* Damaged copies recorded, over all vaults. */
+uint64_t restore_fetcher_damaged_count(const struct restore_fetcher *f);
 
 /* One object into out (replaced; out's cap bounds it). */
 int restore_fetcher_get_one(struct restore_fetcher *f, const uint8_t id[32],

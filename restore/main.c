@@ -290,9 +290,10 @@ restore_run(struct restore_session *s, const struct restore_cli *c,
             size_t nu =
                 restore_fetcher_vaults_used(s->f, used, RESTORE_FETCH_USED_MAX);
             printf(",\"switches\":%u,\"objects_lacked\":%" PRIu64
-                   ",\"vaults_used\":[",
-                   restore_fetcher_switches(s->f),
-                   restore_fetcher_lacked(s->f));
+                   ",\"damaged_copies\":%" PRIu64
+                   ",\"chunks_replaced\":%" PRIu64 ",\"vaults_used\":[",
+                   restore_fetcher_switches(s->f), restore_fetcher_lacked(s->f),
+                   restore_fetcher_damaged_count(s->f), st.chunks_replaced);
             for (size_t i = 0; i < nu && i < RESTORE_FETCH_USED_MAX; i++) {
                 struct restore_vault_info vi;
                 (void)restore_fetcher_vault_info(s->f, used[i], &vi);

@@ -18,7 +18,10 @@
  *     batches, the walker between entries) and is the one reported, with
  *     its kind (enum restore_failure) for the exit code.
  *  4. Memory is bounded as restore.h states: the walker blocks when the
- *     file queue holds 2 * workers files.
+ *     file queue holds 2 * workers * RESTORE_GROUP_FILES files.
+ *  5. A chunk copy that does not open is never written: the other vaults
+ *     are asked for that ID (replace_chunk) and only a copy that opens is
+ *     used; the damaged copy is recorded against the vault that served it.
  */
 #define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE, syncfs */
 
@@ -562,8 +565,9 @@ struct run {
     pthread_cond_t cv_space; /* a job was taken */
     struct job *head, *tail;
     size_t queued, queue_max;
-    bool done;   /* no more jobs will come */
-    bool failed; /* stop everything */
+    size_t queued_ids; /* chunk IDs of the queued files */
+    bool done;         /* no more jobs will come */
+    bool failed;       /* stop everything */
     int fail_rc;
     enum restore_failure fail_kind;
     struct cfr_err fail_err;
@@ -646,6 +650,15 @@ struct stashed {
     size_t len;
 };
 
+/*
+ * A worker fetches a group of consecutive queued files with one ID list:
+ * most messages are one to three chunks, and a GetObjects call per file
+ * made the call overhead (thread hand-offs on both sides) the largest
+ * cost of a restore (bench/RESULTS.md, "Restore"). The list is fetched in
+ * windows (window_end) and written in order: a file is begun at its
+ * first chunk and committed after its last, so a file is still only
+ * visible once complete and checked.
+ */
 struct worker {
     struct run *r;
     pthread_t tid;
@@ -653,23 +666,100 @@ struct worker {
     struct cfr_opener *op;
     struct cfr_buf plain;
     struct restore_file *wf;
-    /* the current window */
-    const uint8_t *ids;
-    size_t n, next;
+    /* the group */
+    struct job *g[RESTORE_GROUP_FILES];
+    size_t end[RESTORE_GROUP_FILES]; /* one past file i's chunks in ids */
+    size_t n_g, fi;                  /* files; the one being written */
+    uint8_t *flat;                   /* the IDs of a group of several files */
+    const uint8_t *ids;              /* the group's IDs (flat or one job's) */
+    size_t n_ids, done;              /* IDs; the next one to write */
+    /* the current window: ids[base, base + n) */
+    size_t base, n;
     struct stashed *stash;
     size_t n_stash, stash_bytes;
     bool open_failed;
-    uint64_t chunks, files, bytes, messages;
+    bool have_kind; /* a file operation failed inside the callback */
+    enum restore_failure kind;
+    uint64_t chunks, files, bytes, messages, replaced;
 };
+
+static int
+file_fail(struct worker *w, int rc, enum restore_failure kind)
+{
+    if (!w->have_kind) {
+        w->have_kind = true;
+        w->kind = kind;
+    }
+    return rc;
+}
+
+static int
+file_begin(struct worker *w, struct cfr_err *err)
+{
+    const struct job *j = w->g[w->fi];
+    int rc = restore_file_begin(w->r->root_fd, j->path, j->mode, &w->wf, err);
+    if (rc != 0) {
+        return file_fail(w, rc,
+                         rc == CFR_EDENIED || rc == CFR_EINVAL
+                             ? RESTORE_F_UNSAFE
+                             : RESTORE_F_IO);
+    }
+    return 0;
+}
+
+static int
+file_commit(struct worker *w, struct cfr_err *err)
+{
+    const struct job *j = w->g[w->fi];
+    int rc = restore_file_commit(w->wf, j->size, j->mtime_ns, err);
+    w->wf = NULL;
+    if (rc != 0) {
+        return file_fail(w, rc,
+                         rc == CFR_ECORRUPT ? RESTORE_F_VERIFY
+                         : rc == CFR_EEXIST ? RESTORE_F_TARGET
+                                            : RESTORE_F_IO);
+    }
+    w->files++;
+    w->bytes += j->size;
+    w->messages += j->message ? 1 : 0;
+    if (w->r->o.progress != NULL) {
+        pthread_mutex_lock(&w->r->pmu);
+        w->r->prog.files++;
+        w->r->prog.bytes += j->size;
+        w->r->o.progress(w->r->o.progress_ctx, &w->r->prog);
+        pthread_mutex_unlock(&w->r->pmu);
+    }
+    return 0;
+}
+
+/* Commits every file whose chunks are all written (empty ones too). */
+static int
+settle(struct worker *w, struct cfr_err *err)
+{
+    int rc = 0;
+    while (rc == 0 && w->fi < w->n_g && w->done == w->end[w->fi]) {
+        if (w->wf == NULL && (rc = file_begin(w, err)) != 0) {
+            break;
+        }
+        rc = file_commit(w, err);
+        w->fi++;
+    }
+    return rc;
+}
 
 static int
 write_next(struct worker *w, const uint8_t *p, size_t len, struct cfr_err *err)
 {
-    int rc = restore_file_write(w->wf, p, len, err);
-    if (rc == 0) {
-        w->next++;
+    int rc;
+    CFR_ASSERT(w->fi < w->n_g);
+    if (w->wf == NULL && (rc = file_begin(w, err)) != 0) {
+        return rc;
     }
-    return rc;
+    if ((rc = restore_file_write(w->wf, p, len, err)) != 0) {
+        return file_fail(w, rc, RESTORE_F_IO);
+    }
+    w->done++;
+    return settle(w, err);
 }
 
 /* Writes stashed chunks whose turn has come. */
@@ -678,11 +768,11 @@ drain(struct worker *w, struct cfr_err *err)
 {
     bool moved = true;
     int rc = 0;
-    while (moved && w->next < w->n && rc == 0) {
+    while (moved && w->done < w->base + w->n && rc == 0) {
         moved = false;
         for (size_t i = 0; i < w->n_stash; i++) {
             struct stashed *s = &w->stash[i];
-            if (memcmp(s->id, w->ids + w->next * ID_LEN, ID_LEN) == 0) {
+            if (memcmp(s->id, w->ids + w->done * ID_LEN, ID_LEN) == 0) {
                 rc = write_next(w, s->data, s->len, err);
                 w->stash_bytes -= s->len;
                 cfr_free(s->data);
@@ -695,27 +785,103 @@ drain(struct worker *w, struct cfr_err *err)
     return rc;
 }
 
+/* Opens one chunk copy into w->plain: the envelope authenticates it and
+ * re-hashes the plaintext against its ID. */
 static int
-chunk_cb(void *ctx, const uint8_t *id, int kind, const uint8_t *data,
-         size_t len, struct cfr_err *err)
+chunk_open(struct worker *w, const uint8_t *id, int kind, const uint8_t *data,
+           size_t len, struct cfr_err *err)
+{
+    if (kind != KIND_SEALED) {
+        return CFR_ERR(err, CFR_ECORRUPT, "a chunk came as a clear page");
+    }
+    return cfr_env_open(w->op, CFR_ENV_CHUNK, id, data, len, CFR_ENV_PLAIN_MAX,
+                        &w->plain, err);
+}
+
+/* One replacement copy asked of the other vaults. */
+struct repl {
+    struct worker *w;
+    size_t vault; /* the one that served it */
+    int rc;       /* chunk_open's */
+    struct cfr_err e;
+};
+
+static int
+repl_cb(void *ctx, size_t vault, const uint8_t *id, int kind,
+        const uint8_t *data, size_t len, struct cfr_err *err)
+{
+    struct repl *p = ctx;
+    p->vault = vault;
+    cfr_err_clear(&p->e);
+    p->rc = chunk_open(p->w, id, kind, data, len, &p->e);
+    (void)err;
+    return 0; /* judged by the caller: the stream is one object long */
+}
+
+/*
+ * The copy of id that vault `bad` served did not open: records it and
+ * asks every other vault in turn (each one that serves a bad copy is
+ * recorded and excluded too) until one copy opens into w->plain. 0 then;
+ * otherwise the error of the first bad copy (first_rc, err), as before.
+ */
+static int
+replace_chunk(struct worker *w, size_t bad, const uint8_t *id, int first_rc,
+              struct cfr_err *err)
+{
+    struct restore_fetcher *f = w->r->f;
+    unsigned exclude = 1u << bad;
+    (void)err; /* the first bad copy's error stays there */
+    restore_fetcher_damaged(f, bad, id, first_rc);
+    for (size_t t = 0; t < RESTORE_FETCH_VAULTS_MAX; t++) {
+        struct repl p;
+        struct cfr_err e;
+        int rc;
+        memset(&p, 0, sizeof(p));
+        p.w = w;
+        p.vault = RESTORE_FETCH_VAULTS_MAX;
+        p.rc = CFR_ENOTFOUND;
+        cfr_err_clear(&e);
+        rc = restore_fetcher_get_from(f, id, 1, exclude, repl_cb, &p, &e);
+        if (rc != 0 || p.vault >= RESTORE_FETCH_VAULTS_MAX) {
+            break; /* no other vault has it, or none answers */
+        }
+        if (p.rc == 0) {
+            struct restore_vault_info vi;
+            char hex[2 * ID_LEN + 1];
+            (void)restore_fetcher_vault_info(f, p.vault, &vi);
+            cfr_log(CFR_LOG_WARN, "restore.chunk_replaced", "id=%.16s from=%s",
+                    cfr_hex_encode(id, ID_LEN, hex),
+                    vi.target != NULL ? vi.target : "?");
+            w->replaced++;
+            return 0;
+        }
+        restore_fetcher_damaged(f, p.vault, id, p.rc);
+        exclude |= 1u << p.vault;
+    }
+    return first_rc;
+}
+
+static int
+chunk_cb(void *ctx, size_t vault, const uint8_t *id, int kind,
+         const uint8_t *data, size_t len, struct cfr_err *err)
 {
     struct worker *w = ctx;
     int rc;
-    if (kind != KIND_SEALED) {
-        w->open_failed = true;
-        return CFR_ERR(err, CFR_ECORRUPT, "a chunk came as a clear page");
-    }
-    /* Authenticates, decompresses and re-hashes against the chunk ID. */
-    if ((rc = cfr_env_open(w->op, CFR_ENV_CHUNK, id, data, len,
-                           CFR_ENV_PLAIN_MAX, &w->plain, err)) != 0) {
+    if ((rc = chunk_open(w, id, kind, data, len, err)) != 0) {
         char hex[2 * ID_LEN + 1];
         struct cfr_err e = *err;
-        w->open_failed = true;
-        return CFR_ERR(err, rc, "chunk %s does not open: %s",
-                       cfr_hex_encode(id, ID_LEN, hex), e.msg);
+        /* Damaged on this replica; another may hold a good copy. */
+        if (replace_chunk(w, vault, id, rc, err) != 0) {
+            w->open_failed = true;
+            return CFR_ERR(err, rc,
+                           "chunk %s does not open: %s (no vault holds a "
+                           "good copy)",
+                           cfr_hex_encode(id, ID_LEN, hex), e.msg);
+        }
     }
     w->chunks++;
-    if (w->next < w->n && memcmp(id, w->ids + w->next * ID_LEN, ID_LEN) == 0) {
+    if (w->done < w->base + w->n &&
+        memcmp(id, w->ids + w->done * ID_LEN, ID_LEN) == 0) {
         if ((rc = write_next(w, w->plain.data, w->plain.len, err)) != 0) {
             return rc;
         }
@@ -770,70 +936,126 @@ window_end(const uint8_t *ids, size_t from, size_t n, size_t batch)
     return end;
 }
 
+/* Lays out w->g[0..n_g) as one ID list (w->ids, w->end). */
+static void
+group_ids(struct worker *w)
+{
+    size_t at = 0;
+    if (w->n_g == 1) {
+        w->ids = w->g[0]->chunk_ids; /* may be longer than a batch */
+    } else {
+        for (size_t i = 0; i < w->n_g; i++) {
+            const struct job *j = w->g[i];
+            if (j->n_chunks > 0) {
+                memcpy(w->flat + at * ID_LEN, j->chunk_ids,
+                       j->n_chunks * ID_LEN);
+            }
+            at += j->n_chunks;
+            w->end[i] = at;
+        }
+        w->ids = w->flat;
+        w->n_ids = at;
+        return;
+    }
+    w->n_ids = w->end[0] = w->g[0]->n_chunks;
+}
+
 static int
-write_job(struct worker *w, const struct job *j, enum restore_failure *kind_r,
-          struct cfr_err *err)
+write_group(struct worker *w, enum restore_failure *kind_r, struct cfr_err *err)
 {
     int rc;
-    *kind_r = RESTORE_F_IO;
-    if ((rc = restore_file_begin(w->r->root_fd, j->path, j->mode, &w->wf,
-                                 err)) != 0) {
-        if (rc == CFR_EDENIED || rc == CFR_EINVAL) {
-            *kind_r = RESTORE_F_UNSAFE;
-        }
-        return rc;
+    w->fi = 0;
+    w->done = 0;
+    w->have_kind = false;
+    group_ids(w);
+    if ((rc = settle(w, err)) != 0) {
+        goto out;
     }
-    for (size_t from = 0; from < j->n_chunks;) {
-        size_t end =
-            window_end(j->chunk_ids, from, j->n_chunks, w->r->o.batch_ids);
+    for (size_t from = 0; from < w->n_ids;) {
+        size_t end = window_end(w->ids, from, w->n_ids, w->r->o.batch_ids);
         if (run_failed(w->r)) {
             rc = CFR_ERR(err, CFR_EINTERNAL, "stopped");
             goto out;
         }
-        w->ids = j->chunk_ids + from * ID_LEN;
+        w->base = from;
         w->n = end - from;
-        w->next = 0;
         w->open_failed = false;
-        rc = restore_fetcher_get(w->r->f, w->ids, w->n, chunk_cb, w, err);
+        rc = restore_fetcher_get_from(w->r->f, w->ids + from * ID_LEN, w->n, 0,
+                                      chunk_cb, w, err);
         stash_clear(w);
         if (rc != 0) {
-            *kind_r = w->open_failed ? RESTORE_F_VERIFY : fetch_kind(rc);
-            if (rc == CFR_EIO) {
-                *kind_r = RESTORE_F_IO;
-            }
             goto out;
         }
-        if (w->next != w->n) {
+        if (w->done != end) {
             rc = CFR_ERR(err, CFR_EINTERNAL, "restore: %zu of %zu chunks",
-                         w->next, w->n);
+                         w->done - from, w->n);
             *kind_r = RESTORE_F_OTHER;
-            goto out;
+            goto out_kind;
         }
         from = end;
     }
-    rc = restore_file_commit(w->wf, j->size, j->mtime_ns, err);
-    w->wf = NULL;
-    if (rc == CFR_ECORRUPT) {
-        *kind_r = RESTORE_F_VERIFY;
-    } else if (rc == CFR_EEXIST) {
-        *kind_r = RESTORE_F_TARGET;
-    }
-    if (rc == 0) {
-        w->files++;
-        w->bytes += j->size;
-        w->messages += j->message ? 1 : 0;
-        if (w->r->o.progress != NULL) {
-            pthread_mutex_lock(&w->r->pmu);
-            w->r->prog.files++;
-            w->r->prog.bytes += j->size;
-            w->r->o.progress(w->r->o.progress_ctx, &w->r->prog);
-            pthread_mutex_unlock(&w->r->pmu);
-        }
+    if (w->fi != w->n_g) {
+        rc = CFR_ERR(err, CFR_EINTERNAL, "restore: %zu of %zu files", w->fi,
+                     w->n_g);
+        *kind_r = RESTORE_F_OTHER;
+        goto out_kind;
     }
 out:
+    if (rc != 0) {
+        if (w->have_kind) {
+            *kind_r = w->kind;
+        } else if (rc == CFR_EIO) {
+            *kind_r = RESTORE_F_IO;
+        } else {
+            *kind_r = w->open_failed ? RESTORE_F_VERIFY : fetch_kind(rc);
+        }
+    }
+out_kind:
     restore_file_abort(w->wf);
     w->wf = NULL;
     return rc;
+}
+
+/* Takes the next group of queued files (under r->mu): the head, then
+ * followers while they fit one batch of IDs and RESTORE_GROUP_FILES. */
+static void
+take_group(struct worker *w)
+{
+    struct run *r = w->r;
+    size_t ids = 0;
+    w->n_g = 0;
+    while (r->head != NULL && w->n_g < RESTORE_GROUP_FILES) {
+        struct job *j = r->head;
+        if (w->n_g > 0 && ids + j->n_chunks > r->o.batch_ids) {
+            break;
+        }
+        r->head = j->next;
+        if (r->head == NULL) {
+            r->tail = NULL;
+        }
+        r->queued--;
+        r->queued_ids -= j->n_chunks;
+        w->g[w->n_g++] = j;
+        ids += j->n_chunks;
+        if (ids > r->o.batch_ids) {
+            break; /* a big file alone: its own list, in windows */
+        }
+    }
+    pthread_cond_broadcast(&r->cv_space);
+}
+
+/*
+ * Under r->mu: whether a worker should take a group now. While the walk
+ * goes on it waits for a full one (RESTORE_GROUP_FILES files or a batch
+ * of IDs): taking whatever one push left made groups of a few files and
+ * a call each (bench/RESULTS.md). The walk's end, a full queue or a
+ * failure always let it go, so a wait never outlasts the walk.
+ */
+static bool
+group_ready(const struct run *r)
+{
+    return r->failed || r->done || r->queued >= RESTORE_GROUP_FILES ||
+           r->queued_ids >= r->o.batch_ids || r->queued >= r->queue_max;
 }
 
 static void *
@@ -842,34 +1064,30 @@ worker_main(void *arg)
     struct worker *w = arg;
     struct run *r = w->r;
     for (;;) {
-        struct job *j;
         struct cfr_err e;
-        enum restore_failure kind;
+        enum restore_failure kind = RESTORE_F_OTHER;
         int rc;
         pthread_mutex_lock(&r->mu);
-        while (r->head == NULL && !r->done && !r->failed) {
+        while (!group_ready(r)) {
             pthread_cond_wait(&r->cv_job, &r->mu);
         }
         if (r->failed || r->head == NULL) {
             pthread_mutex_unlock(&r->mu);
             break;
         }
-        j = r->head;
-        r->head = j->next;
-        if (r->head == NULL) {
-            r->tail = NULL;
-        }
-        r->queued--;
-        pthread_cond_signal(&r->cv_space);
+        take_group(w);
         pthread_mutex_unlock(&r->mu);
         cfr_err_clear(&e);
-        rc = write_job(w, j, &kind, &e);
+        rc = write_group(w, &kind, &e);
         if (rc != 0 && rc != CFR_EINTERNAL) {
             run_fail(r, rc, kind, &e);
         } else if (rc == CFR_EINTERNAL && !run_failed(r)) {
             run_fail(r, rc, RESTORE_F_OTHER, &e);
         }
-        job_free(j);
+        for (size_t i = 0; i < w->n_g; i++) {
+            job_free(w->g[i]);
+        }
+        w->n_g = 0;
         if (rc != 0) {
             break;
         }
@@ -899,6 +1117,7 @@ push_job(struct run *r, struct job *j)
     }
     r->tail = j;
     r->queued++;
+    r->queued_ids += j->n_chunks;
     pthread_cond_signal(&r->cv_job);
     pthread_mutex_unlock(&r->mu);
     return 0;
@@ -1340,11 +1559,12 @@ run_snapshot(struct run *r, const struct cfr_snap_header *h, bool whole,
         nw = RESTORE_WORKERS_MAX;
     }
     r->head = r->tail = NULL;
-    r->queued = 0;
+    r->queued = r->queued_ids = 0;
     r->done = r->failed = false;
     r->fail_rc = 0;
     r->fail_kind = RESTORE_F_NONE;
-    r->queue_max = 2 * (size_t)nw;
+    /* Enough queued files for every worker to take a full group. */
+    r->queue_max = 2 * (size_t)nw * RESTORE_GROUP_FILES;
     r->prog.mailbox = h->mailbox;
     r->prog.files = r->prog.bytes = 0;
     r->prog.bytes_total = whole ? h->total_bytes : 0;
@@ -1358,8 +1578,9 @@ run_snapshot(struct run *r, const struct cfr_snap_header *h, bool whole,
         ws[i].r = r;
         cfr_buf_init(&ws[i].plain, CFR_ENV_PLAIN_MAX);
         ws[i].stash = cfr_calloc(r->o.batch_ids + 1, sizeof(*ws[i].stash));
+        ws[i].flat = cfr_malloc(r->o.batch_ids * ID_LEN + 1);
         cfr_err_clear(&e);
-        if (ws[i].stash == NULL ||
+        if (ws[i].stash == NULL || ws[i].flat == NULL ||
             (ws[i].op = cfr_opener_new(r->kr, &e)) == NULL) {
             run_fail(r, CFR_ENOMEM, RESTORE_F_OTHER, &e);
             break;
@@ -1385,9 +1606,11 @@ run_snapshot(struct run *r, const struct cfr_snap_header *h, bool whole,
         st->files += ws[i].files;
         st->bytes += ws[i].bytes;
         st->chunks += ws[i].chunks;
+        st->chunks_replaced += ws[i].replaced;
         st->messages += ws[i].messages;
         stash_clear(&ws[i]);
         cfr_free(ws[i].stash);
+        cfr_free(ws[i].flat);
         cfr_opener_free(ws[i].op);
         cfr_buf_fini(&ws[i].plain);
     }

@@ -15,12 +15,22 @@
  *     is built and validated (restore_path_of) before anything is created
  *     for it; one unsafe path fails the whole restore.
  *  3. Files are written by opts.workers threads in parallel. A worker
- *     fetches a file's chunks in batches of opts.batch_ids IDs (fetch.h),
- *     opens each (the envelope authenticates it and re-hashes the
- *     plaintext against its chunk ID), writes them in file order to a
- *     temporary name in the file's directory, checks the size against the
- *     manifest, sets mode and mtime, and renames it into place without
- *     replacing anything (RENAME_NOREPLACE).
+ *     takes a group of consecutive queued files (at most
+ *     RESTORE_GROUP_FILES, and their chunk IDs together at most
+ *     opts.batch_ids; a bigger file goes alone; while the manifest walk
+ *     goes on it waits until that much is queued) and fetches their chunks
+ *     as one list in windows of opts.batch_ids IDs (fetch.h): one
+ *     GetObjects call for many small messages. It opens each chunk (the
+ *     envelope authenticates it and re-hashes the plaintext against its
+ *     chunk ID), writes them in order, each file to a temporary name in
+ *     its directory, checks the size against the manifest, sets mode and
+ *     mtime, and renames it into place without replacing anything
+ *     (RENAME_NOREPLACE).
+ *     A chunk copy that does not open (damaged on the vault that served
+ *     it) is asked of the other vaults, excluding that one; the first
+ *     copy that opens is used, the bad one logged at warn naming its
+ *     vault and counted (restore_fetcher_damaged, chunks_replaced). Only
+ *     when no vault has a good copy does the restore fail (verify).
  *     Only the selected entries are queued (struct restore_selection);
  *     an into_live restore maps every folder below the new one.
  *  4. Each restored Maildir folder's Dovecot files are made consistent
@@ -34,12 +44,16 @@
  * are created O_EXCL|O_NOFOLLOW and renamed with RENAME_NOREPLACE, so a
  * symlink or file planted in the target is never followed or replaced.
  *
- * Memory, whatever the mailbox size: per worker one file's chunk list
- * (at most 512 KiB), one fetch stream message and its decoded copy (the
- * vault sends about 4 MiB per message; at most RESTORE_FETCH_MSG_MAX),
- * one opened chunk, and at most RESTORE_STASH_MAX of chunks a vault sent
- * out of order; 2 * workers queued files; one manifest page per level.
- * With 4 workers and chunks of the default sizes, about 50 MiB.
+ * Memory, whatever the mailbox size: per worker one group's chunk lists
+ * (one file's at most 512 KiB, or batch_ids * 32 bytes for a group), one
+ * fetch stream message and its decoded copy (the vault sends about 4 MiB
+ * per message; at most RESTORE_FETCH_MSG_MAX), one opened chunk (two
+ * while a damaged one is replaced: the replacement's stream message),
+ * and at most RESTORE_STASH_MAX of chunks a vault sent out of order;
+ * 2 * workers * RESTORE_GROUP_FILES queued files (about 4.2 KiB each
+ * plus their chunk IDs: about 2.2 MiB with 4 workers); one manifest page
+ * per level. With 4 workers and chunks of the default sizes, about
+ * 55 MiB.
  *
  * Thread safety: one restore per call; the keyring and fetcher are shared
  * by the workers (both allow it).
@@ -60,6 +74,8 @@
 #define RESTORE_WORKERS_DEFAULT 4
 /* Chunk IDs per GetObjects request of one worker. */
 #define RESTORE_BATCH_DEFAULT 256
+/* Consecutive files a worker fetches with one ID list (restore.c). */
+#define RESTORE_GROUP_FILES 64
 /* Opened chunks a worker holds that arrived before their turn. */
 #define RESTORE_STASH_MAX ((size_t)64 << 20)
 /* Longest relative path written (PATH_MAX with its NUL). */
@@ -163,14 +179,16 @@ struct restore_stats {
     enum restore_failure failure;
     struct restore_snapshot snap; /* the snapshot chosen (mailbox) */
     bool have_snap;
-    uint64_t files;        /* files written and renamed into place */
-    uint64_t bytes;        /* their content bytes */
-    uint64_t chunks;       /* chunks fetched and opened */
-    uint64_t folders;      /* Maildir++ folders laid out (INBOX included) */
-    uint64_t messages;     /* message files among files */
-    uint64_t mbox_files;   /* --format mbox: files written */
-    uint64_t mbox_bytes;   /* and their bytes */
-    char live_folder[256]; /* into_live: ".Restored-2026-11-23", else "" */
+    uint64_t files;           /* files written and renamed into place */
+    uint64_t bytes;           /* their content bytes */
+    uint64_t chunks;          /* chunks fetched and opened */
+    uint64_t chunks_replaced; /* chunks whose copy was damaged on the vault
+                                 that served it, taken from another */
+    uint64_t folders;         /* Maildir++ folders laid out (INBOX included) */
+    uint64_t messages;        /* message files among files */
+    uint64_t mbox_files;      /* --format mbox: files written */
+    uint64_t mbox_bytes;      /* and their bytes */
+    char live_folder[256];    /* into_live: ".Restored-2026-11-23", else "" */
     /* message_ids[i] was found (and restored) */
     bool id_found[RESTORE_MSGIDS_MAX];
     size_t n_missing;          /* asked message IDs not found */

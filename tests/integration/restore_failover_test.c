@@ -16,11 +16,20 @@
  *     the config): the calls stuck on it hit their deadline, the restore
  *     switches once and finishes exact.
  *
- * Both start on the vault listed first: on 127.0.0.1 every round trip is
+ *  3. A damaged copy: one stored chunk corrupted (its ciphertext altered
+ *     and re-indexed while the vault is stopped, so the vault serves it
+ *     without noticing) on the vault the restore reads from and on the
+ *     next one: the restore asks the others, exits 0 with the tree exact,
+ *     its --json counts two damaged copies per chunk replaced, and
+ *     stderr names both vaults in restore.damaged_copy events.
+ *  4. The same chunk corrupted on every vault: exit 6 (verify), the error
+ *     naming the chunk, and no file of the mailbox left half-written.
+ *
+ * All start on the vault listed first: on 127.0.0.1 every round trip is
  * under a millisecond, so the config order decides (fetch.h); the test
  * reads the choice from the restore's own log rather than assuming it.
- * About 10-20 s on two cores, most of it the agent's backup to three
- * vaults.
+ * About 15-25 s on two cores, most of it the agent's backup to three
+ * vaults and the vault restarts of cases 3 and 4.
  */
 #define _GNU_SOURCE /* nanosecond stat fields */
 
@@ -42,6 +51,9 @@
 #include <unistd.h>
 
 #include "agent_run_support.h"    /* programs, configs, trees */
+#include "env.h"                  /* cfr_env_open: which object is a chunk */
+#include "keys.h"                 /* the escrow keyring */
+#include "kv.h"                   /* the vaults' RocksDB */
 #include "mem.h"                  /* cfr_free */
 #include "rpc.h"                  /* cfr_rpc_global_init */
 #include "vault_client_support.h" /* vc_now_ms, vc_sleep_ms */
@@ -69,6 +81,9 @@ static char key_file[VS_PATH_MAX + 96], pass_file[VS_PATH_MAX + 96],
 static char corpus[VS_PATH_MAX + 96];
 static char mailbox[520], mailbox_root[VS_PATH_MAX + 640];
 static uint64_t corpus_bytes;
+static struct cfr_kv_env *kv_env;
+static uint8_t damaged_id[32]; /* the chunk cases 3 and 4 corrupt */
+static bool have_damaged_id;
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -241,6 +256,231 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
     return cut;
 }
 
+/* ---- damaged copies ----------------------------------------------------- */
+
+static struct cfr_kv *
+open_vault_db(size_t vi)
+{
+    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
+                                      "refcounts",      "snapshots",
+                                      "mailbox_index",  "leases",
+                                      "lease_objects",  "tombstones"};
+    char p[VS_PATH_MAX + 80];
+    struct cfr_err err;
+    struct cfr_kv *kv;
+    FMT(p, "%s/data/acme", vaults[vi].dir);
+    kv = cfr_kv_open(kv_env, p, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
+    if (kv == NULL) {
+        fail_msg("open %s: %s", p, err.msg);
+    }
+    return kv;
+}
+
+/* The first stored object of kv that opens as a chunk with the escrow
+ * keyring (manifest pages do not): the restore must fetch it. */
+static void
+pick_chunk(struct cfr_kv *kv)
+{
+    struct cfr_err err;
+    struct cfr_keyring *kr =
+        cfr_keyring_import(escrow, ESCROW_PW, strlen(ESCROW_PW), &err);
+    struct cfr_opener *op;
+    struct cfr_kv_iter *it;
+    struct cfr_kv_entry e;
+    struct cfr_buf plain;
+    bool got = false;
+    assert_non_null(kr);
+    op = cfr_opener_new(kr, &err);
+    assert_non_null(op);
+    it = cfr_kv_iter_new_prefix(kv, 0, "", 0, &err);
+    assert_non_null(it);
+    cfr_buf_init(&plain, CFR_ENV_PLAIN_MAX);
+    while (!have_damaged_id && cfr_kv_iter_next(it, &got, &e, &err) == 0 &&
+           got) {
+        if (e.key_len == 32 &&
+            cfr_env_open(op, CFR_ENV_CHUNK, e.key, e.val, e.val_len,
+                         CFR_ENV_PLAIN_MAX, &plain, &err) == 0 &&
+            plain.len > 0) {
+            memcpy(damaged_id, e.key, 32);
+            have_damaged_id = true;
+        }
+    }
+    assert_true(have_damaged_id);
+    cfr_buf_fini(&plain);
+    cfr_kv_iter_free(it);
+    cfr_opener_free(op);
+    cfr_keyring_free(kr);
+}
+
+/* With vault vi stopped: flips a byte in the middle of the stored copy of
+ * damaged_id (the ciphertext, past the envelope header) and re-indexes
+ * it, the way a disk could; restarts the vault (on a new port). */
+static void
+corrupt_on(size_t vi)
+{
+    struct cfr_kv *kv;
+    struct cfr_err err;
+    struct cfr_buf saved;
+    assert_int_equal(vs_vault_stop(&vaults[vi], SIGTERM, 20000), 0);
+    kv = open_vault_db(vi);
+    if (!have_damaged_id) {
+        pick_chunk(kv);
+    }
+    cfr_buf_init(&saved, 64u << 20);
+    assert_int_equal(cfr_kv_chunk_get(kv, damaged_id, &saved, &err), 0);
+    assert_true(saved.len > 64);
+    saved.data[saved.len / 2] ^= 0x5a;
+    assert_int_equal(cfr_kv_chunk_delete(kv, damaged_id, &err), 0);
+    assert_int_equal(
+        cfr_kv_chunk_put(kv, damaged_id, saved.data, saved.len, NULL, &err), 0);
+    cfr_buf_fini(&saved);
+    cfr_kv_close(kv);
+    assert_int_equal(vs_vault_start(&vaults[vi], 30000), 0);
+    ports[vi] = vaults[vi].port;
+}
+
+/* A full restore of the mailbox into a fresh directory: its exit code,
+ * stdout and stderr (owned). */
+static int
+restore_plain(const char *tag, char **out_r, char **err_r, char *to,
+              size_t to_size)
+{
+    char conf[VS_PATH_MAX + 96], op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
+    int code;
+    FMT(conf, "%s/restore-%s.conf", dir, tag);
+    assert_true((size_t)snprintf(to, to_size, "%s/restored-%s", dir, tag) <
+                to_size);
+    FMT(op, "%s/restore-%s.out", dir, tag);
+    FMT(ep, "%s/restore-%s.err", dir, tag);
+    restore_conf(conf, "30s");
+    ars_rm_tree(to);
+    const char *args[] = {"--config", conf, "restore", "--mailbox", mailbox,
+                          "--to",     to,   "--json",  NULL};
+    code = ars_run(COFFER_RESTORE_BIN, args, op, ep, RUN_MS);
+    *out_r = ars_slurp(op, NULL);
+    *err_r = ars_slurp(ep, NULL);
+    assert_non_null(*out_r);
+    assert_non_null(*err_r);
+    /* Which vault it read first decides who served the damaged copy. */
+    assert_int_equal(current_from_log(ep), 0);
+    return code;
+}
+
+/* Damaged on the vault read from and on the next: a good copy from the
+ * third, the tree exact, both bad copies named. */
+static void
+test_restore_damaged_copy(void **state)
+{
+    char to[VS_PATH_MAX + 96], why[1024], a[96];
+    char *out, *err;
+    uint64_t n_damaged = 0, n_replaced = 0;
+    int64_t t0 = vc_now_ms();
+    long n;
+    (void)state;
+    corrupt_on(0);
+    corrupt_on(1);
+    int code = restore_plain("damaged", &out, &err, to, sizeof(to));
+    if (code != 0) {
+        fail_msg("damaged: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
+    }
+    assert_non_null(strstr(out, "\"ok\":true"));
+    assert_true(ars_json_u64(out, NULL, "damaged_copies", &n_damaged));
+    assert_true(ars_json_u64(out, NULL, "chunks_replaced", &n_replaced));
+    /* The chunk may be in several files (the same bytes stored once):
+     * each time, two bad copies, then the good one. */
+    assert_true(n_replaced >= 1);
+    assert_int_equal(n_damaged, 2 * n_replaced);
+    for (size_t i = 0; i < 2; i++) {
+        const char *p = strstr(err, "restore.damaged_copy");
+        bool named = false;
+        FMT(a, "vault=127.0.0.1:%d ", ports[i]);
+        for (; p != NULL && !named; p = strstr(p + 1, "restore.damaged_copy")) {
+            const char *eol = strchr(p, '\n');
+            const char *q = strstr(p, a);
+            named = q != NULL && (eol == NULL || q < eol);
+        }
+        if (!named) {
+            fail_msg("no restore.damaged_copy naming vault %zu:\n%s", i, err);
+        }
+    }
+    FMT(a, "from=127.0.0.1:%d", ports[2]);
+    assert_non_null(strstr(err, a));
+    n = ars_tree_compare(mailbox_root, to, why, sizeof(why));
+    if (n < 0) {
+        fail_msg("damaged: restored tree differs: %s", why);
+    }
+    assert_true(n >= 100);
+    ars_rm_tree(to);
+    cfr_free(out);
+    cfr_free(err);
+    fprintf(stderr, "restore_failover damaged: exact after %lld ms\n",
+            (long long)(vc_now_ms() - t0));
+}
+
+/* Temporary files (".coffer-restore.*.tmp") below path, to depth 8. */
+static size_t
+count_tmp(const char *path, int depth)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    size_t n = 0;
+    if (d == NULL || depth > 8) {
+        if (d != NULL) {
+            closedir(d);
+        }
+        return 0;
+    }
+    while ((de = readdir(d)) != NULL) {
+        char p[VS_PATH_MAX + 1024];
+        struct stat sb;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) {
+            continue;
+        }
+        if (strncmp(de->d_name, ".coffer-restore.", 16) == 0) {
+            n++;
+        }
+        if ((size_t)snprintf(p, sizeof(p), "%s/%s", path, de->d_name) <
+                sizeof(p) &&
+            lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            n += count_tmp(p, depth + 1);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+/* Damaged everywhere: exit 6, the chunk named; nothing is made up. */
+static void
+test_restore_damaged_everywhere(void **state)
+{
+    char to[VS_PATH_MAX + 96], hex[65], why[1024];
+    char *out, *err;
+    uint64_t n_damaged = 0, n_replaced = 7;
+    (void)state;
+    assert_true(have_damaged_id);
+    corrupt_on(2);
+    int code = restore_plain("damaged-all", &out, &err, to, sizeof(to));
+    if (code != 6) {
+        fail_msg("damaged everywhere: exit %d, not 6\nstdout:\n%s\n"
+                 "stderr:\n%s",
+                 code, out, err);
+    }
+    assert_null(strstr(out, "\"ok\":true"));
+    assert_true(ars_json_u64(out, NULL, "damaged_copies", &n_damaged));
+    assert_true(ars_json_u64(out, NULL, "chunks_replaced", &n_replaced));
+    assert_true(n_damaged >= N_VAULTS);
+    assert_int_equal(n_replaced, 0);
+    cfr_hex_encode(damaged_id, 32, hex);
+    assert_non_null(strstr(out, hex));
+    assert_non_null(strstr(out, "no vault holds a good copy"));
+    /* The file with the damaged chunk is not there, nor half of it. */
+    assert_true(ars_tree_compare(mailbox_root, to, why, sizeof(why)) < 0);
+    assert_int_equal(count_tmp(to, 0), 0);
+    ars_rm_tree(to);
+    cfr_free(out);
+    cfr_free(err);
+}
+
 /* ---- setup -------------------------------------------------------------- */
 
 static int
@@ -248,7 +488,8 @@ setup(void **state)
 {
     struct cfr_err err;
     (void)state;
-    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0) {
+    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0 ||
+        (kv_env = cfr_kv_env_new(8u << 20, &err)) == NULL) {
         return -1;
     }
     for (int i = 0; i < N_VAULTS; i++) {
@@ -333,6 +574,7 @@ teardown(void **state)
         }
     }
     vs_env_fini(&env);
+    cfr_kv_env_free(kv_env);
     return 0;
 }
 
@@ -362,6 +604,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_restore_failover_kill),
         cmocka_unit_test(test_restore_failover_hung),
+        cmocka_unit_test(test_restore_damaged_copy),
+        cmocka_unit_test(test_restore_damaged_everywhere),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

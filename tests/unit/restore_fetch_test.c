@@ -13,6 +13,9 @@
  *    is asked only for what was not delivered and stays current (sticky);
  *    four threads hitting one broken vault make one switch; once its
  *    back-off is over a vault can become current again;
+ *  - restore_fetcher_get_from names the vault that served each object,
+ *    never asks an excluded vault (all excluded: CFR_ENOTFOUND without a
+ *    call), and restore_fetcher_damaged counts a bad copy per vault;
  *  - restore_mailbox, fed by a vault that sends every batch in reverse
  *    order, still writes each file's chunks in file order (the stash),
  *    byte for byte, with several workers and small batches.
@@ -462,6 +465,81 @@ test_restore_fetch_refuses_dup_and_unasked(void **state)
     restore_fetcher_free(f);
 }
 
+/* Which vault served each object (restore_fetcher_get_from). */
+struct from_seen {
+    size_t vault[64];
+    size_t n;
+};
+
+static int
+from_cb(void *ctx, size_t vault, const uint8_t *id, int kind,
+        const uint8_t *data, size_t len, struct cfr_err *err)
+{
+    struct from_seen *s = ctx;
+    (void)id;
+    (void)kind;
+    (void)data;
+    (void)len;
+    (void)err;
+    assert_true(s->n < 64);
+    s->vault[s->n++] = vault;
+    return 0;
+}
+
+static void
+test_restore_fetch_from_excluding(void **state)
+{
+    (void)state;
+    uint8_t ids[4][32];
+    struct from_seen s;
+    struct cfr_err err;
+    struct restore_vault_info vi;
+    const struct fake *both[2] = {&va, &vb};
+    struct restore_fetcher *f;
+
+    fill_simple(&va, ids, 4);
+    fill_simple(&vb, ids, 4);
+    vb.health_ms = 20; /* va is the nearest */
+    f = fetcher(both, 2);
+    assert_string_equal(restore_fetcher_current(f), va.target);
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(
+        restore_fetcher_get_from(f, &ids[0][0], 4, 0, from_cb, &s, &err), 0);
+    assert_int_equal(s.n, 4);
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(s.vault[i], 0);
+    }
+    /* The current vault excluded: vb serves, va is not even asked, and
+     * nothing moves (an exclusion is not a failure). */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(
+        restore_fetcher_get_from(f, &ids[1][0], 1, 1u << 0, from_cb, &s, &err),
+        0);
+    assert_int_equal(s.n, 1);
+    assert_int_equal(s.vault[0], 1);
+    assert_int_equal(va.gets, 1);
+    assert_int_equal(vb.gets, 1);
+    assert_int_equal(restore_fetcher_switches(f), 0);
+    assert_string_equal(restore_fetcher_current(f), va.target);
+    /* Both excluded: nobody is asked. */
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(
+        restore_fetcher_get_from(f, &ids[1][0], 1, 3u, from_cb, &s, &err),
+        CFR_ENOTFOUND);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(va.gets + vb.gets, 2);
+    /* A damaged copy is counted against the vault that served it. */
+    assert_int_equal(restore_fetcher_damaged_count(f), 0);
+    restore_fetcher_damaged(f, 1, ids[2], CFR_ECORRUPT);
+    restore_fetcher_damaged(f, 5, ids[2], CFR_ECORRUPT); /* no such vault */
+    assert_int_equal(restore_fetcher_damaged_count(f), 1);
+    assert_int_equal(restore_fetcher_vault_info(f, 1, &vi), 0);
+    assert_int_equal(vi.damaged, 1);
+    assert_int_equal(restore_fetcher_vault_info(f, 0, &vi), 0);
+    assert_int_equal(vi.damaged, 0);
+    restore_fetcher_free(f);
+}
+
 /* ---- nearest replica, sticky switch ------------------------------------ */
 
 static void
@@ -905,6 +983,8 @@ main(void)
         cmocka_unit_test_teardown(test_restore_fetch_once_each_and_failover,
                                   each_teardown),
         cmocka_unit_test_teardown(test_restore_fetch_refuses_dup_and_unasked,
+                                  each_teardown),
+        cmocka_unit_test_teardown(test_restore_fetch_from_excluding,
                                   each_teardown),
         cmocka_unit_test_teardown(test_restore_fetch_nearest, each_teardown),
         cmocka_unit_test_teardown(test_restore_fetch_switch_mid_stream,

@@ -43,13 +43,13 @@ scn_setup(struct scn *s)
     for (size_t i = 0; i < s->n_vaults; i++) {
         char name[16];
         struct vs_vault *v = &s->vaults[i];
-        snprintf(name, sizeof(name), "v%zu", i);
+        SCN_FMT(name, "v%zu", i);
         if (vs_vault_init(v, &s->env, name) != 0) {
             return -1;
         }
         v->test_mode = s->test_mode;
         if (s->vault_extra != NULL) {
-            snprintf(v->extra_cfg, sizeof(v->extra_cfg), "%s", s->vault_extra);
+            SCN_FMT(v->extra_cfg, "%s", s->vault_extra);
         }
         if (vs_vault_start(v, 20000) != 0) {
             return -1;
@@ -57,17 +57,16 @@ scn_setup(struct scn *s)
         s->ports[i] = v->port;
     }
     const char *e = s->env.dir;
-    snprintf(s->dir, sizeof(s->dir), "%s/work", e);
-    snprintf(s->mail, sizeof(s->mail), "%s/mail", e);
-    snprintf(s->key_file, sizeof(s->key_file), "%s/agent.key", s->dir);
-    snprintf(s->pass_file, sizeof(s->pass_file), "%s/agent.pass", s->dir);
-    snprintf(s->escrow, sizeof(s->escrow), "%s/escrow.key", s->dir);
-    snprintf(s->escrow_pass, sizeof(s->escrow_pass), "%s/escrow.pass", s->dir);
-    snprintf(s->agent_conf, sizeof(s->agent_conf), "%s/agent.conf", s->dir);
-    snprintf(s->conf_all, sizeof(s->conf_all), "%s/restore.conf", s->dir);
+    SCN_FMT(s->dir, "%s/work", e);
+    SCN_FMT(s->mail, "%s/mail", e);
+    SCN_FMT(s->key_file, "%s/agent.key", s->dir);
+    SCN_FMT(s->pass_file, "%s/agent.pass", s->dir);
+    SCN_FMT(s->escrow, "%s/escrow.key", s->dir);
+    SCN_FMT(s->escrow_pass, "%s/escrow.pass", s->dir);
+    SCN_FMT(s->agent_conf, "%s/agent.conf", s->dir);
+    SCN_FMT(s->conf_all, "%s/restore.conf", s->dir);
     for (size_t i = 0; i < s->n_vaults; i++) {
-        snprintf(s->conf_one[i], sizeof(s->conf_one[i]), "%s/restore-%zu.conf",
-                 s->dir, i);
+        SCN_FMT(s->conf_one[i], "%s/restore-%zu.conf", s->dir, i);
     }
     if (s->mailboxes[0] == '\0' &&
         (size_t)snprintf(s->mailboxes, sizeof(s->mailboxes),

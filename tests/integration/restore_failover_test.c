@@ -50,12 +50,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "agent_run_support.h"    /* programs, configs, trees */
+#include "agent_run_support.h"    /* programs, trees */
 #include "env.h"                  /* cfr_env_open: which object is a chunk */
 #include "keys.h"                 /* the escrow keyring */
 #include "kv.h"                   /* the vaults' RocksDB */
 #include "mem.h"                  /* cfr_free */
-#include "rpc.h"                  /* cfr_rpc_global_init */
+#include "scenario_support.h"     /* vaults, work directory, agent */
 #include "vault_client_support.h" /* vc_now_ms, vc_sleep_ms */
 #include "vault_support.h"        /* the harness */
 
@@ -69,15 +69,11 @@
 #define N_VAULTS  3
 #define ESCROW_PW "failover test escrow passphrase"
 #define RUN_MS    120000
-#define FMT(buf, ...)                                                          \
-    assert_true((size_t)snprintf((buf), sizeof(buf), __VA_ARGS__) < sizeof(buf))
 
-static struct vs_env env;
-static struct vs_vault vaults[N_VAULTS];
-static int ports[N_VAULTS];
-static char dir[VS_PATH_MAX + 64];
-static char key_file[VS_PATH_MAX + 96], pass_file[VS_PATH_MAX + 96],
-    escrow[VS_PATH_MAX + 96], escrow_pass[VS_PATH_MAX + 96];
+static struct scn sc = {.escrow_pw = ESCROW_PW,
+                        SCN_PROGRAMS,
+                        .n_vaults = N_VAULTS,
+                        .run_ms = RUN_MS};
 static char corpus[VS_PATH_MAX + 96];
 static char mailbox[520], mailbox_root[VS_PATH_MAX + 640];
 static uint64_t corpus_bytes;
@@ -129,16 +125,16 @@ restore_conf(const char *path, const char *timeout)
     fprintf(f,
             "tenant = \"acme\";\nkey_file = \"%s\";\npassphrase_file = "
             "\"%s\";\nvaults = [ ",
-            escrow, escrow_pass);
+            sc.escrow, sc.escrow_pass);
     for (size_t i = 0; i < N_VAULTS; i++) {
-        fprintf(f, "%s\"127.0.0.1:%d\"", i > 0 ? ", " : "", ports[i]);
+        fprintf(f, "%s\"127.0.0.1:%d\"", i > 0 ? ", " : "", sc.ports[i]);
     }
     fprintf(f,
             " ];\ntls = { ca = \"%s/ca.pem\"; cert = \"%s/acme-restore.pem\"; "
             "key = \"%s/acme-restore.key\"; server_name = \"localhost\"; };\n"
             "parallelism = 2;\nbatch = 2;\ntimeout = \"%s\";\n"
             "log_level = \"info\";\n",
-            env.dir, env.dir, env.dir, timeout);
+            sc.env.dir, sc.env.dir, sc.env.dir, timeout);
     assert_int_equal(fclose(f), 0);
 }
 
@@ -155,7 +151,7 @@ current_from_log(const char *err_path)
         if (cur != NULL && (eol == NULL || cur < eol)) {
             for (size_t i = 0; i < N_VAULTS; i++) {
                 char a[64];
-                snprintf(a, sizeof(a), "vault=127.0.0.1:%d ", ports[i]);
+                snprintf(a, sizeof(a), "vault=127.0.0.1:%d ", sc.ports[i]);
                 const char *q = strstr(p, a);
                 if (q != NULL && (eol == NULL || q < eol)) {
                     v = i;
@@ -184,10 +180,10 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
     uint64_t at_cut = 0, switches = 0;
     int code;
 
-    FMT(conf, "%s/restore-%s.conf", dir, tag);
-    FMT(to, "%s/restored-%s", dir, tag);
-    FMT(op, "%s/restore-%s.out", dir, tag);
-    FMT(ep, "%s/restore-%s.err", dir, tag);
+    SCN_FMT(conf, "%s/restore-%s.conf", sc.dir, tag);
+    SCN_FMT(to, "%s/restored-%s", sc.dir, tag);
+    SCN_FMT(op, "%s/restore-%s.out", sc.dir, tag);
+    SCN_FMT(ep, "%s/restore-%s.err", sc.dir, tag);
     restore_conf(conf, timeout);
     ars_rm_tree(to);
     const char *args[] = {"--config", conf, "restore", "--mailbox", mailbox,
@@ -201,7 +197,7 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
         }
         if (cut < N_VAULTS &&
             (at_cut = ars_tree_bytes(to)) >= corpus_bytes / 10) {
-            assert_int_equal(kill(vaults[cut].pid, SIGSTOP), 0);
+            assert_int_equal(kill(sc.vaults[cut].pid, SIGSTOP), 0);
             break;
         }
         vc_sleep_ms(1);
@@ -216,7 +212,7 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
     assert_int_equal(ars_poll(pid), -1);
     assert_true(ars_tree_bytes(to) < corpus_bytes);
     if (kill_it) {
-        assert_int_equal(vs_vault_stop(&vaults[cut], SIGKILL, 10000),
+        assert_int_equal(vs_vault_stop(&sc.vaults[cut], SIGKILL, 10000),
                          128 + SIGKILL);
     }
     code = ars_wait(pid, RUN_MS);
@@ -237,13 +233,13 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
     assert_int_equal(switches, 1);
     const char *used = strstr(out, "\"vaults_used\":[");
     assert_non_null(used);
-    FMT(a, "\"vaults_used\":[\"127.0.0.1:%d\",\"127.0.0.1:", ports[cut]);
+    SCN_FMT(a, "\"vaults_used\":[\"127.0.0.1:%d\",\"127.0.0.1:", sc.ports[cut]);
     if (strncmp(used, a, strlen(a)) != 0) {
         fail_msg("%s: vaults_used does not start with the cut vault: %s", tag,
                  used);
     }
     assert_non_null(strstr(err, "restore.switch"));
-    FMT(a, "from=127.0.0.1:%d ", ports[cut]);
+    SCN_FMT(a, "from=127.0.0.1:%d ", sc.ports[cut]);
     assert_non_null(strstr(err, a));
     cfr_free(out);
     cfr_free(err);
@@ -258,24 +254,6 @@ restore_cut(const char *tag, const char *timeout, bool kill_it)
 
 /* ---- damaged copies ----------------------------------------------------- */
 
-static struct cfr_kv *
-open_vault_db(size_t vi)
-{
-    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
-                                      "refcounts",      "snapshots",
-                                      "mailbox_index",  "leases",
-                                      "lease_objects",  "tombstones"};
-    char p[VS_PATH_MAX + 80];
-    struct cfr_err err;
-    struct cfr_kv *kv;
-    FMT(p, "%s/data/acme", vaults[vi].dir);
-    kv = cfr_kv_open(kv_env, p, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
-    if (kv == NULL) {
-        fail_msg("open %s: %s", p, err.msg);
-    }
-    return kv;
-}
-
 /* The first stored object of kv that opens as a chunk with the escrow
  * keyring (manifest pages do not): the restore must fetch it. */
 static void
@@ -283,7 +261,7 @@ pick_chunk(struct cfr_kv *kv)
 {
     struct cfr_err err;
     struct cfr_keyring *kr =
-        cfr_keyring_import(escrow, ESCROW_PW, strlen(ESCROW_PW), &err);
+        cfr_keyring_import(sc.escrow, ESCROW_PW, strlen(ESCROW_PW), &err);
     struct cfr_opener *op;
     struct cfr_kv_iter *it;
     struct cfr_kv_entry e;
@@ -321,8 +299,8 @@ corrupt_on(size_t vi)
     struct cfr_kv *kv;
     struct cfr_err err;
     struct cfr_buf saved;
-    assert_int_equal(vs_vault_stop(&vaults[vi], SIGTERM, 20000), 0);
-    kv = open_vault_db(vi);
+    assert_int_equal(vs_vault_stop(&sc.vaults[vi], SIGTERM, 20000), 0);
+    kv = scn_vault_db(kv_env, &sc.vaults[vi]);
     if (!have_damaged_id) {
         pick_chunk(kv);
     }
@@ -335,8 +313,8 @@ corrupt_on(size_t vi)
         cfr_kv_chunk_put(kv, damaged_id, saved.data, saved.len, NULL, &err), 0);
     cfr_buf_fini(&saved);
     cfr_kv_close(kv);
-    assert_int_equal(vs_vault_start(&vaults[vi], 30000), 0);
-    ports[vi] = vaults[vi].port;
+    assert_int_equal(vs_vault_start(&sc.vaults[vi], 30000), 0);
+    sc.ports[vi] = sc.vaults[vi].port;
 }
 
 /* A full restore of the mailbox into a fresh directory: its exit code,
@@ -347,11 +325,11 @@ restore_plain(const char *tag, char **out_r, char **err_r, char *to,
 {
     char conf[VS_PATH_MAX + 96], op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
     int code;
-    FMT(conf, "%s/restore-%s.conf", dir, tag);
-    assert_true((size_t)snprintf(to, to_size, "%s/restored-%s", dir, tag) <
+    SCN_FMT(conf, "%s/restore-%s.conf", sc.dir, tag);
+    assert_true((size_t)snprintf(to, to_size, "%s/restored-%s", sc.dir, tag) <
                 to_size);
-    FMT(op, "%s/restore-%s.out", dir, tag);
-    FMT(ep, "%s/restore-%s.err", dir, tag);
+    SCN_FMT(op, "%s/restore-%s.out", sc.dir, tag);
+    SCN_FMT(ep, "%s/restore-%s.err", sc.dir, tag);
     restore_conf(conf, "30s");
     ars_rm_tree(to);
     const char *args[] = {"--config", conf, "restore", "--mailbox", mailbox,
@@ -393,7 +371,7 @@ test_restore_damaged_copy(void **state)
     for (size_t i = 0; i < 2; i++) {
         const char *p = strstr(err, "restore.damaged_copy");
         bool named = false;
-        FMT(a, "vault=127.0.0.1:%d ", ports[i]);
+        SCN_FMT(a, "vault=127.0.0.1:%d ", sc.ports[i]);
         for (; p != NULL && !named; p = strstr(p + 1, "restore.damaged_copy")) {
             const char *eol = strchr(p, '\n');
             const char *q = strstr(p, a);
@@ -403,7 +381,7 @@ test_restore_damaged_copy(void **state)
             fail_msg("no restore.damaged_copy naming vault %zu:\n%s", i, err);
         }
     }
-    FMT(a, "from=127.0.0.1:%d", ports[2]);
+    SCN_FMT(a, "from=127.0.0.1:%d", sc.ports[2]);
     assert_non_null(strstr(err, a));
     n = ars_tree_compare(mailbox_root, to, why, sizeof(why));
     if (n < 0) {
@@ -488,29 +466,11 @@ setup(void **state)
 {
     struct cfr_err err;
     (void)state;
-    if (cfr_rpc_global_init(&err) != 0 || vs_env_init(&env) != 0 ||
+    if (scn_setup(&sc) != 0 ||
         (kv_env = cfr_kv_env_new(8u << 20, &err)) == NULL) {
         return -1;
     }
-    for (int i = 0; i < N_VAULTS; i++) {
-        char name[16];
-        snprintf(name, sizeof(name), "v%d", i);
-        if (vs_vault_init(&vaults[i], &env, name) != 0 ||
-            vs_vault_start(&vaults[i], 20000) != 0) {
-            return -1;
-        }
-        ports[i] = vaults[i].port;
-    }
-    snprintf(dir, sizeof(dir), "%s/work", env.dir);
-    snprintf(key_file, sizeof(key_file), "%s/agent.key", dir);
-    snprintf(pass_file, sizeof(pass_file), "%s/agent.pass", dir);
-    snprintf(escrow, sizeof(escrow), "%s/escrow.key", dir);
-    snprintf(escrow_pass, sizeof(escrow_pass), "%s/escrow.pass", dir);
-    snprintf(corpus, sizeof(corpus), "%s/corpus", env.dir);
-    if (mkdir(dir, 0700) != 0 || ars_write(escrow_pass, ESCROW_PW "\n",
-                                           strlen(ESCROW_PW) + 1, 0600) != 0) {
-        return -1;
-    }
+    snprintf(corpus, sizeof(corpus), "%s/corpus", sc.env.dir);
     /* A few hundred messages, ~20 MB, one mailbox. */
     const char *gen[] = {"--seed",
                          "5",
@@ -532,28 +492,18 @@ setup(void **state)
         return -1;
     }
     corpus_bytes = ars_tree_bytes(mailbox_root);
-    char conf[VS_PATH_MAX + 96], st[VS_PATH_MAX + 96], mb[VS_PATH_MAX + 160];
-    snprintf(conf, sizeof(conf), "%s/agent.conf", dir);
-    snprintf(st, sizeof(st), "%s/state", dir);
-    snprintf(mb, sizeof(mb), "mailbox_pattern = \"%s/%%d/%%n/Maildir\";",
-             corpus);
-    struct ars_agent_conf c = {env.dir, key_file, pass_file, st, dir,
-                               ports,   N_VAULTS, 0,         mb};
-    const char *init[] = {"init",      "--config", conf,
-                          "--escrow",  escrow,     "--escrow-passphrase-file",
-                          escrow_pass, NULL};
-    const char *backup[] = {"backup", "--config", conf, NULL};
-    char out[VS_PATH_MAX + 96], errp[VS_PATH_MAX + 96];
+    /* The agent backs up the generated store, not scn's mail directory. */
     int64_t t0 = vc_now_ms();
-    snprintf(out, sizeof(out), "%s/agent.out", dir);
-    snprintf(errp, sizeof(errp), "%s/agent.err", dir);
-    if (ars_agent_conf_write(conf, &c) != 0 ||
-        ars_run(COFFER_AGENT_BIN, init, out, errp, RUN_MS) != 0 ||
-        ars_run(COFFER_AGENT_BIN, backup, out, errp, RUN_MS) != 0) {
-        char *e = ars_slurp(errp, NULL);
-        fprintf(stderr, "restore_failover_test: init or backup failed: %s\n",
-                e != NULL ? e : "");
-        cfr_free(e);
+    if ((size_t)snprintf(sc.mailboxes, sizeof(sc.mailboxes),
+                         "mailbox_pattern = \"%s/%%d/%%n/Maildir\";",
+                         corpus) >= sizeof(sc.mailboxes) ||
+        scn_init(&sc) != 0) {
+        fprintf(stderr, "restore_failover_test: init failed\n");
+        return -1;
+    }
+    const char *backup[] = {"backup", "--config", sc.agent_conf, NULL};
+    if (scn_run(&sc, COFFER_AGENT_BIN, backup, NULL) != 0) {
+        fprintf(stderr, "restore_failover_test: backup failed\n");
         return -1;
     }
     fprintf(stderr,
@@ -568,12 +518,11 @@ teardown(void **state)
 {
     (void)state;
     for (int i = 0; i < N_VAULTS; i++) {
-        if (vaults[i].pid > 0) {
-            (void)kill(vaults[i].pid, SIGCONT); /* the hung one */
-            vs_vault_stop(&vaults[i], SIGTERM, 10000);
+        if (sc.vaults[i].pid > 0) {
+            (void)kill(sc.vaults[i].pid, SIGCONT); /* the hung one */
         }
     }
-    vs_env_fini(&env);
+    scn_teardown(&sc);
     cfr_kv_env_free(kv_env);
     return 0;
 }
@@ -586,8 +535,8 @@ test_restore_failover_kill(void **state)
     (void)state;
     size_t cut = restore_cut("kill", "30s", true);
     /* Back for the next case, on the same data. */
-    assert_int_equal(vs_vault_start(&vaults[cut], 20000), 0);
-    ports[cut] = vaults[cut].port;
+    assert_int_equal(vs_vault_start(&sc.vaults[cut], 20000), 0);
+    sc.ports[cut] = sc.vaults[cut].port;
 }
 
 static void
@@ -595,7 +544,7 @@ test_restore_failover_hung(void **state)
 {
     (void)state;
     size_t cut = restore_cut("hung", "2s", false);
-    assert_int_equal(kill(vaults[cut].pid, SIGCONT), 0);
+    assert_int_equal(kill(sc.vaults[cut].pid, SIGCONT), 0);
 }
 
 int

@@ -45,7 +45,7 @@
  * Runs in about 20 s (two vault starts, four restarts, about twenty
  * verify runs).
  */
-#define _GNU_SOURCE /* nftw, memmem */
+#define _GNU_SOURCE /* memmem */
 
 #include <setjmp.h> /* cmocka */
 #include <stdarg.h> /* cmocka */
@@ -57,7 +57,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h> /* poll: the bounded wait for the lock message */
 #include <signal.h>
 #include <sys/file.h> /* flock: holding the state lock */
@@ -76,6 +75,7 @@
 #include "log.h"               /* quiet logs */
 #include "mem.h"               /* cfr_malloc */
 #include "rpc.h"               /* cfr_rpc_global_init */
+#include "scenario_support.h"  /* scn_vault_db */
 #include "sink_support.h"      /* webhook and SMTP sinks */
 #include "state.h"             /* the agent's file cache */
 #include "uplink.h"            /* the agent's vault link */
@@ -382,20 +382,9 @@ replica_ok(const char *doc, int port, bool ok)
 static struct cfr_kv *
 open_vault_db(struct vs_vault *v)
 {
-    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
-                                      "refcounts",      "snapshots",
-                                      "mailbox_index",  "leases",
-                                      "lease_objects",  "tombstones"};
-    char p[VS_PATH_MAX + 80];
-    struct cfr_err err;
-    struct cfr_kv *kv;
-    FMT(p, "%s/data/acme", v->dir);
-    kv = cfr_kv_open(kv_env, p, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
-    if (kv == NULL) {
-        fail_msg("open %s: %s", p, err.msg);
-    }
-    vault_kv = kv; /* closed by teardown if a check fails meanwhile */
-    return kv;
+    vault_kv = scn_vault_db(kv_env, v); /* closed by teardown if a check
+                                           fails meanwhile */
+    return vault_kv;
 }
 
 /*
@@ -1212,14 +1201,6 @@ setup(void **state_)
 }
 
 static int
-rm_cb(const char *path, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)f;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static int
 teardown(void **state_)
 {
     (void)state_;
@@ -1235,7 +1216,7 @@ teardown(void **state_)
     agent_state_close(state);
     cfr_kv_env_free(kv_env);
     if (tmp[0] != '\0') {
-        (void)nftw(tmp, rm_cb, 32, FTW_DEPTH | FTW_PHYS);
+        ars_rm_tree(tmp);
     }
     cfr_free(ca_pem);
     cfr_free(agent_pem);

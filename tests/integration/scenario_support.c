@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kv.h"  /* scn_vault_db */
 #include "mem.h" /* cfr_free */
 #include "rpc.h" /* cfr_rpc_global_init */
 
@@ -479,4 +480,24 @@ scn_missing_on(const struct scn *s, size_t i, const struct vc_objset *set)
     cfr_free(is);
     cfr_rpc_client_free(cli);
     return n;
+}
+
+struct cfr_kv *
+scn_vault_db(struct cfr_kv_env *ke, const struct vs_vault *v)
+{
+    /* vault/store.c's column families, in its order: a RocksDB database
+     * opens only with all of them named. */
+    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
+                                      "refcounts",      "snapshots",
+                                      "mailbox_index",  "leases",
+                                      "lease_objects",  "tombstones"};
+    char p[VS_PATH_MAX + 80];
+    struct cfr_err err;
+    SCN_FMT(p, "%s/data/acme", v->dir);
+    struct cfr_kv *kv =
+        cfr_kv_open(ke, p, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
+    if (kv == NULL) {
+        fail_msg("open %s: %s", p, err.msg);
+    }
+    return kv;
 }

@@ -22,7 +22,7 @@
 #include "vault_client_support.h" /* struct vc_objset */
 #include "vault_support.h"        /* struct vs_env, struct vs_vault */
 
-#define SCN_VAULTS_MAX 2
+#define SCN_VAULTS_MAX 3
 #define SCN_PATH       (VS_PATH_MAX + 96)
 #define SCN_DOMAIN     "example.org"
 #define SCN_MAX_SNAPS  16
@@ -40,7 +40,7 @@ struct scn {
     /* Set before scn_setup. */
     const char *escrow_pw;
     const char *agent_bin, *restore_bin;
-    size_t n_vaults;         /* 1 or 2 */
+    size_t n_vaults;         /* 1 to SCN_VAULTS_MAX */
     bool test_mode;          /* the vaults' clocks will move */
     const char *vault_extra; /* appended to each vault's config; NULL */
     /* Restore configurations with the acme-admin certificate, one per
@@ -150,6 +150,13 @@ void scn_expect_restores(const struct scn *s, const char *conf,
 /* How many of set's IDs vault i lacks (Missing, restore certificate). */
 size_t scn_missing_on(const struct scn *s, size_t i,
                       const struct vc_objset *set);
+
+struct cfr_kv;
+struct cfr_kv_env;
+/* The acme tenant's database of stopped vault v, opened in ke with every
+ * column family the vault keeps (chunks first, chunk index second); fails
+ * the test when it does not open. Close it with cfr_kv_close. */
+struct cfr_kv *scn_vault_db(struct cfr_kv_env *ke, const struct vs_vault *v);
 
 /*
  * The chunk IDs of user's messages numbered in want (n_want of them, as

@@ -71,6 +71,10 @@ int cfr_rpc_status_code(int status);
 
 /* The vault's own operators: coffer://operator/<name>, no tenant. */
 #define CFR_RPC_ROLE_OPERATOR "operator"
+#define CFR_RPC_OPERATOR_URI  "coffer://operator/"
+/* Peer vaults (replication): coffer://vault/<name>, no tenant. */
+#define CFR_RPC_ROLE_VAULT "vault"
+#define CFR_RPC_VAULT_URI  "coffer://vault/"
 
 /* Largest message either side accepts unless configured otherwise. */
 #define CFR_RPC_MSG_MAX_DEFAULT (8u * 1024u * 1024u)
@@ -114,8 +118,9 @@ const char *cfr_rpc_cert_status_name(int status);
  * sets authenticated and yields uri and cn (copied from it, empty when
  * absent); tenant and role are set, and has_identity is true, only when
  * uri has the exact form coffer://tenant/<tenant>/role/<role>
- * (docs/FORMAT.md), or coffer://operator/<name>: role
- * CFR_RPC_ROLE_OPERATOR with an empty tenant.
+ * (docs/FORMAT.md), or coffer://operator/<name> (role
+ * CFR_RPC_ROLE_OPERATOR) or coffer://vault/<name> (role CFR_RPC_ROLE_VAULT),
+ * both with an empty tenant.
  */
 struct cfr_rpc_peer {
     bool authenticated; /* cert_status is CFR_RPC_CERT_OK */

@@ -186,21 +186,30 @@ cfr_rpc_identity_parse(const char *uri, char tenant[CFR_RPC_TENANT_MAX],
 {
     static const char pre[] = "coffer://tenant/";
     static const char mid[] = "/role/";
-    static const char operator_pre[] = "coffer://operator/";
+    static const struct {
+        const char *prefix;
+        const char *role;
+    } tenantless[] = {{CFR_RPC_OPERATOR_URI, CFR_RPC_ROLE_OPERATOR},
+                      {CFR_RPC_VAULT_URI, CFR_RPC_ROLE_VAULT}};
     int rc = CFR_EAUTH;
     tenant[0] = '\0';
     role[0] = '\0';
-    if (uri != NULL &&
-        strncmp(uri, operator_pre, sizeof(operator_pre) - 1) == 0) {
-        /* An operator acts on the vault, never inside a tenant: the empty
-         * tenant keeps it out of every tenant-scoped check. */
-        char name[CFR_RPC_TENANT_MAX];
-        const char *nm = uri + sizeof(operator_pre) - 1;
-        if (identity_segment(nm, strlen(nm), name, sizeof(name)) != 0) {
-            snprintf(role, CFR_RPC_ROLE_MAX, "%s", CFR_RPC_ROLE_OPERATOR);
-            rc = 0;
+    for (size_t i = 0;
+         uri != NULL && i < sizeof(tenantless) / sizeof(tenantless[0]); i++) {
+        size_t pre_len = strlen(tenantless[i].prefix);
+        if (strncmp(uri, tenantless[i].prefix, pre_len) == 0) {
+            /* Operators and peer vaults act on the vault, never inside one
+             * tenant: the empty tenant keeps them out of every tenant-scoped
+             * check (a peer vault names the tenant per request, and the
+             * vault checks it against its peer list and the placement). */
+            char name[CFR_RPC_TENANT_MAX];
+            const char *nm = uri + pre_len;
+            if (identity_segment(nm, strlen(nm), name, sizeof(name)) != 0) {
+                snprintf(role, CFR_RPC_ROLE_MAX, "%s", tenantless[i].role);
+                rc = 0;
+            }
+            goto out;
         }
-        goto out;
     }
     if (uri == NULL || strncmp(uri, pre, sizeof(pre) - 1) != 0) {
         goto out;

@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "err.h" /* struct cfr_err */
+#include "err.h"  /* struct cfr_err */
+#include "sync.h" /* struct vault_sync_peer, VAULT_SYNC_PEERS_MAX */
 
 struct vault_config {
     const char *listen;    /* "host:port"; port 0 picks a free one */
@@ -58,6 +59,21 @@ struct vault_config {
     const char *notify_smtp_user;
     const char *notify_smtp_password;
     const char *notify_ca_file;
+    /*
+     * Replication (vault/sync.h, docs/REPLICATION.md). name is this
+     * vault's name (its certificate's coffer://vault/<name>); required
+     * when peers are listed. Peers' strings borrow from cfg.
+     */
+    const char *name;
+    struct vault_sync_peer peers[VAULT_SYNC_PEERS_MAX];
+    size_t n_peers;
+    int64_t sync_interval_ms;  /* sync.interval, default 5m; 0 = on demand */
+    uint64_t sync_bandwidth;   /* sync.bandwidth, bytes/s; 0 = unlimited */
+    int64_t sync_timeout_ms;   /* sync.timeout, per call */
+    const char *sync_tls_cert; /* sync.cert/sync.key; default tls.cert/key
+                                  (vault certificates allow client auth) */
+    const char *sync_tls_key;
+    const char *sync_tls_ca; /* sync.ca; default tls.client_ca */
     bool test_mode;
     struct cfr_cfg *cfg; /* owned: the strings above borrow from it */
 };

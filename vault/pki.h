@@ -45,9 +45,9 @@
 #define VAULT_PKI_TIME_MAX      32
 
 /* The URI prefix of a vault's own certificate. */
-#define VAULT_PKI_VAULT_URI "coffer://vault/"
+#define VAULT_PKI_VAULT_URI CFR_RPC_VAULT_URI
 /* The URI prefix of an operator's certificate. */
-#define VAULT_PKI_OPERATOR_URI "coffer://operator/"
+#define VAULT_PKI_OPERATOR_URI CFR_RPC_OPERATOR_URI
 
 enum vault_pki_role {
     VAULT_PKI_AGENT = 0,

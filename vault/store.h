@@ -63,12 +63,22 @@ enum vault_object_kind {
 struct vault_store;
 struct vault_tenant;
 
+/*
+ * Called (on the reading thread, without any store lock held) when an
+ * object fails its checksum on read, so replication can repair it from a
+ * peer (vault/sync.h). Must not block.
+ */
+typedef void vault_corrupt_fn(void *ctx, const char *tenant,
+                              const uint8_t id[VAULT_ID_LEN]);
+
 struct vault_store_opts {
-    const char *dir;           /* holds one directory per tenant */
-    size_t cache_bytes;        /* shared block/blob cache */
-    struct cfr_clock *clock;   /* borrowed; retention and leases read it */
-    int64_t lease_max_ms;      /* cap on a lease's lifetime */
-    int64_t tombstone_keep_ms; /* how long tombstones are kept */
+    const char *dir;              /* holds one directory per tenant */
+    size_t cache_bytes;           /* shared block/blob cache */
+    struct cfr_clock *clock;      /* borrowed; retention and leases read it */
+    int64_t lease_max_ms;         /* cap on a lease's lifetime */
+    int64_t tombstone_keep_ms;    /* how long tombstones are kept */
+    vault_corrupt_fn *on_corrupt; /* optional */
+    void *on_corrupt_ctx;
 };
 
 /* Returns owned, or NULL with err set. */
@@ -181,6 +191,8 @@ struct vault_snapshot {
     struct vault_tree_root refs;
     uint32_t flags;
     bool held;
+    int64_t hold_changed_ms; /* this vault's clock when held last changed,
+                                or the peer's change it adopted; 0 never */
 };
 
 struct vault_commit {
@@ -256,6 +268,94 @@ typedef void vault_bad_fn(void *ctx, const uint8_t id[VAULT_ID_LEN],
                           const struct cfr_err *why);
 int vault_store_scrub(struct vault_tenant *t, vault_bad_fn *fn, void *ctx,
                       struct vault_maint_stats *stats_r, struct cfr_err *err);
+
+/* -- replication (vault/sync.c, the Sync* handlers of server.c) -------- */
+
+#define VAULT_SYNC_BUCKETS 256 /* bucket = first byte of a header ID */
+
+/*
+ * Digests of the tenant's snapshot set, one per bucket: BLAKE2b-256 over
+ * the bucket's entries in header-ID order, a snapshot contributing
+ * header_id || 'S' || held (0/1) and a tombstone header_id || 'T'; 32
+ * zero bytes for an empty bucket. Times are left out (each vault stamps
+ * received_ms and dropped_ms with its own clock), so two replicas holding
+ * the same snapshots, holds and tombstones have equal digests.
+ */
+int vault_store_digest(struct vault_tenant *t,
+                       uint8_t buckets_r[VAULT_SYNC_BUCKETS][VAULT_ID_LEN],
+                       uint64_t *snapshots_r, uint64_t *tombstones_r,
+                       struct cfr_err *err);
+
+/*
+ * Calls snap_fn (with the sealed header) for each snapshot and tomb_fn for
+ * each tombstone whose header ID's first byte b has want[b] set, each in
+ * header-ID order. Either callback may be NULL; a non-zero return stops
+ * the walk and is returned.
+ */
+int vault_store_sync_list(struct vault_tenant *t,
+                          const bool want[VAULT_SYNC_BUCKETS],
+                          vault_snapshot_fn *snap_fn,
+                          int (*tomb_fn)(void *ctx,
+                                         const uint8_t header_id[VAULT_ID_LEN],
+                                         int64_t dropped_ms),
+                          void *ctx, struct cfr_err *err);
+
+/* Sets *has_r when a tombstone for header_id is kept here. */
+int vault_store_has_tombstone(struct vault_tenant *t,
+                              const uint8_t header_id[VAULT_ID_LEN],
+                              bool *has_r, struct cfr_err *err);
+
+/*
+ * Applies a peer's tombstone: drops the snapshot, held or not (a deletion
+ * made anywhere is final), leaving a tombstone here; an absent snapshot
+ * still gets the tombstone, so a third replica cannot bring it back
+ * through this one. *dropped_r when a snapshot was removed.
+ */
+int vault_store_drop_synced(struct vault_tenant *t,
+                            const uint8_t header_id[VAULT_ID_LEN],
+                            bool *dropped_r, struct cfr_err *err);
+
+/*
+ * Adopts a peer's hold state when its change is newer than this vault's
+ * (equal times: held wins). *applied_r when the record changed.
+ * vault_store_hold stamps hold_changed_ms with this vault's clock.
+ */
+int vault_store_hold_synced(struct vault_tenant *t,
+                            const uint8_t header_id[VAULT_ID_LEN], bool held,
+                            int64_t changed_ms, bool *applied_r,
+                            struct cfr_err *err);
+
+/*
+ * Whether reference page id is counted here (some committed snapshot
+ * references it): then, by invariant 1, everything below it is present
+ * and a pull need not descend into it.
+ */
+int vault_store_page_counted(struct vault_tenant *t,
+                             const uint8_t id[VAULT_ID_LEN], bool *counted_r,
+                             struct cfr_err *err);
+
+/*
+ * As vault_store_get, also giving the checksum this vault recorded when
+ * it stored the object (BLAKE2b-256 of the stored bytes, docs/FORMAT.md);
+ * a peer recomputes it over what it received.
+ */
+int vault_store_get_checked(struct vault_tenant *t,
+                            const uint8_t id[VAULT_ID_LEN], struct cfr_buf *out,
+                            enum vault_object_kind *kind_r,
+                            uint8_t checksum_r[VAULT_ID_LEN],
+                            struct cfr_err *err);
+
+/*
+ * Repair: replaces the bytes of object id, which fails its checksum here,
+ * with a copy fetched from a peer. The copy must match the checksum and
+ * size this vault recorded when it first stored id (CFR_ECORRUPT
+ * otherwise: nothing is written); a reference page must also hash to its
+ * ID. CFR_ENOTFOUND when id is not stored here (nothing to repair); 0 with
+ * *repaired_r false when the stored copy reads fine after all.
+ */
+int vault_store_repair(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
+                       enum vault_object_kind kind, const uint8_t *data,
+                       size_t len, bool *repaired_r, struct cfr_err *err);
 
 /* Tombstones: header IDs of dropped snapshots, for replication. */
 typedef int vault_tombstone_fn(void *ctx, const uint8_t header_id[VAULT_ID_LEN],

@@ -26,6 +26,11 @@
 #   serveronly.pem .key    coffer identity, but extendedKeyUsage serverAuth
 #   rogue-ca.pem           a second, unrelated CA
 #   rogue.pem rogue.key    coffer identity signed by the rogue CA
+#   vault-a vault-b vault-c peer vaults (replication): SAN DNS:localhost,
+#                          IP:127.0.0.1, URI:coffer://vault/vault-<x>,
+#                          serverAuth and clientAuth, CN vault-<x>
+#   vault-x                the same shape, for a vault no one lists as a
+#                          peer
 
 dir=${1:?usage: make-test-pki.sh DIR}
 [ -d "$dir" ] || { echo "make-test-pki: $dir is not a directory" >&2; exit 1; }
@@ -88,6 +93,10 @@ mkleaf operator ca alice clientAuth "URI:coffer://operator/alice"
 mkleaf operator2 ca bob clientAuth "URI:coffer://operator/bob"
 mkleaf serveronly ca "server-only agent" serverAuth \
     "URI:coffer://tenant/acme/role/agent"
+for v in a b c x; do
+    mkleaf "vault-$v" ca "vault-$v" serverAuth,clientAuth \
+        "DNS:localhost,IP:127.0.0.1,URI:coffer://vault/vault-$v"
+done
 
 # openssl x509 cannot date a certificate outside "now", openssl ca can: a
 # minimal CA database just for the leaves valid one day in 2020 (expired)
@@ -133,7 +142,7 @@ cp ca.pem clients-ca.pem
 # A step that failed quietly must not leave a test with a missing identity.
 for name in server agent agent2 restore acme-admin acme-admin2 acme-restore \
     acme-auditor globex-agent operator operator2 noid twoid expired notyet \
-    serveronly rogue; do
+    serveronly rogue vault-a vault-b vault-c vault-x; do
     [ -s "$name.pem" ] && [ -s "$name.key" ] ||
         { echo "make-test-pki: $name was not created" >&2; exit 1; }
 done

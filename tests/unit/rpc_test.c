@@ -567,12 +567,19 @@ test_rpc_identity_parse_strict(void **state)
                      0);
     assert_string_equal(t, "");
     assert_string_equal(r, CFR_RPC_ROLE_OPERATOR);
+    /* A peer vault (replication) has a name and no tenant, like an
+     * operator. */
+    assert_int_equal(cfr_rpc_identity_parse("coffer://vault/eu-1", t, r), 0);
+    assert_string_equal(t, "");
+    assert_string_equal(r, CFR_RPC_ROLE_VAULT);
     const char *bad[] = {
         "coffer://operator/",
         "coffer://operator/Alice",
         "coffer://operator/alice/role/admin",
         "coffer://operator/.alice",
-        "coffer://vault/eu-1",
+        "coffer://vault/",
+        "coffer://vault/EU-1",
+        "coffer://vault/eu-1/role/vault",
         "coffer://tenant/acme/role/",
         "coffer://tenant//role/agent",
         "coffer://tenant/Acme/role/agent",

@@ -13,7 +13,10 @@
  *  3. A chunk and its index record are written and deleted in one batch, so
  *     the chunk family holds a key exactly when the index does.
  *  4. A chunk ID is never overwritten: the check for an existing record and
- *     the write happen under the ID's stripe lock.
+ *     the write happen under the ID's stripe lock. The one exception is
+ *     cfr_kv_chunk_repair, under the same lock, which replaces a value that
+ *     fails its index record with one that passes it: the index record is
+ *     never rewritten, so what a chunk ID names never changes.
  *  5. Every value handed out was read under RocksDB's checksums
  *     (verify_checksums stays on); chunk values also under our BLAKE2b-256.
  *  6. The env outlives every database opened on it (asserted at free).
@@ -1700,6 +1703,90 @@ cfr_kv_chunk_has_many(struct cfr_kv *kv, size_t n,
 out:
     cfr_free(keys);
     cfr_free(lens);
+    return rc;
+}
+
+int
+cfr_kv_chunk_repair(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
+                    const void *data, size_t len, bool *repaired_r,
+                    struct cfr_err *err)
+{
+    rocksdb_pinnableslice_t *idx = NULL;
+    rocksdb_writebatch_t *wb = NULL;
+    pthread_mutex_t *lock = NULL;
+    char hex[2 * CFR_ID_LEN + 1];
+    int rc;
+    *repaired_r = false;
+    if ((rc = check_chunks(kv, err)) != 0 ||
+        (rc = check_writable(kv, err)) != 0) {
+        goto out;
+    }
+    if (len > CFR_KV_VALUE_MAX || (len > 0 && data == NULL)) {
+        rc = CFR_ERR(err, CFR_EINVAL, "kv %s: repair with %zu bytes", kv->dir,
+                     len);
+        goto out;
+    }
+    /* Under the stripe lock so a put's existence check, a delete (GC) and
+     * a second repair of the same ID cannot interleave with this one. */
+    lock = stripe_of(kv, id);
+    pthread_mutex_lock(lock);
+    if ((rc = get_pinned(kv, kv->ro, kv->index_cf, id, CFR_ID_LEN, &idx,
+                         err)) != 0) {
+        rc = chunk_rerr(kv, id, rc, err);
+        goto out;
+    }
+    if (idx == NULL) {
+        hex_id(id, hex);
+        rc = CFR_ERR(err, CFR_ENOTFOUND, "kv %s: chunk %s not stored", kv->dir,
+                     hex);
+        goto out;
+    }
+    size_t ilen = 0;
+    const char *irec = rocksdb_pinnableslice_value(idx, &ilen);
+    const uint8_t *sum = NULL;
+    uint64_t want = 0;
+    if ((rc = idx_decode(kv, id, irec, ilen, &sum, &want, err)) != 0) {
+        goto out;
+    }
+    struct cfr_err why;
+    cfr_err_clear(&why);
+    int r = chunk_read(kv, kv->ro, id, sum, want, NULL, &why);
+    if (r == 0) {
+        goto out; /* healthy after all: nothing to replace */
+    }
+    if (r != CFR_ECORRUPT) {
+        /* An I/O error says nothing about the bytes: do not overwrite on
+         * a guess. */
+        rc = CFR_ERR(err, r, "kv %s: repair: %s", kv->dir, why.msg);
+        goto out;
+    }
+    if (verify(kv, id, sum, want, data, len, NULL) != 0) {
+        hex_id(id, hex);
+        rc = CFR_ERR(err, CFR_ECORRUPT,
+                     "kv %s: chunk %s: the copy offered for repair does not "
+                     "match the checksum and size recorded at first store",
+                     kv->dir, hex);
+        goto out;
+    }
+    /* The value alone: the index record already describes these bytes, so
+     * rule 3 (value and index together) still holds. */
+    wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_put_cf(wb, kv->cf[kv->chunks_cf], (const char *)id,
+                              CFR_ID_LEN, data, len);
+    if ((rc = write_batch(kv, wb, true, err)) != 0) {
+        goto out;
+    }
+    *repaired_r = true;
+out:
+    if (idx != NULL) {
+        rocksdb_pinnableslice_destroy(idx);
+    }
+    if (lock != NULL) {
+        pthread_mutex_unlock(lock);
+    }
+    if (wb != NULL) {
+        rocksdb_writebatch_destroy(wb);
+    }
     return rc;
 }
 

@@ -24,7 +24,8 @@
  * CFR_KV_CF_CHUNK_INDEX stores chunk ciphertext (in blob files) and, beside
  * it, a small index record holding the ciphertext's BLAKE2b-256 checksum and
  * size. Reads verify the checksum; a scrub walks the index and re-verifies
- * every chunk without any key. Chunk puts never overwrite.
+ * every chunk without any key. Chunk puts never overwrite; only a repair
+ * replaces bytes that fail their check with bytes that pass it.
  *
  * Column families are named at open, in an array; every other call names a
  * column family by its index in that array.
@@ -277,6 +278,22 @@ int cfr_kv_chunk_get(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
 int cfr_kv_chunk_has_many(struct cfr_kv *kv, size_t n,
                           const uint8_t (*ids)[CFR_ID_LEN], bool missing_r[],
                           size_t *n_missing_r, struct cfr_err *err);
+
+/*
+ * Repair: the one overwrite of a chunk. When the stored bytes of id fail
+ * their check (RocksDB's or the index record's checksum and size), and
+ * data matches the checksum and size the index record holds (recorded at
+ * first store: the reference, whatever a replica claims), writes data as
+ * the chunk's value (synced); the damaged value becomes garbage that the
+ * next cfr_kv_compact of CFR_KV_CF_CHUNKS removes. *repaired_r tells
+ * whether it wrote. The stored bytes verifying: 0, *repaired_r false,
+ * nothing written. data not matching the index: CFR_ECORRUPT, nothing
+ * written. No index record: CFR_ENOTFOUND. Serialised with the ID's puts
+ * and deletes.
+ */
+int cfr_kv_chunk_repair(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
+                        const void *data, size_t len, bool *repaired_r,
+                        struct cfr_err *err);
 
 /* Deletes chunk id and its index record (synced). Absent ids are fine. */
 int cfr_kv_chunk_delete(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],

@@ -100,8 +100,11 @@ static const char *const cf_names[CF_COUNT] = {
  */
 #define KIND_SEALED_BELOW 0x08
 
-#define SNAP_REC_VERSION  1
-#define SNAP_REC_FIXED    94
+/* Version 2 adds hold_changed_ms; version 1 records are still read. */
+#define SNAP_REC_VERSION  2
+#define SNAP_REC_FIXED    102
+#define SNAP_REC_V1       1
+#define SNAP_REC_V1_FIXED 94
 #define LEASE_REC_VERSION 1
 #define LEASE_REC_FIXED   10
 #define LEASE_SESSION_MAX 255
@@ -120,7 +123,8 @@ struct vault_tenant {
     struct cfr_kv *kv;
     pthread_mutex_t lock;  /* invariants 1 and 3 */
     pthread_mutex_t maint; /* invariant 5 */
-    atomic_bool dirty;     /* deleted since the last compaction */
+    atomic_bool dirty;     /* deleted or repaired since the last
+                              compaction */
     atomic_uint_fast64_t corrupt_reads;
 };
 
@@ -130,6 +134,8 @@ struct vault_store {
     struct cfr_clock *clock;
     int64_t lease_max_ms;
     int64_t tombstone_keep_ms;
+    vault_corrupt_fn *on_corrupt;
+    void *on_corrupt_ctx;
     pthread_mutex_t lock; /* the tenant table */
     struct vault_tenant **tenants;
     size_t n_tenants;
@@ -149,6 +155,29 @@ hex_id(const uint8_t *id, char out[2 * VAULT_ID_LEN + 1])
 {
     return cfr_hex_encode(id, VAULT_ID_LEN, out);
 }
+
+/*
+ * A read found object id failing its checksum: counted, logged and handed
+ * to replication for repair. Called with no store lock held (the callback
+ * may take its own locks, and must not wait on ours).
+ */
+static void
+corrupt_seen(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN])
+{
+    char hex[2 * VAULT_ID_LEN + 1];
+    atomic_fetch_add(&t->corrupt_reads, 1);
+    cfr_log(CFR_LOG_ERROR, "vault.object_corrupt", "tenant=%s id=%s", t->name,
+            hex_id(id, hex));
+    if (t->st->on_corrupt != NULL) {
+        t->st->on_corrupt(t->st->on_corrupt_ctx, t->name, id);
+    }
+}
+
+/* The first damaged object a walk met, reported after the locks. */
+struct corrupt_note {
+    bool seen;
+    uint8_t id[VAULT_ID_LEN];
+};
 
 static enum vault_object_kind
 kind_of(const uint8_t *p, size_t n)
@@ -207,6 +236,8 @@ snap_encode(const struct vault_snapshot *s, const uint8_t *header,
         (rc = cfr_buf_append_le64(out, s->refs.entries, err)) != 0 ||
         (rc = cfr_buf_append_le32(out, s->flags, err)) != 0 ||
         (rc = cfr_buf_append_u8(out, s->held ? 1 : 0, err)) != 0 ||
+        (rc = cfr_buf_append_le64(out, (uint64_t)s->hold_changed_ms, err)) !=
+            0 ||
         (rc = cfr_buf_append_le32(out, (uint32_t)header_len, err)) != 0 ||
         (rc = cfr_buf_append(out, header, header_len, err)) != 0) {
         goto out;
@@ -221,8 +252,12 @@ snap_decode(const uint8_t header_id[VAULT_ID_LEN], const uint8_t *p, size_t n,
 {
     int rc = 0;
     memset(r, 0, sizeof(*r));
-    if (n < SNAP_REC_FIXED || p[0] != SNAP_REC_VERSION ||
-        cfr_get_le32(p + 90) != n - SNAP_REC_FIXED || p[89] > 1) {
+    /* Version 1 lacks hold_changed_ms (read as 0, "never changed"); the
+     * header length then sits where version 2 keeps that time. */
+    size_t fixed =
+        n > 0 && p[0] == SNAP_REC_V1 ? SNAP_REC_V1_FIXED : SNAP_REC_FIXED;
+    if (n < fixed || (p[0] != SNAP_REC_VERSION && p[0] != SNAP_REC_V1) ||
+        cfr_get_le32(p + fixed - 4) != n - fixed || p[89] > 1) {
         rc = CFR_ERR(err, CFR_ECORRUPT, "snapshot record: bad layout (%zu)", n);
         goto out;
     }
@@ -234,8 +269,10 @@ snap_decode(const uint8_t header_id[VAULT_ID_LEN], const uint8_t *p, size_t n,
     r->s.refs.entries = cfr_get_le64(p + 77);
     r->s.flags = cfr_get_le32(p + 85);
     r->s.held = p[89] == 1;
-    r->header = p + SNAP_REC_FIXED;
-    r->header_len = n - SNAP_REC_FIXED;
+    r->s.hold_changed_ms =
+        fixed == SNAP_REC_FIXED ? (int64_t)cfr_get_le64(p + 90) : 0;
+    r->header = p + fixed;
+    r->header_len = n - fixed;
 out:
     return rc;
 }
@@ -310,6 +347,8 @@ vault_store_open(const struct vault_store_opts *opts, struct cfr_err *err)
     st->clock = opts->clock;
     st->lease_max_ms = opts->lease_max_ms;
     st->tombstone_keep_ms = opts->tombstone_keep_ms;
+    st->on_corrupt = opts->on_corrupt;
+    st->on_corrupt_ctx = opts->on_corrupt_ctx;
     if ((st->env = cfr_kv_env_new(opts->cache_bytes, err)) == NULL) {
         goto out;
     }
@@ -821,10 +860,7 @@ vault_store_get(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
 {
     int rc = cfr_kv_chunk_get(t->kv, id, out, err);
     if (rc == CFR_ECORRUPT) {
-        atomic_fetch_add(&t->corrupt_reads, 1);
-        char hex[2 * VAULT_ID_LEN + 1];
-        cfr_log(CFR_LOG_ERROR, "vault.object_corrupt", "tenant=%s id=%s",
-                t->name, hex_id(id, hex));
+        corrupt_seen(t, id);
     }
     if (rc == 0 && kind_r != NULL) {
         *kind_r = kind_of(out->data, out->len);
@@ -851,6 +887,9 @@ struct ref_walk {
     size_t cap;
     size_t n;
     char hex[2 * VAULT_ID_LEN + 1];
+    /* A page that failed its checksum, reported once the lock is let go. */
+    bool corrupt;
+    uint8_t corrupt_id[VAULT_ID_LEN];
 };
 
 static void
@@ -970,6 +1009,10 @@ page_load(struct ref_walk *w, const uint8_t *id, uint32_t level,
     *m_r = NULL;
     cfr_buf_init(&page, CFR_TREE_PAGE_MAX);
     if ((rc = cfr_kv_chunk_get(w->t->kv, id, &page, err)) != 0) {
+        if (rc == CFR_ECORRUPT && !w->corrupt) {
+            w->corrupt = true;
+            memcpy(w->corrupt_id, id, VAULT_ID_LEN);
+        }
         if (rc == CFR_ENOTFOUND) {
             rc = CFR_ERR(err, CFR_ENOTFOUND, "reference page %s is missing",
                          hex_id(id, w->hex));
@@ -1086,6 +1129,22 @@ walk_queue(struct ref_walk *w, struct cfr_kv_batch *b, struct cfr_err *err)
 
 /* ---- snapshots ---------------------------------------------------------- */
 
+/* Whether a tombstone for header_id is kept. */
+static int
+tomb_has(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
+         bool *has_r, struct cfr_err *err)
+{
+    struct cfr_buf v;
+    cfr_buf_init(&v, TOMB_REC_LEN);
+    int rc = cfr_kv_get(t->kv, CF_TOMBS, header_id, VAULT_ID_LEN, &v, err);
+    *has_r = rc == 0;
+    if (rc == CFR_ENOTFOUND) {
+        rc = 0;
+    }
+    cfr_buf_fini(&v);
+    return rc;
+}
+
 /* Reads a snapshot record into v and decodes it (r borrows v). */
 static int
 snap_read(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
@@ -1183,6 +1242,20 @@ vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
     if (rc != CFR_ENOTFOUND) {
         goto out;
     }
+    /*
+     * A snapshot dropped here stays dropped: under the lock, so neither a
+     * replica's copy pulled while it was being purged nor a retried commit
+     * brings it back.
+     */
+    bool tomb = false;
+    if ((rc = tomb_has(t, c->header_id, &tomb, err)) != 0) {
+        goto out;
+    }
+    if (tomb) {
+        rc = CFR_ERR(err, CFR_EEXIST,
+                     "commit: the snapshot was deleted here (tombstone)");
+        goto out;
+    }
     if ((rc = page_adjust(&w, c->refs.id, c->refs.height - 1, 1, err)) != 0) {
         goto out;
     }
@@ -1196,12 +1269,17 @@ vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
             if ((rc = snap_read(t, prev, &v, &old, err)) != 0) {
                 goto out;
             }
-            old.s.held = true;
-            if ((rc = snap_encode(&old.s, old.header, old.header_len, &rec,
-                                  err)) != 0 ||
-                (rc = cfr_kv_batch_put(b, CF_SNAPS, prev, VAULT_ID_LEN,
-                                       rec.data, rec.len, err)) != 0) {
-                goto out;
+            /* Already held: its hold time stays that of the real change,
+             * which is what replicas compare. */
+            if (!old.s.held) {
+                old.s.held = true;
+                old.s.hold_changed_ms = now_ms(t);
+                if ((rc = snap_encode(&old.s, old.header, old.header_len, &rec,
+                                      err)) != 0 ||
+                    (rc = cfr_kv_batch_put(b, CF_SNAPS, prev, VAULT_ID_LEN,
+                                           rec.data, rec.len, err)) != 0) {
+                    goto out;
+                }
             }
         }
     }
@@ -1214,6 +1292,7 @@ vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
     s.refs.entries = c->refs.entries;
     s.flags = c->flags;
     s.held = false;
+    s.hold_changed_ms = 0;
     mbox_key(key, s.mailbox_id, s.received_ms, s.header_id);
     if ((rc = walk_queue(&w, b, err)) != 0 ||
         (rc = snap_encode(&s, c->header, c->header_len, &rec, err)) != 0 ||
@@ -1227,6 +1306,9 @@ vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
 out:
     if (locked) {
         pthread_mutex_unlock(&t->lock);
+    }
+    if (w.corrupt) {
+        corrupt_seen(t, w.corrupt_id);
     }
     if (rc == 0 && snap_r != NULL) {
         *snap_r = s;
@@ -1298,6 +1380,7 @@ vault_store_hold(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
         goto out;
     }
     r.s.held = held;
+    r.s.hold_changed_ms = now_ms(t);
     if ((rc = snap_encode(&r.s, r.header, r.header_len, &rec, err)) != 0 ||
         (rc = cfr_kv_put(t->kv, CF_SNAPS, header_id, VAULT_ID_LEN, rec.data,
                          rec.len, err)) != 0) {
@@ -1314,11 +1397,16 @@ out:
  * Drops one snapshot under the tenant lock: record, index entry and counts
  * in one synced batch with its tombstone. With cutoff set (retention), a
  * snapshot held or received at or after *cutoff since it was chosen is
- * kept; *dropped_r tells.
+ * kept; *dropped_r tells. With tomb_absent (a peer's tombstone), an
+ * absent snapshot still gets a tombstone unless it has one already (whose
+ * time is kept: re-stamping would let a tombstone live forever). A page
+ * found damaged on the way is noted in *bad for the caller to report once
+ * it holds no store lock (the maint lock included).
  */
 static int
 snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
-          const int64_t *cutoff, bool *dropped_r, struct cfr_err *err)
+          const int64_t *cutoff, bool tomb_absent, bool *dropped_r,
+          struct corrupt_note *bad, struct cfr_err *err)
 {
     int rc;
     struct ref_walk w = {.t = t};
@@ -1336,7 +1424,15 @@ snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
     pthread_mutex_lock(&t->lock);
     rc = snap_read(t, header_id, &v, &r, err);
     if (rc == CFR_ENOTFOUND) {
+        bool has = false;
         rc = 0;
+        if (tomb_absent && (rc = tomb_has(t, header_id, &has, err)) == 0 &&
+            !has) {
+            tomb[0] = TOMB_REC_VERSION;
+            cfr_put_le64(tomb + 1, (uint64_t)now_ms(t));
+            rc = cfr_kv_put(t->kv, CF_TOMBS, header_id, VAULT_ID_LEN, tomb,
+                            sizeof(tomb), err);
+        }
         goto out;
     }
     if (rc != 0 ||
@@ -1363,6 +1459,10 @@ snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
     *dropped_r = true;
 out:
     pthread_mutex_unlock(&t->lock);
+    if (w.corrupt && !bad->seen) {
+        bad->seen = true;
+        memcpy(bad->id, w.corrupt_id, VAULT_ID_LEN);
+    }
 out_unlocked:
     walk_fini(&w);
     cfr_kv_batch_free(b);
@@ -1399,12 +1499,12 @@ id_list_add(struct id_list *l, const uint8_t *id, struct cfr_err *err)
 static int
 drop_list(struct vault_tenant *t, const struct id_list *l,
           const int64_t *cutoff, struct vault_maint_stats *stats,
-          struct cfr_err *err)
+          struct corrupt_note *bad, struct cfr_err *err)
 {
     int rc = 0;
     for (size_t i = 0; i < l->n && rc == 0; i++) {
         bool dropped;
-        rc = snap_drop(t, l->v[i], cutoff, &dropped, err);
+        rc = snap_drop(t, l->v[i], cutoff, false, &dropped, bad, err);
         if (rc == 0 && dropped) {
             stats->snapshots_removed++;
         }
@@ -1424,6 +1524,7 @@ vault_store_retention(struct vault_tenant *t, int64_t window_ms,
     struct cfr_kv_entry e;
     uint8_t prev[MBOX_KEY_LEN];
     uint8_t cut[8];
+    struct corrupt_note bad = {0};
     if (window_ms < 0) {
         return CFR_ERR(err, CFR_EINVAL, "retention: negative window");
     }
@@ -1467,11 +1568,14 @@ vault_store_retention(struct vault_tenant *t, int64_t window_ms,
     }
     cfr_kv_iter_free(it);
     it = NULL;
-    rc = drop_list(t, &l, &cutoff, &stats, err);
+    rc = drop_list(t, &l, &cutoff, &stats, &bad, err);
     cfr_log(CFR_LOG_INFO, "vault.retention", "tenant=%s dropped=%llu", t->name,
             (unsigned long long)stats.snapshots_removed);
 out:
     pthread_mutex_unlock(&t->maint);
+    if (bad.seen) {
+        corrupt_seen(t, bad.id);
+    }
     cfr_kv_iter_free(it);
     cfr_free(l.v);
     if (stats_r != NULL) {
@@ -1492,6 +1596,7 @@ vault_store_purge_mailbox(struct vault_tenant *t,
     struct cfr_kv_iter *it = NULL;
     bool got;
     struct cfr_kv_entry e;
+    struct corrupt_note bad = {0};
     pthread_mutex_lock(&t->maint);
     if ((it = cfr_kv_iter_new_prefix(t->kv, CF_MAILBOX, mailbox_id,
                                      VAULT_ID_LEN, err)) == NULL) {
@@ -1509,11 +1614,14 @@ vault_store_purge_mailbox(struct vault_tenant *t,
     }
     cfr_kv_iter_free(it);
     it = NULL;
-    rc = drop_list(t, &l, NULL, &stats, err);
+    rc = drop_list(t, &l, NULL, &stats, &bad, err);
     cfr_log(CFR_LOG_WARN, "vault.purge_mailbox", "tenant=%s dropped=%llu",
             t->name, (unsigned long long)stats.snapshots_removed);
 out:
     pthread_mutex_unlock(&t->maint);
+    if (bad.seen) {
+        corrupt_seen(t, bad.id);
+    }
     cfr_kv_iter_free(it);
     cfr_free(l.v);
     if (stats_r != NULL) {
@@ -1955,4 +2063,350 @@ vault_store_stats(struct vault_tenant *t, struct vault_tenant_stats *st_r,
 out:
     cfr_free(live);
     return rc;
+}
+
+/* ---- replication -------------------------------------------------------- */
+
+/* The bucket of a header ID (store.h): its first byte. */
+static unsigned
+bucket_of(const uint8_t *header_id)
+{
+    return header_id[0];
+}
+
+/* Hashes the entries gathered for one bucket into its digest. */
+static void
+digest_close(struct cfr_buf *acc, uint8_t out[VAULT_ID_LEN])
+{
+    cfr_id_plain(acc->data, acc->len, out);
+    cfr_buf_reset(acc);
+}
+
+int
+vault_store_digest(struct vault_tenant *t,
+                   uint8_t buckets_r[VAULT_SYNC_BUCKETS][VAULT_ID_LEN],
+                   uint64_t *snapshots_r, uint64_t *tombstones_r,
+                   struct cfr_err *err)
+{
+    int rc = 0;
+    struct cfr_kv_iter *si = NULL, *ti = NULL;
+    struct cfr_kv_entry se, te;
+    bool s_got = false, t_got = false;
+    uint64_t n_snaps = 0, n_tombs = 0;
+    int cur = -1; /* the bucket being gathered */
+    struct cfr_buf acc;
+    struct snap_rec r;
+    /* One bucket's entries at a time: 34 bytes per snapshot of it. */
+    cfr_buf_init(&acc, SIZE_MAX / 2);
+    memset(buckets_r, 0, VAULT_SYNC_BUCKETS * VAULT_ID_LEN);
+    /*
+     * Both views under the tenant lock: a drop (record out, tombstone in)
+     * happens under it in one batch, so it is in both views or neither,
+     * and a snapshot is never counted twice or not at all.
+     */
+    pthread_mutex_lock(&t->lock);
+    si = cfr_kv_iter_new(t->kv, CF_SNAPS, NULL, 0, NULL, 0, err);
+    if (si != NULL) {
+        ti = cfr_kv_iter_new(t->kv, CF_TOMBS, NULL, 0, NULL, 0, err);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (si == NULL || ti == NULL) {
+        rc = err != NULL ? err->code : CFR_ENOMEM;
+        goto out;
+    }
+    if ((rc = cfr_kv_iter_next(si, &s_got, &se, err)) != 0 ||
+        (rc = cfr_kv_iter_next(ti, &t_got, &te, err)) != 0) {
+        goto out;
+    }
+    /* A merge of the two families, both keyed by header ID: one pass. */
+    while (s_got || t_got) {
+        bool take_snap;
+        if (s_got && se.key_len != VAULT_ID_LEN) {
+            rc = CFR_ERR(err, CFR_ECORRUPT, "tenant %s: bad snapshot key",
+                         t->name);
+            goto out;
+        }
+        if (t_got &&
+            (te.key_len != VAULT_ID_LEN || te.val_len != TOMB_REC_LEN ||
+             te.val[0] != TOMB_REC_VERSION)) {
+            rc =
+                CFR_ERR(err, CFR_ECORRUPT, "tenant %s: bad tombstone", t->name);
+            goto out;
+        }
+        /* Equal IDs (not made by this store, but possible in a damaged
+         * database): 'S' sorts before 'T'. */
+        take_snap =
+            s_got && (!t_got || memcmp(se.key, te.key, VAULT_ID_LEN) <= 0);
+        const uint8_t *id = take_snap ? se.key : te.key;
+        unsigned b = bucket_of(id);
+        if ((int)b != cur) {
+            if (cur >= 0) {
+                digest_close(&acc, buckets_r[cur]);
+            }
+            cur = (int)b;
+        }
+        if ((rc = cfr_buf_append(&acc, id, VAULT_ID_LEN, err)) != 0) {
+            goto out;
+        }
+        if (take_snap) {
+            if ((rc = snap_decode(se.key, se.val, se.val_len, &r, err)) != 0 ||
+                (rc = cfr_buf_append_u8(&acc, 'S', err)) != 0 ||
+                (rc = cfr_buf_append_u8(&acc, r.s.held ? 1 : 0, err)) != 0) {
+                goto out;
+            }
+            n_snaps++;
+            rc = cfr_kv_iter_next(si, &s_got, &se, err);
+        } else {
+            if ((rc = cfr_buf_append_u8(&acc, 'T', err)) != 0) {
+                goto out;
+            }
+            n_tombs++;
+            rc = cfr_kv_iter_next(ti, &t_got, &te, err);
+        }
+        if (rc != 0) {
+            goto out;
+        }
+    }
+    if (cur >= 0) {
+        digest_close(&acc, buckets_r[cur]);
+    }
+out:
+    cfr_kv_iter_free(si);
+    cfr_kv_iter_free(ti);
+    cfr_buf_fini(&acc);
+    if (rc != 0) {
+        memset(buckets_r, 0, VAULT_SYNC_BUCKETS * VAULT_ID_LEN);
+        n_snaps = 0;
+        n_tombs = 0;
+    }
+    if (snapshots_r != NULL) {
+        *snapshots_r = n_snaps;
+    }
+    if (tombstones_r != NULL) {
+        *tombstones_r = n_tombs;
+    }
+    return rc;
+}
+
+typedef int tomb_cb(void *ctx, const uint8_t header_id[VAULT_ID_LEN],
+                    int64_t dropped_ms);
+
+/* Walks one family over the runs of wanted buckets, in header-ID order. */
+static int
+sync_walk(struct vault_tenant *t, unsigned cf,
+          const bool want[VAULT_SYNC_BUCKETS], vault_snapshot_fn *snap_fn,
+          tomb_cb *tomb_fn, void *ctx, struct cfr_err *err)
+{
+    int rc = 0;
+    struct cfr_kv_iter *it = NULL;
+    struct snap_rec r;
+    for (unsigned b = 0; b < VAULT_SYNC_BUCKETS && rc == 0;) {
+        if (!want[b]) {
+            b++;
+            continue;
+        }
+        unsigned e = b;
+        while (e < VAULT_SYNC_BUCKETS && want[e]) {
+            e++;
+        }
+        /* Keys k with lo <= k < hi: one iterator per run of buckets. */
+        uint8_t lo = (uint8_t)b, hi = (uint8_t)(e & 0xff);
+        if ((it = cfr_kv_iter_new(
+                 t->kv, cf, &lo, 1, e < VAULT_SYNC_BUCKETS ? &hi : NULL,
+                 e < VAULT_SYNC_BUCKETS ? 1 : 0, err)) == NULL) {
+            rc = err != NULL ? err->code : CFR_ENOMEM;
+            goto out;
+        }
+        bool got;
+        struct cfr_kv_entry en;
+        while ((rc = cfr_kv_iter_next(it, &got, &en, err)) == 0 && got) {
+            if (en.key_len != VAULT_ID_LEN) {
+                rc = CFR_ERR(err, CFR_ECORRUPT, "tenant %s: bad key of %zu",
+                             t->name, en.key_len);
+                goto out;
+            }
+            if (cf == CF_SNAPS) {
+                if ((rc = snap_decode(en.key, en.val, en.val_len, &r, err)) !=
+                        0 ||
+                    (rc = snap_fn(ctx, &r.s, r.header, r.header_len)) != 0) {
+                    goto out;
+                }
+            } else {
+                if (en.val_len != TOMB_REC_LEN ||
+                    en.val[0] != TOMB_REC_VERSION) {
+                    rc = CFR_ERR(err, CFR_ECORRUPT, "tenant %s: bad tombstone",
+                                 t->name);
+                    goto out;
+                }
+                if ((rc = tomb_fn(ctx, en.key,
+                                  (int64_t)cfr_get_le64(en.val + 1))) != 0) {
+                    goto out;
+                }
+            }
+        }
+        cfr_kv_iter_free(it);
+        it = NULL;
+        b = e;
+    }
+out:
+    cfr_kv_iter_free(it);
+    return rc;
+}
+
+int
+vault_store_sync_list(struct vault_tenant *t,
+                      const bool want[VAULT_SYNC_BUCKETS],
+                      vault_snapshot_fn *snap_fn,
+                      int (*tomb_fn)(void *ctx,
+                                     const uint8_t header_id[VAULT_ID_LEN],
+                                     int64_t dropped_ms),
+                      void *ctx, struct cfr_err *err)
+{
+    int rc = 0;
+    if (snap_fn != NULL) {
+        rc = sync_walk(t, CF_SNAPS, want, snap_fn, NULL, ctx, err);
+    }
+    if (rc == 0 && tomb_fn != NULL) {
+        rc = sync_walk(t, CF_TOMBS, want, NULL, tomb_fn, ctx, err);
+    }
+    return rc;
+}
+
+int
+vault_store_has_tombstone(struct vault_tenant *t,
+                          const uint8_t header_id[VAULT_ID_LEN], bool *has_r,
+                          struct cfr_err *err)
+{
+    return tomb_has(t, header_id, has_r, err);
+}
+
+int
+vault_store_drop_synced(struct vault_tenant *t,
+                        const uint8_t header_id[VAULT_ID_LEN], bool *dropped_r,
+                        struct cfr_err *err)
+{
+    char hex[2 * VAULT_ID_LEN + 1];
+    /*
+     * With the maint lock, as retention and purge: retention relies on
+     * nothing else removing snapshots while it decides which are
+     * superseded.
+     */
+    struct corrupt_note bad = {0};
+    pthread_mutex_lock(&t->maint);
+    int rc = snap_drop(t, header_id, NULL, true, dropped_r, &bad, err);
+    pthread_mutex_unlock(&t->maint);
+    if (bad.seen) {
+        corrupt_seen(t, bad.id);
+    }
+    if (rc == 0 && *dropped_r) {
+        cfr_log(CFR_LOG_INFO, "vault.sync_drop", "tenant=%s snapshot=%s",
+                t->name, hex_id(header_id, hex));
+    }
+    return rc;
+}
+
+int
+vault_store_hold_synced(struct vault_tenant *t,
+                        const uint8_t header_id[VAULT_ID_LEN], bool held,
+                        int64_t changed_ms, bool *applied_r,
+                        struct cfr_err *err)
+{
+    int rc;
+    struct cfr_buf v, rec;
+    struct snap_rec r;
+    *applied_r = false;
+    cfr_buf_init(&v, SNAP_REC_FIXED + VAULT_HEADER_MAX);
+    cfr_buf_init(&rec, SNAP_REC_FIXED + VAULT_HEADER_MAX);
+    pthread_mutex_lock(&t->lock);
+    if ((rc = snap_read(t, header_id, &v, &r, err)) != 0) {
+        goto out;
+    }
+    /*
+     * Last change wins, by the time each vault stamped it; a tie goes to
+     * held, so that two vaults disagreeing at the same millisecond settle
+     * on keeping the data rather than letting retention take it.
+     */
+    if (r.s.held == held || changed_ms < r.s.hold_changed_ms ||
+        (changed_ms == r.s.hold_changed_ms && !held)) {
+        goto out;
+    }
+    r.s.held = held;
+    r.s.hold_changed_ms = changed_ms;
+    if ((rc = snap_encode(&r.s, r.header, r.header_len, &rec, err)) != 0 ||
+        (rc = cfr_kv_put(t->kv, CF_SNAPS, header_id, VAULT_ID_LEN, rec.data,
+                         rec.len, err)) != 0) {
+        goto out;
+    }
+    *applied_r = true;
+out:
+    pthread_mutex_unlock(&t->lock);
+    cfr_buf_fini(&v);
+    cfr_buf_fini(&rec);
+    return rc;
+}
+
+int
+vault_store_page_counted(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
+                         bool *counted_r, struct cfr_err *err)
+{
+    uint8_t key[REF_KEY_LEN];
+    struct cfr_buf v;
+    key[0] = TAG_PAGE;
+    memcpy(key + 1, id, VAULT_ID_LEN);
+    cfr_buf_init(&v, 8);
+    /* No lock: a count read a moment stale only costs a pull a descent it
+     * did not need, or a commit that finds a page gone and fails (the
+     * commit re-checks everything under the lock). */
+    int rc = cfr_kv_get(t->kv, CF_REFS, key, sizeof(key), &v, err);
+    *counted_r = rc == 0;
+    if (rc == CFR_ENOTFOUND) {
+        rc = 0;
+    }
+    cfr_buf_fini(&v);
+    return rc;
+}
+
+int
+vault_store_get_checked(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
+                        struct cfr_buf *out, enum vault_object_kind *kind_r,
+                        uint8_t checksum_r[VAULT_ID_LEN], struct cfr_err *err)
+{
+    int rc = vault_store_get(t, id, out, kind_r, err);
+    if (rc == 0) {
+        /* The get compared the bytes with the recorded checksum (plain
+         * BLAKE2b-256, kv's index record), so hashing them again gives
+         * exactly that checksum. */
+        cfr_id_plain(out->data, out->len, checksum_r);
+    }
+    return rc;
+}
+
+int
+vault_store_repair(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
+                   enum vault_object_kind kind, const uint8_t *data, size_t len,
+                   bool *repaired_r, struct cfr_err *err)
+{
+    int rc;
+    char hex[2 * VAULT_ID_LEN + 1];
+    struct vault_object o = {id, kind, data, len};
+    *repaired_r = false;
+    if (data == NULL && len > 0) {
+        return CFR_ERR(err, CFR_EINVAL, "repair: no data");
+    }
+    /* What a put would refuse is refused here too (a page must hash to
+     * its ID); the checksum recorded at first store is checked by kv. */
+    if ((rc = object_check(&o, err)) != 0) {
+        return rc;
+    }
+    if ((rc = cfr_kv_chunk_repair(t->kv, id, data, len, repaired_r, err)) !=
+        0) {
+        return rc;
+    }
+    if (*repaired_r) {
+        /* The damaged bytes are garbage now; GC's compaction removes them. */
+        atomic_store(&t->dirty, true);
+        cfr_log(CFR_LOG_WARN, "vault.object_repaired", "tenant=%s id=%s",
+                t->name, hex_id(id, hex));
+    }
+    return 0;
 }

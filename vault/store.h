@@ -218,7 +218,8 @@ struct vault_commit {
  * the tenant lock), so replication may pass NULL. The commit does not end
  * the lease (vault_lease_close does, or expiry). CFR_ECORRUPT when a
  * page of the tree is malformed or at the wrong level; height must be
- * 1..8 (CFR_EINVAL).
+ * 1..8 (CFR_EINVAL). CFR_EEXIST when header_id has a tombstone here: a
+ * dropped snapshot never comes back.
  */
 int vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
                        struct vault_snapshot *snap_r, bool *already_r,
@@ -368,8 +369,8 @@ struct vault_tenant_stats {
     uint64_t object_bytes;
     uint64_t snapshots;
     uint64_t live_leases;
-    uint64_t corrupt_reads; /* CFR_ECORRUPT answers of vault_store_get since
-                               the tenant was opened, for repair */
+    uint64_t corrupt_reads; /* CFR_ECORRUPT object reads (gets, reference
+                               walks) since the tenant was opened */
 };
 int vault_store_stats(struct vault_tenant *t, struct vault_tenant_stats *st_r,
                       struct cfr_err *err);

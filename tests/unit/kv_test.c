@@ -1070,6 +1070,111 @@ test_kv_chunk_flipped_blob_byte_detected(void **state)
     remove_dir(dir);
 }
 
+/*
+ * Repair replaces a damaged blob's bytes with a copy that matches the index
+ * record, and only then: a healthy chunk, a wrong copy (other bytes, a short
+ * one) and an unknown ID write nothing. After it, a compaction takes the
+ * damaged bytes off the disk without failing the handle.
+ */
+static void
+test_kv_chunk_repair(void **state)
+{
+    (void)state;
+    char dir[256];
+    make_dir(dir, sizeof(dir));
+    struct cfr_kv_env *env = env_ok();
+    struct flip_set f;
+    flip_setup(env, dir, 6, &f);
+    flip_marker(dir, ".blob", 6, 3);
+    /* The damaged copy's marker: flip_marker changed its byte 5. */
+    char bad_mk[24];
+    size_t ml = marker(6, 3, bad_mk);
+    bad_mk[5] ^= 0x01;
+    assert_int_equal(files_with(dir, ".blob", bad_mk, ml, NULL, 0, NULL), 1);
+
+    struct cfr_kv *kv = open_ok(env, dir, chunk_cfs, 3, NULL);
+    struct cfr_err err;
+    struct cfr_buf b;
+    cfr_buf_init(&b, 1u << 20);
+    const struct chunk *bad = &f.big[3];
+    bool repaired = true;
+
+    /* A healthy chunk: nothing to do, even offered other bytes. */
+    assert_int_equal(cfr_kv_chunk_repair(kv, f.big[0].id, f.big[1].data,
+                                         f.big[1].len, &repaired, &err),
+                     0);
+    assert_false(repaired);
+    get_equal(kv, &f.big[0]);
+
+    /* Wrong copies: one byte off, then short. Nothing is written. */
+    uint8_t *wrong = malloc(bad->len);
+    assert_non_null(wrong);
+    memcpy(wrong, bad->data, bad->len);
+    wrong[100] ^= 0x40;
+    repaired = true;
+    assert_int_equal(
+        cfr_kv_chunk_repair(kv, bad->id, wrong, bad->len, &repaired, &err),
+        CFR_ECORRUPT);
+    assert_false(repaired);
+    assert_non_null(strstr(err.msg, "does not match"));
+    assert_int_equal(cfr_kv_chunk_repair(kv, bad->id, bad->data, bad->len - 1,
+                                         &repaired, &err),
+                     CFR_ECORRUPT);
+    assert_false(repaired);
+    assert_int_equal(cfr_kv_chunk_get(kv, bad->id, &b, &err), CFR_ECORRUPT);
+
+    /* Not stored here: nothing to repair. */
+    uint8_t unknown[CFR_ID_LEN];
+    memset(unknown, 0x5a, sizeof(unknown));
+    assert_int_equal(
+        cfr_kv_chunk_repair(kv, unknown, bad->data, bad->len, &repaired, &err),
+        CFR_ENOTFOUND);
+    assert_false(repaired);
+
+    /* The right copy: written, and the chunk reads again. */
+    assert_int_equal(
+        cfr_kv_chunk_repair(kv, bad->id, bad->data, bad->len, &repaired, &err),
+        0);
+    assert_true(repaired);
+    get_equal(kv, bad);
+    /* Now healthy: a second repair writes nothing. */
+    assert_int_equal(
+        cfr_kv_chunk_repair(kv, bad->id, bad->data, bad->len, &repaired, &err),
+        0);
+    assert_false(repaired);
+
+    /* The damaged bytes are garbage: compaction removes them, the handle
+     * stays writable, and everything reads and scrubs clean. */
+    assert_int_equal(cfr_kv_compact(kv, CF_CHUNKS, NULL, 0, NULL, 0, &err), 0);
+    assert_false(cfr_kv_failed(kv));
+    assert_int_equal(files_with(dir, NULL, bad_mk, ml, NULL, 0, NULL), 0);
+    struct scrub_log log = {0};
+    struct cfr_kv_scrub_stats st;
+    assert_int_equal(cfr_kv_scrub(kv, scrub_cb, &log, &st, &err), 0);
+    assert_int_equal(st.checked, NB + NS + 1);
+    assert_int_equal(st.bad, 0);
+    for (unsigned i = 0; i < NB; i++) {
+        get_equal(kv, &f.big[i]);
+    }
+    struct chunk extra;
+    chunk_make(&extra, 20000, 6, 999);
+    put_ok(kv, &extra);
+    get_equal(kv, &extra);
+    chunk_fini(&extra);
+
+    /* And across a reopen. */
+    cfr_kv_close(kv);
+    kv = open_ok(env, dir, chunk_cfs, 3, NULL);
+    get_equal(kv, bad);
+
+    free(wrong);
+    cfr_buf_fini(&b);
+    cfr_kv_close(kv);
+    cfr_kv_env_free(env);
+    flip_fini(&f);
+    remove_dir(dir);
+}
+
 /* Reads an integer property through the text call (the per-level file
  * counts are text properties in RocksDB 7.8). */
 static uint64_t
@@ -1575,6 +1680,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_kv_chunk_flipped_blob_byte_detected),
         cmocka_unit_test(test_kv_chunk_bad_blob_survives_background_compaction),
         cmocka_unit_test(test_kv_chunk_flipped_sst_byte_detected),
+        cmocka_unit_test(test_kv_chunk_repair),
         cmocka_unit_test(test_kv_chunk_checksum_mismatch_detected),
         cmocka_unit_test(test_kv_delete_compact_removes_bytes),
         cmocka_unit_test(test_kv_concurrent_writers_group_commit),

@@ -11,6 +11,12 @@
  *     mailbox source, no vault, a quorum above the vault count, a relative
  *     path, the same mailbox name or vault address twice.
  *  4. On failure nothing is left allocated in *cfg_r.
+ *  5. Unless allow_single_region is set, a tenant's copies are provably in
+ *     two regions: every vault names its region and at least two distinct
+ *     ones are listed. The names are only claims until each vault confirms
+ *     its own at connect time (uplink.c checks Health), and a run counts
+ *     only when its commits span two of them (also uplink.c): a quorum met
+ *     inside one region is not yet off-site.
  */
 #include "config.h"
 
@@ -24,14 +30,31 @@
 #include "mem.h"     /* cfr_calloc, cfr_free */
 #include "snap.h"    /* CFR_SNAP_MAILBOX_MAX, CFR_SNAP_HOST_MAX */
 
-static const char *const top_keys[] = {
-    "tenant",    "key_file", "passphrase_file", "state_dir", "lock_file",
-    "log_level", "host",     "tmp_dir",         "mailboxes", "mailbox_pattern",
-    "vaults",    "tls",      "quorum",          "workers",   "cpu_nice",
-    "io_class",  "io_level", "mass_deletion",   "timeouts",  "state_cache",
-    NULL};
+static const char *const top_keys[] = {"tenant",
+                                       "key_file",
+                                       "passphrase_file",
+                                       "state_dir",
+                                       "lock_file",
+                                       "log_level",
+                                       "host",
+                                       "tmp_dir",
+                                       "mailboxes",
+                                       "mailbox_pattern",
+                                       "vaults",
+                                       "tls",
+                                       "quorum",
+                                       "workers",
+                                       "cpu_nice",
+                                       "io_class",
+                                       "io_level",
+                                       "mass_deletion",
+                                       "timeouts",
+                                       "state_cache",
+                                       "allow_single_region",
+                                       NULL};
 static const char *const mailbox_keys[] = {"name", "root", NULL};
-static const char *const vault_keys[] = {"address", "name", "tls_name", NULL};
+static const char *const vault_keys[] = {"address", "name", "tls_name",
+                                         "region", NULL};
 static const char *const tls_keys[] = {"ca", "cert", "key", NULL};
 static const char *const mass_keys[] = {"percent", "min_files", NULL};
 static const char *const timeout_keys[] = {"call", "stream", "stall", "lease",
@@ -115,6 +138,81 @@ address_ok(const char *a)
     return port >= 1 && port <= 65535;
 }
 
+/*
+ * Region names follow coffer-admin's tenant regions and the vault's own
+ * region setting: 1..31 of a-z 0-9 . _ -, compared byte for byte with what
+ * the vault reports, so a case or spelling variant is a mismatch there and
+ * better refused here.
+ */
+static int
+check_region(const struct cfr_cfg *cfg, const char *path, const char *r,
+             struct cfr_err *err)
+{
+    size_t n = strlen(r);
+    if (n > AGENT_CONFIG_REGION_MAX) {
+        return cfr_cfg_fail(cfg, path, err, "\"%s\" is longer than %d bytes", r,
+                            AGENT_CONFIG_REGION_MAX);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = r[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-')) {
+            return cfr_cfg_fail(cfg, path, err,
+                                "\"%s\" may hold only a-z, 0-9, '.', '_' "
+                                "and '-'",
+                                r);
+        }
+    }
+    return 0;
+}
+
+/*
+ * Invariant 5 at load: what can be decided from the file alone. Runs after
+ * every vault entry was read, so a typo inside an entry is reported as such
+ * rather than as a placement problem.
+ */
+static int
+check_placement(struct agent_config *c, struct cfr_err *err)
+{
+    const struct cfr_cfg *cfg = c->cfg;
+    const bool no = false;
+    const char *first = NULL, *other = NULL;
+    char pr[80];
+    int rc;
+
+    if ((rc = cfr_cfg_bool(cfg, "allow_single_region", &no,
+                           &c->allow_single_region, err)) != 0) {
+        return rc;
+    }
+    if (c->allow_single_region) {
+        return 0;
+    }
+    for (size_t i = 0; i < c->n_vaults; i++) {
+        const char *r = c->vaults[i].region;
+        if (r == NULL) {
+            snprintf(pr, sizeof(pr), "vaults.[%zu].region", i);
+            return cfr_cfg_fail(cfg, pr, err,
+                                "needed to prove the tenant is kept in two "
+                                "regions; set it, or allow_single_region = "
+                                "true");
+        }
+        if (first == NULL) {
+            first = r;
+        } else if (other == NULL && strcmp(r, first) != 0) {
+            other = r;
+        }
+    }
+    if (other == NULL) {
+        return cfr_cfg_fail(cfg, "vaults", err,
+                            "every vault is in region \"%s\": the tenant "
+                            "must be kept in at least two regions; add a "
+                            "vault in another region, or set "
+                            "allow_single_region = true",
+                            first);
+    }
+    return 0;
+}
+
 static int
 read_mailboxes(struct agent_config *c, struct cfr_err *err)
 {
@@ -189,7 +287,7 @@ static int
 read_vaults(struct agent_config *c, struct cfr_err *err)
 {
     const struct cfr_cfg *cfg = c->cfg;
-    char p[64], pa[80], pn[80], pt[80];
+    char p[64], pa[80], pn[80], pt[80], pr[80];
     size_t n = 0;
     int rc;
 
@@ -210,10 +308,16 @@ read_vaults(struct agent_config *c, struct cfr_err *err)
         snprintf(pa, sizeof(pa), "%s.address", p);
         snprintf(pn, sizeof(pn), "%s.name", p);
         snprintf(pt, sizeof(pt), "%s.tls_name", p);
+        snprintf(pr, sizeof(pr), "%s.region", p);
         if ((rc = cfr_cfg_check_keys(cfg, p, vault_keys, err)) != 0 ||
             (rc = cfr_cfg_string(cfg, pa, NULL, &v->address, err)) != 0 ||
             (rc = opt_string(cfg, pn, &v->name, err)) != 0 ||
-            (rc = opt_string(cfg, pt, &v->tls_name, err)) != 0) {
+            (rc = opt_string(cfg, pt, &v->tls_name, err)) != 0 ||
+            (rc = opt_string(cfg, pr, &v->region, err)) != 0) {
+            return rc;
+        }
+        if (v->region != NULL &&
+            (rc = check_region(cfg, pr, v->region, err)) != 0) {
             return rc;
         }
         if (!address_ok(v->address)) {
@@ -243,7 +347,7 @@ read_vaults(struct agent_config *c, struct cfr_err *err)
         }
         c->n_vaults = i + 1;
     }
-    return 0;
+    return check_placement(c, err);
 }
 
 static int

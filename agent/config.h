@@ -6,8 +6,9 @@
  * What it decides and why it lives here rather than in main.c: the checks
  * are the operator's first line of defence against a typo that would
  * silently back up nothing (a mailbox list with a relative root, a pattern
- * without a placeholder, a quorum above the vault count), so they are unit
- * tested on text (agent_config_parse) without a vault or a terminal.
+ * without a placeholder, a quorum above the vault count) or keep a tenant's
+ * only copies in one region (vaults without a region, all in one), so they
+ * are unit tested on text (agent_config_parse) without a vault or a terminal.
  *
  * Thread safety: read-only after load; strings point into the parsed file,
  * which struct agent_config keeps alive until agent_config_fini.
@@ -26,6 +27,8 @@
 #define AGENT_CONFIG_MAILBOXES_MAX 10000
 /* Longest path the agent builds from a setting (the default lock file). */
 #define AGENT_CONFIG_PATH_MAX 4096
+/* Longest vaults[].region (bytes), as coffer-admin allows for a tenant. */
+#define AGENT_CONFIG_REGION_MAX (AGENT_UPLINK_REGION_MAX - 1)
 /* The file read when --config is not given. */
 #define AGENT_CONFIG_DEFAULT_PATH "/etc/coffer/agent.conf"
 
@@ -38,6 +41,7 @@ struct agent_config_vault {
     const char *address;  /* "host:port" */
     const char *name;     /* for reports; defaults to address */
     const char *tls_name; /* TLS name override; NULL = host part */
+    const char *region;   /* where the vault must say it is; NULL = unset */
 };
 
 struct agent_config {
@@ -61,6 +65,12 @@ struct agent_config {
     const char *tls_key;
 
     unsigned quorum; /* vaults that must acknowledge; 0 = all */
+    /*
+     * false (the default): every vault has a region, at least two distinct
+     * ones are listed, and a run counts only when its commits span two
+     * regions (agent/uplink.h). true: one region (or none) is accepted.
+     */
+    bool allow_single_region;
     unsigned workers;
     int cpu_nice;
     int io_class; /* enum agent_backup_io_class */

@@ -823,10 +823,12 @@ open_uplink(struct run *r, const struct tls_files *tls, struct cfr_err *err)
         vo[i].ca_pem = tls->ca;
         vo[i].cert_pem = tls->cert;
         vo[i].key_pem = tls->key;
+        vo[i].region = cfg->vaults[i].region;
     }
     uo.vaults = vo;
     uo.n_vaults = cfg->n_vaults;
     uo.quorum = cfg->quorum;
+    uo.span_regions = !cfg->allow_single_region;
     memcpy(uo.session_public, cfr_session_public(r->sess),
            AGENT_UPLINK_SESSION_LEN);
     uo.lease_ttl_ms = (uint64_t)cfg->lease_ttl_ms;

@@ -19,6 +19,13 @@
  *     meanwhile (v->call is cleared under the lock before the free).
  *  5. One mutex (up->mu) guards every vault's queue, state and counters;
  *     no RPC is made while holding it.
+ *  6. "The quorum is met" (quorum_met) is the count and, with span_regions,
+ *     two distinct regions among the OK vaults: every check of the count
+ *     goes through it, so a run that can no longer be off-site stops
+ *     where one with too few vaults would (invariant 2 covers both), and
+ *     a vault is never dropped for slowness if the others would then sit
+ *     in one region. Regions are trusted only after the vault's Health
+ *     named the configured one, which happens before its lease is opened.
  */
 #include "uplink.h"
 
@@ -43,6 +50,7 @@
 #define UP_OBJ_FRAMING 64
 #define UP_MSG_FRAMING 64
 
+#define M_HEALTH      "/coffer.v1.Vault/Health"
 #define M_OPEN_LEASE  "/coffer.v1.Vault/OpenLease"
 #define M_MISSING     "/coffer.v1.Vault/Missing"
 #define M_PUT_OBJECTS "/coffer.v1.Vault/PutObjects"
@@ -188,6 +196,41 @@ agent_uplink_quorum(unsigned quorum, size_t n)
     return quorum == 0 ? (unsigned)n : quorum;
 }
 
+size_t
+agent_uplink_regions(const char *const *regions, size_t n, uint32_t mask)
+{
+    size_t k = 0;
+    if (regions == NULL) {
+        return 0;
+    }
+    for (size_t i = 0; i < n && i < 32; i++) {
+        bool seen = false;
+        if (!(mask & (UINT32_C(1) << i)) || regions[i] == NULL ||
+            regions[i][0] == '\0') {
+            continue;
+        }
+        /* At most 8 vaults: quadratic is nothing. */
+        for (size_t j = 0; j < i && !seen; j++) {
+            seen = (mask & (UINT32_C(1) << j)) && regions[j] != NULL &&
+                   strcmp(regions[j], regions[i]) == 0;
+        }
+        k += !seen;
+    }
+    return k;
+}
+
+bool
+agent_uplink_quorum_holds(unsigned quorum, bool span_regions,
+                          const char *const *regions, size_t n, uint32_t mask)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < n && i < 32; i++) {
+        count += (mask >> i) & 1u;
+    }
+    return count >= quorum &&
+           (!span_regions || agent_uplink_regions(regions, n, mask) >= 2);
+}
+
 /* OK vaults; under mu. */
 static size_t
 ok_count(const struct agent_uplink *up)
@@ -199,12 +242,106 @@ ok_count(const struct agent_uplink *up)
     return k;
 }
 
+/* Bit i set for each OK vault i; under mu. */
+static uint32_t
+ok_mask(const struct agent_uplink *up)
+{
+    uint32_t m = 0;
+    for (size_t i = 0; i < up->n; i++) {
+        if (up->v[i].rep.state == AGENT_UPLINK_OK) {
+            m |= UINT32_C(1) << i;
+        }
+    }
+    return m;
+}
+
+/* Whether the vaults in mask meet the quorum (invariant 6). */
+static bool
+quorum_of(const struct agent_uplink *up, uint32_t mask)
+{
+    const char *r[AGENT_UPLINK_VAULTS_MAX];
+    for (size_t i = 0; i < up->n; i++) {
+        r[i] = up->v[i].rep.region;
+    }
+    return agent_uplink_quorum_holds(up->quorum, up->opts.span_regions, r,
+                                     up->n, mask);
+}
+
+/* Invariant 6 for the vaults OK now; under mu. */
+static bool
+quorum_met(const struct agent_uplink *up)
+{
+    return quorum_of(up, ok_mask(up));
+}
+
+/* Appends str to buf (size bytes, NUL-terminated), truncating. */
+static void
+put_str(char *buf, size_t size, size_t *used, const char *str)
+{
+    size_t n = strlen(str);
+    if (*used + 1 >= size) {
+        return;
+    }
+    if (n > size - 1 - *used) {
+        n = size - 1 - *used;
+    }
+    memcpy(buf + *used, str, n);
+    *used += n;
+    buf[*used] = '\0';
+}
+
+/*
+ * "r1 (vault-a, vault-b), r2 (vault-c)" for the vaults in mask, into buf:
+ * which regions hold (or acknowledged) what, for a message.
+ */
+static const char *
+describe_regions(const struct agent_uplink *up, uint32_t mask, char *buf,
+                 size_t size)
+{
+    size_t used = 0;
+    uint32_t done = 0;
+
+    buf[0] = '\0';
+    if (mask == 0) {
+        put_str(buf, size, &used, "none");
+        return buf;
+    }
+    for (size_t i = 0; i < up->n; i++) {
+        const char *reg = up->v[i].rep.region;
+        if (!(mask & (UINT32_C(1) << i)) || (done & (UINT32_C(1) << i))) {
+            continue;
+        }
+        put_str(buf, size, &used, used > 0 ? ", " : "");
+        put_str(buf, size, &used, reg[0] != '\0' ? reg : "no region");
+        put_str(buf, size, &used, " (");
+        for (size_t j = i; j < up->n; j++) {
+            if ((mask & (UINT32_C(1) << j)) &&
+                strcmp(up->v[j].rep.region, reg) == 0) {
+                put_str(buf, size, &used, j > i ? ", " : "");
+                put_str(buf, size, &used, up->v[j].rep.name);
+                done |= UINT32_C(1) << j;
+            }
+        }
+        put_str(buf, size, &used, ")");
+    }
+    return buf;
+}
+
 static int
 quorum_lost(const struct agent_uplink *up, struct cfr_err *err)
 {
+    char where[AGENT_UPLINK_MSG_MAX];
+    if (ok_count(up) < up->quorum) {
+        return CFR_ERR(
+            err, CFR_EUNAVAIL,
+            "uplink: only %zu of %zu vaults left, write quorum is %u",
+            ok_count(up), up->n, up->quorum);
+    }
     return CFR_ERR(err, CFR_EUNAVAIL,
-                   "uplink: only %zu of %zu vaults left, write quorum is %u",
-                   ok_count(up), up->n, up->quorum);
+                   "uplink: the vaults left are all in one region: %s; a "
+                   "backup must be acknowledged in at least 2 regions "
+                   "(allow_single_region is false)",
+                   describe_regions(up, ok_mask(up), where, sizeof(where)));
 }
 
 /*
@@ -270,8 +407,10 @@ static bool
 maybe_drop(struct agent_uplink *up, struct up_vault *v, int64_t now)
 {
     char msg[AGENT_UPLINK_MSG_MAX];
+    uint32_t rest = ok_mask(up) & ~(UINT32_C(1) << v->idx);
     if (!stalled(up, v, now) ||
-        !agent_uplink_may_drop(ok_count(up), up->quorum)) {
+        !agent_uplink_may_drop(ok_count(up), up->quorum) ||
+        !quorum_of(up, rest)) {
         return false;
     }
     snprintf(msg, sizeof(msg),
@@ -603,6 +742,53 @@ sender_main(void *arg)
 /* ---- open and free --------------------------------------------------------
  */
 
+/* The same rule as agent/config.c: 1..31 of a-z 0-9 . _ -. */
+static bool
+region_ok(const char *r)
+{
+    size_t n = strlen(r);
+    if (n == 0 || n >= AGENT_UPLINK_REGION_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = r[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int
+regions_check(const struct agent_uplink_opts *o, struct cfr_err *err)
+{
+    const char *r[AGENT_UPLINK_VAULTS_MAX];
+    for (size_t i = 0; i < o->n_vaults; i++) {
+        r[i] = o->vaults[i].region;
+        if (r[i] != NULL && !region_ok(r[i])) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "uplink: vault %zu: region \"%.40s\" is not 1 to "
+                           "%d of a-z 0-9 . _ -",
+                           i + 1, r[i], AGENT_UPLINK_REGION_MAX - 1);
+        }
+        if (r[i] == NULL && o->span_regions) {
+            return CFR_ERR(err, CFR_EINVAL,
+                           "uplink: vault %zu has no region: the two-region "
+                           "rule needs one for every vault",
+                           i + 1);
+        }
+    }
+    if (o->span_regions &&
+        agent_uplink_regions(r, o->n_vaults, (UINT32_C(1) << o->n_vaults) - 1) <
+            2) {
+        return CFR_ERR(err, CFR_EINVAL,
+                       "uplink: the two-region rule needs vaults in at least "
+                       "2 regions");
+    }
+    return 0;
+}
+
 static int
 opts_check(const struct agent_uplink_opts *o, struct cfr_err *err)
 {
@@ -629,7 +815,83 @@ opts_check(const struct agent_uplink_opts *o, struct cfr_err *err)
     if (o->stall_ms < 0 || o->call_timeout_ms < 0 || o->stream_timeout_ms < 0) {
         return CFR_ERR(err, CFR_EINVAL, "uplink: negative time limit");
     }
-    return 0;
+    return regions_check(o, err);
+}
+
+/*
+ * A printable copy of what a vault said its region is (at most 63 bytes,
+ * anything outside ASCII 0x20..0x7e as '?'): it goes into messages and
+ * logs, and the vault is not trusted yet.
+ */
+static void
+region_copy(char *out, size_t size, const char *in)
+{
+    size_t k = 0;
+    for (; in != NULL && in[k] != '\0' && k + 1 < size && k < 63; k++) {
+        unsigned char ch = (unsigned char)in[k];
+        out[k] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[k] = '\0';
+}
+
+/*
+ * One Health call to each OK vault with a configured region, in parallel,
+ * before anything else is sent; a vault naming another region leaves the
+ * run REFUSED (invariant 6).
+ */
+static int
+check_regions(struct agent_uplink *up, struct cfr_err *err)
+{
+    struct fan_job jobs[AGENT_UPLINK_VAULTS_MAX];
+    size_t nj = 0;
+    int rc = 0;
+
+    for (size_t i = 0; i < up->n; i++) {
+        Coffer__V1__HealthRequest req = COFFER__V1__HEALTH_REQUEST__INIT;
+        if (up->v[i].rep.state != AGENT_UPLINK_OK ||
+            up->v[i].rep.region[0] == '\0') {
+            continue;
+        }
+        fan_job_init(&jobs[nj], &up->v[i], M_HEALTH, up->opts.call_timeout_ms);
+        if ((rc = fan_job_pack(&jobs[nj++], &req.base, err)) != 0) {
+            goto out;
+        }
+    }
+    fan_run(jobs, nj);
+    pthread_mutex_lock(&up->mu);
+    for (size_t i = 0; i < nj; i++) {
+        struct fan_job *j = &jobs[i];
+        Coffer__V1__HealthResponse *r = NULL;
+        char said[64], msg[AGENT_UPLINK_MSG_MAX];
+        if (j->status != CFR_RPC_OK) {
+            vault_fail_call(j->v, j->status, &j->err);
+            continue;
+        }
+        r = coffer__v1__health_response__unpack(NULL, j->resp.len,
+                                                j->resp.data);
+        if (r == NULL) {
+            vault_fail(j->v, AGENT_UPLINK_REFUSED, CFR_RPC_INTERNAL,
+                       "Health answered with a malformed message");
+            continue;
+        }
+        if (r->region == NULL || strcmp(r->region, j->v->rep.region) != 0) {
+            region_copy(said, sizeof(said), r->region);
+            snprintf(msg, sizeof(msg),
+                     "vault is in region \"%s\", configured \"%s\": "
+                     "refused for this run (a misconfigured vault, or not "
+                     "the vault meant)",
+                     said, j->v->rep.region);
+            vault_fail(j->v, AGENT_UPLINK_REFUSED, CFR_RPC_FAILED_PRECONDITION,
+                       msg);
+        }
+        coffer__v1__health_response__free_unpacked(r, NULL);
+    }
+    pthread_mutex_unlock(&up->mu);
+out:
+    for (size_t i = 0; i < nj; i++) {
+        fan_job_fini(&jobs[i]);
+    }
+    return rc;
 }
 
 /* Opens the lease on every vault with a client; fails the others. */
@@ -690,6 +952,7 @@ agent_uplink_open(const struct agent_uplink_opts *opts,
     struct agent_uplink *up = NULL;
     int rc = 0;
     size_t live;
+    bool met;
 
     *up_r = NULL;
     if ((rc = opts_check(opts, err)) != 0) {
@@ -745,6 +1008,8 @@ agent_uplink_open(const struct agent_uplink_opts *opts,
         snprintf(v->target, sizeof(v->target), "%s", vo->target);
         snprintf(v->rep.name, sizeof(v->rep.name), "%s",
                  vo->name != NULL ? vo->name : vo->target);
+        snprintf(v->rep.region, sizeof(v->rep.region), "%s",
+                 vo->region != NULL ? vo->region : "");
         memset(&co, 0, sizeof(co));
         co.target = vo->target;
         co.target_name = vo->target_name;
@@ -761,13 +1026,20 @@ agent_uplink_open(const struct agent_uplink_opts *opts,
             pthread_mutex_unlock(&up->mu);
         }
     }
-    if ((rc = open_leases(up, err)) != 0) {
+    if ((rc = check_regions(up, err)) != 0) {
+        goto out;
+    }
+    pthread_mutex_lock(&up->mu);
+    met = quorum_met(up);
+    pthread_mutex_unlock(&up->mu);
+    /* A run that is lost already opens no lease: nothing is sent. */
+    if (met && (rc = open_leases(up, err)) != 0) {
         goto out;
     }
     for (size_t i = 0; i < up->n; i++) {
         struct up_vault *v = &up->v[i];
         v->progress_ms = mono_ms();
-        if (v->rep.state == AGENT_UPLINK_OK) {
+        if (met && v->rep.state == AGENT_UPLINK_OK) {
             v->thread_started =
                 pthread_create(&v->thread, NULL, sender_main, v) == 0;
             if (!v->thread_started) {
@@ -780,13 +1052,14 @@ agent_uplink_open(const struct agent_uplink_opts *opts,
     }
     pthread_mutex_lock(&up->mu);
     live = ok_count(up);
-    if (live < up->quorum) {
+    met = quorum_met(up);
+    if (!met) {
         rc = quorum_lost(up, err);
     }
     pthread_mutex_unlock(&up->mu);
-    cfr_log(live < up->quorum ? CFR_LOG_WARN : CFR_LOG_INFO,
-            "agent.uplink.open", "vaults=%zu live=%zu quorum=%u", up->n, live,
-            up->quorum);
+    cfr_log(met ? CFR_LOG_INFO : CFR_LOG_WARN, "agent.uplink.open",
+            "vaults=%zu live=%zu quorum=%u span_regions=%d", up->n, live,
+            up->quorum, (int)up->opts.span_regions);
 out:
     if (up != NULL && rc != 0 && rc != CFR_EUNAVAIL) {
         agent_uplink_free(up);
@@ -845,6 +1118,16 @@ agent_uplink_missing(struct agent_uplink *up, const uint8_t *ids, size_t n,
     }
     if (n > 0) {
         memset(lack_r, 0, n);
+    }
+    /* A lost run asks nothing: after a failed open the OK vaults may hold
+     * no lease. */
+    pthread_mutex_lock(&up->mu);
+    if (!quorum_met(up)) {
+        rc = quorum_lost(up, err);
+    }
+    pthread_mutex_unlock(&up->mu);
+    if (rc != 0) {
+        return rc;
     }
     pid = cfr_calloc(n + 1, sizeof(*pid));
     if (pid == NULL) {
@@ -913,7 +1196,7 @@ agent_uplink_missing(struct agent_uplink *up, const uint8_t *ids, size_t n,
             }
         }
     }
-    if (ok_count(up) < up->quorum) {
+    if (!quorum_met(up)) {
         rc = quorum_lost(up, err);
     }
     pthread_mutex_unlock(&up->mu);
@@ -970,8 +1253,8 @@ agent_uplink_put(struct agent_uplink *up, const uint8_t *id, int kind,
              * v makes no progress (the sender taking a batch resets it). */
             v->progress_ms = mono_ms();
         }
-        while (v->rep.state == AGENT_UPLINK_OK && !up->stop &&
-               ok_count(up) >= up->quorum && !has_room(up, v, len)) {
+        while (v->rep.state == AGENT_UPLINK_OK && !up->stop && quorum_met(up) &&
+               !has_room(up, v, len)) {
             int64_t now = mono_ms();
             if (maybe_drop(up, v, now)) {
                 break;
@@ -997,7 +1280,7 @@ agent_uplink_put(struct agent_uplink *up, const uint8_t *id, int kind,
         v->queued++;
         pthread_cond_signal(&v->work_cv);
     }
-    if (ok_count(up) < up->quorum) {
+    if (!quorum_met(up)) {
         rc = quorum_lost(up, err);
     }
     pthread_mutex_unlock(&up->mu);
@@ -1021,7 +1304,7 @@ agent_uplink_flush(struct agent_uplink *up, struct cfr_err *err)
         pthread_cond_signal(&up->v[i].work_cv);
     }
     /* Bounded: every pending stream ends by its deadline at the latest. */
-    while (ok_count(up) >= up->quorum) {
+    while (quorum_met(up)) {
         int64_t now = mono_ms(), wait = UP_WAIT_SLICE_MS;
         size_t busy = 0;
         for (size_t i = 0; i < up->n; i++) {
@@ -1044,7 +1327,7 @@ agent_uplink_flush(struct agent_uplink *up, struct cfr_err *err)
         cond_wait_ms(&up->room_cv, &up->mu, wait);
     }
     up->flush = false;
-    if (ok_count(up) < up->quorum) {
+    if (!quorum_met(up)) {
         rc = quorum_lost(up, err);
     }
     pthread_mutex_unlock(&up->mu);
@@ -1060,6 +1343,7 @@ agent_uplink_commit(struct agent_uplink *up,
     struct fan_job jobs[AGENT_UPLINK_VAULTS_MAX];
     Coffer__V1__TreeRoot root = COFFER__V1__TREE_ROOT__INIT;
     size_t nj = 0, committed = 0;
+    uint32_t committed_mask = 0;
     int rc = 0;
 
     if (up == NULL || c == NULL || c->header == NULL || c->header_len == 0) {
@@ -1102,7 +1386,7 @@ agent_uplink_commit(struct agent_uplink *up,
             goto out;
         }
     }
-    if (nj < up->quorum) {
+    if (!quorum_met(up)) {
         rc = quorum_lost(up, err);
         pthread_mutex_unlock(&up->mu);
         goto out;
@@ -1129,6 +1413,7 @@ agent_uplink_commit(struct agent_uplink *up,
             j->v->rep.commits++;
             j->v->rep.committed = true;
             committed++;
+            committed_mask |= UINT32_C(1) << j->v->idx;
         }
         if (r != NULL) {
             coffer__v1__commit_response__free_unpacked(r, NULL);
@@ -1139,6 +1424,18 @@ agent_uplink_commit(struct agent_uplink *up,
                      "uplink: snapshot committed on %zu of %zu vaults, write "
                      "quorum is %u",
                      committed, up->n, up->quorum);
+    } else if (!quorum_of(up, committed_mask)) {
+        /* The count alone would pass; the copies are still in one place,
+         * which is not what a quorum promises (invariant 6). The vaults
+         * that failed here left the run, so the rest of it fails too. */
+        char where[AGENT_UPLINK_MSG_MAX];
+        rc =
+            CFR_ERR(err, CFR_EUNAVAIL,
+                    "uplink: snapshot committed on %zu of %zu vaults but "
+                    "only in one region: %s; a backup must be acknowledged "
+                    "in at least 2 regions (allow_single_region is false)",
+                    committed, up->n,
+                    describe_regions(up, committed_mask, where, sizeof(where)));
     }
     pthread_mutex_unlock(&up->mu);
     cfr_log(rc == 0 ? CFR_LOG_INFO : CFR_LOG_WARN, "agent.uplink.commit",

@@ -2,8 +2,11 @@
  * uplink.h - the agent's side of the wire: one run's sealed objects fanned
  * out to every configured vault at once, with a write quorum.
  *
- * A run opens one uplink, which opens an upload lease on each vault (the
- * sealing session's public key names the run). Then, per batch of at most
+ * A run opens one uplink, which first asks each vault with a configured
+ * region where it is (Health; a vault that names another region is
+ * REFUSED for the run: it is misconfigured, or not the vault meant), then
+ * opens an upload lease on each vault still OK (the sealing session's
+ * public key names the run). Then, per batch of at most
  * AGENT_UPLINK_IDS_MAX IDs:
  *
  *   agent_uplink_missing  asks every live vault in parallel which IDs it
@@ -16,12 +19,21 @@
  *                         that acknowledged everything it was sent, but
  *                         only when at least the quorum did.
  *
+ * The quorum is a count and, with opts.span_regions, a place: the vaults
+ * it counts must also be in at least two distinct configured regions, so
+ * an acknowledged backup is always off-site. Everywhere below, "the quorum
+ * is met" means both; a run whose OK vaults no longer span two regions is
+ * lost exactly like one with too few OK vaults (nothing is committed
+ * anywhere), and a commit that reached the count but not two regions
+ * fails with a message naming the regions that acknowledged it.
+ *
  * Vault states (a vault only ever leaves OK, and never comes back in the
  * same run):
  *
- *   OK --OpenLease/Missing/PutObjects/Commit fails, link--> UNREACHABLE
- *      --same, the vault answered with a refusal---------> REFUSED
- *      --too slow while the others still meet the quorum--> LAGGING
+ *   OK --Health/OpenLease/Missing/PutObjects/Commit fails, link--> UNREACHABLE
+ *      --same, the vault answered with a refusal----------------> REFUSED
+ *      --Health names another region than configured------------> REFUSED
+ *      --too slow while the others still meet the quorum---------> LAGGING
  *
  * The uplink keeps no set of what it queued (memory would grow with the
  * run): an ID the caller puts twice before the commit is sent twice, and
@@ -68,6 +80,7 @@
 #define AGENT_UPLINK_SESSION_LEN 32
 #define AGENT_UPLINK_NAME_MAX    64
 #define AGENT_UPLINK_MSG_MAX     256
+#define AGENT_UPLINK_REGION_MAX  32 /* a region name, NUL included */
 
 /* Object kinds: the values of proto ObjectKind. */
 enum agent_uplink_kind {
@@ -93,12 +106,16 @@ struct agent_uplink_vault_opts {
     const char *ca_pem;      /* CA the vault's certificate chains to */
     const char *cert_pem;    /* the agent's certificate (role agent) */
     const char *key_pem;     /* its key */
+    const char *region;      /* what its Health must report (1..31 bytes);
+                              * NULL = not checked */
 };
 
 struct agent_uplink_opts {
     const struct agent_uplink_vault_opts *vaults; /* borrowed during open */
     size_t n_vaults;                              /* 1..8 */
-    unsigned quorum; /* vaults that must acknowledge; 0 = all */
+    unsigned quorum;   /* vaults that must acknowledge; 0 = all */
+    bool span_regions; /* the quorum must also span 2 regions; then every
+                        * vault needs a region, 2 distinct at least */
     uint8_t session_public[AGENT_UPLINK_SESSION_LEN]; /* goes to OpenLease */
     uint64_t lease_ttl_ms;     /* 0 = the vault's longest */
     size_t msg_bytes;          /* PutObjects message, framing included;
@@ -116,6 +133,7 @@ struct agent_uplink_opts {
 /* One vault's part in the run, for the run report. */
 struct agent_uplink_report {
     char name[AGENT_UPLINK_NAME_MAX];
+    char region[AGENT_UPLINK_REGION_MAX]; /* configured; "" = none */
     enum agent_uplink_state state;
     int status; /* gRPC status of the failure; 0 if OK */
     char message[AGENT_UPLINK_MSG_MAX]; /* why it left OK; "" while OK */
@@ -150,8 +168,11 @@ struct agent_uplink;
  * or refuse are reported and left out. Returns 0 and an owned uplink in
  * *up_r (the options are copied); CFR_EUNAVAIL when fewer than the quorum
  * opened a lease, with *up_r still set so its report names the vaults
- * (free it; nothing else works on it); CFR_EINVAL for bad options (no
- * vault, more than 8, quorum above n), with *up_r NULL.
+ * (free it; nothing else works on it), also when the vaults left OK after
+ * the region check do not span two regions under span_regions; CFR_EINVAL
+ * for bad options (no vault, more than 8, quorum above n, a bad region, or
+ * span_regions with a vault without a region or fewer than two distinct
+ * regions), with *up_r NULL.
  * cfr_rpc_global_init must have been called.
  */
 int agent_uplink_open(const struct agent_uplink_opts *opts,
@@ -221,5 +242,21 @@ bool agent_uplink_may_drop(size_t ok, unsigned quorum);
 enum agent_uplink_state agent_uplink_state_for(int status);
 /* The effective quorum: 0 means n; anything above n is invalid (0). */
 unsigned agent_uplink_quorum(unsigned quorum, size_t n);
+/*
+ * Distinct regions among regions[i] for the i (< n <= 32) whose bit is set
+ * in mask; NULL and "" count as no region. The span rule holds when this
+ * is at least 2.
+ */
+size_t agent_uplink_regions(const char *const *regions, size_t n,
+                            uint32_t mask);
+/*
+ * Whether the vaults in mask (of n, regions as above) meet quorum (the
+ * effective one, 1..n): at least quorum of them and, with span_regions, in
+ * at least 2 distinct regions. Every quorum decision of the uplink (go on,
+ * drop a slow vault, commit, count a commit) is this on some mask.
+ */
+bool agent_uplink_quorum_holds(unsigned quorum, bool span_regions,
+                               const char *const *regions, size_t n,
+                               uint32_t mask);
 
 #endif /* AGENT_UPLINK_H */

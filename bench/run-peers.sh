@@ -348,7 +348,9 @@ state_dir = "$d/state";
 tmp_dir = "$d";
 mailbox_pattern = "$data/%d/%n/Maildir";
 vaults = ( { address = "127.0.0.1:$port"; name = "local";
-             tls_name = "localhost"; } );
+             tls_name = "localhost"; region = "bench-1"; } );
+# One loopback vault, as the peers get one target: one region on purpose.
+allow_single_region = true;
 tls = { ca = "$pki/ca.pem"; cert = "$pki/agent.pem"; key = "$pki/agent.key"; };
 workers = $agent_workers;
 cpu_nice = 0;

@@ -30,6 +30,12 @@
  *     unless something is wrong.
  *  9. A list and a pattern together back up each mailbox once; a
  *     pattern that finds nothing exits 1.
+ * 10. Placement: vaults without regions exit 3 unless allow_single_region;
+ *     a vault whose Health names another region than configured is
+ *     refused for the run (exit 5 with quorum 1 when one region is
+ *     allowed); with the two-region rule the same run exits 1, naming the
+ *     one region that could acknowledge, and commits nothing. (Both test
+ *     vaults are in region test-1.)
  */
 /* posix_openpt and friends: the terminal tests. */
 #define _XOPEN_SOURCE 700
@@ -442,14 +448,20 @@ make_message(const char *sub, int i, const char *info)
 }
 
 /*
- * The agent's configuration: quorum, the key file's name in dir, and the
- * mailbox source lines (NULL: alice's list entry).
+ * The agent's configuration: quorum, the key file's name in dir, the
+ * mailbox source lines (NULL: alice's list entry), each vault's region
+ * (NULL: none) and whether one region is allowed.
  */
 static void
-write_config_ex(const char *path, unsigned quorum, const char *key_name,
-                const char *mailboxes)
+write_config_regions(const char *path, unsigned quorum, const char *key_name,
+                     const char *mailboxes, const char *region_a,
+                     const char *region_b, bool single)
 {
-    char text[8192], mb[VS_PATH_MAX + 128];
+    char text[8192], mb[VS_PATH_MAX + 128], ra[64], rb[64];
+    FMT(ra, region_a != NULL ? "region = \"%s\"; " : "%s",
+        region_a != NULL ? region_a : "");
+    FMT(rb, region_b != NULL ? "region = \"%s\"; " : "%s",
+        region_b != NULL ? region_b : "");
     if (mailboxes == NULL) {
         FMT(mb,
             "mailboxes = ( { name = \"alice@example.org\"; root = \"%s\"; } "
@@ -468,9 +480,10 @@ write_config_ex(const char *path, unsigned quorum, const char *key_name,
         "%s"
         "vaults = (\n"
         "  { address = \"127.0.0.1:%d\"; name = \"vault-a\"; "
-        "tls_name = \"localhost\"; },\n"
+        "tls_name = \"localhost\"; %s},\n"
         "  { address = \"127.0.0.1:%d\"; name = \"vault-b\"; "
-        "tls_name = \"localhost\"; } );\n"
+        "tls_name = \"localhost\"; %s} );\n"
+        "allow_single_region = %s;\n"
         "tls = { ca = \"%s/ca.pem\"; cert = \"%s/agent.pem\"; "
         "key = \"%s/agent.key\"; };\n"
         "quorum = %u;\n"
@@ -478,9 +491,18 @@ write_config_ex(const char *path, unsigned quorum, const char *key_name,
         "cpu_nice = 0;\n"
         "mass_deletion = { percent = 50; min_files = 10; };\n"
         "timeouts = { call = \"5s\"; stream = \"30s\"; stall = \"10s\"; };\n",
-        dir, key_name, dir, dir, dir, dir, mailboxes, vaults[0].port,
-        vaults[1].port, env.dir, env.dir, env.dir, quorum);
+        dir, key_name, dir, dir, dir, dir, mailboxes, vaults[0].port, ra,
+        vaults[1].port, rb, single ? "true" : "false", env.dir, env.dir,
+        env.dir, quorum);
     put_file(path, text, 0644);
+}
+
+/* Both test vaults are loopback vaults in one region: allowed here. */
+static void
+write_config_ex(const char *path, unsigned quorum, const char *key_name,
+                const char *mailboxes)
+{
+    write_config_regions(path, quorum, key_name, mailboxes, NULL, NULL, true);
 }
 
 static void
@@ -858,6 +880,42 @@ test_agent_cli_run(void **state)
     assert_non_null(marked);
     assert_true(marked > row);
     out_fini(&o);
+
+    /* 10. Placement, both vaults up. */
+    {
+        const char *ar[] = {"backup", "--config", path, "--json", NULL};
+        FMT(path, "%s/regions.conf", dir);
+        write_config_regions(path, 1, "agent.key", NULL, NULL, NULL, false);
+        agent_run(ar, "noregion", &o);
+        expect_code(&o, 3, "vaults without a region");
+        assert_non_null(strstr(o.err, "vaults.[0].region: needed to prove "
+                                      "the tenant is kept in two regions"));
+        assert_string_equal(o.out, "");
+        out_fini(&o);
+        /* vault-b is configured in test-2 but says test-1: refused. */
+        write_config_regions(path, 1, "agent.key", NULL, "test-1", "test-2",
+                             false);
+        agent_run(ar, "onespan", &o);
+        expect_code(&o, 1, "two-region rule, one region left");
+        assert_true(json_valid(o.out));
+        assert_non_null(strstr(o.err, "the vaults left are all in one "
+                                      "region: test-1 (vault-a)"));
+        assert_non_null(
+            strstr(o.out, "\"name\":\"vault-b\",\"state\":\"refused\""));
+        assert_non_null(strstr(o.out, "\"committed\":0,"));
+        out_fini(&o);
+        /* One region allowed: the same vaults make a partial run. */
+        write_config_regions(path, 1, "agent.key", NULL, "test-1", "test-2",
+                             true);
+        agent_run(ar, "onepartial", &o);
+        expect_code(&o, 5, "mismatched vault, one region allowed");
+        assert_true(json_valid(o.out));
+        assert_non_null(
+            strstr(o.out, "\"name\":\"vault-b\",\"state\":\"refused\""));
+        assert_non_null(strstr(o.out, "configured \\\"test-2\\\""));
+        assert_non_null(strstr(o.out, "\"committed\":1,"));
+        out_fini(&o);
+    }
 
     /* 6. One vault down. */
     assert_int_equal(vs_vault_stop(&vaults[1], SIGTERM, 10000), 0);

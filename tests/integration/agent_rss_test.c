@@ -215,6 +215,8 @@ write_config(unsigned workers)
         "mailboxes = ( { name = \"store\"; root = \"%s\"; } );\n"
         "vaults = ( { address = \"127.0.0.1:%d\"; name = \"vault-a\"; "
         "tls_name = \"localhost\"; } );\n"
+        /* One loopback vault: one region, on purpose. */
+        "allow_single_region = true;\n"
         "tls = { ca = \"%s/ca.pem\"; cert = \"%s/agent.pem\"; "
         "key = \"%s/agent.key\"; };\n"
         "quorum = 0;\n"

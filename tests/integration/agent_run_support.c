@@ -247,13 +247,17 @@ ars_agent_conf_write(const char *path, const struct ars_agent_conf *c)
     for (size_t i = 0; i < c->n_vaults; i++) {
         fprintf(f,
                 "  { address = \"127.0.0.1:%d\"; name = \"vault-%c\"; "
-                "tls_name = \"localhost\"; }%s\n",
+                "tls_name = \"localhost\"; region = \"test-1\"; }%s\n",
                 c->ports[i], (char)('a' + i), i + 1 < c->n_vaults ? "," : "");
     }
     /* The guard is off: the corpus evolution and the mutator delete
-     * freely, and exit 7 is not what these tests are about. */
+     * freely, and exit 7 is not what these tests are about. Every harness
+     * vault runs on loopback in region test-1 (vault_support.c): the
+     * region is given so each run's Health check is exercised, and one
+     * region is allowed explicitly. */
     fprintf(f,
-            ");\ntls = { ca = \"%s/ca.pem\"; cert = \"%s/agent.pem\"; "
+            ");\nallow_single_region = true;\n"
+            "tls = { ca = \"%s/ca.pem\"; cert = \"%s/agent.pem\"; "
             "key = \"%s/agent.key\"; };\nquorum = %u;\nworkers = 2;\n"
             "cpu_nice = 0;\nmass_deletion = { percent = 100; min_files = 50; "
             "};\ntimeouts = { call = \"5s\"; stream = \"60s\"; stall = "

@@ -19,6 +19,13 @@
  *     producer, and the others commit.
  *  6. A vault SIGKILLed mid-stream is reported, and the quorum of the
  *     others commits.
+ *  7. A vault whose Health names another region than configured is
+ *     refused before anything is sent to it (no objects, no commit), the
+ *     others commit; with the two-region rule, a run whose vaults left OK
+ *     are all in one region fails at open even though the count quorum
+ *     is met, naming the region and its vaults, and commits nowhere.
+ *     (Every harness vault is in region test-1, so a vault configured in
+ *     another region is a mismatch.)
  */
 #include <setjmp.h> /* cmocka */
 #include <stdarg.h> /* cmocka */
@@ -392,6 +399,107 @@ test_uplink_one_vault_down_quorum(void **state)
     data_fini(&d);
 }
 
+/* 7a. A vault in another region than configured is refused for the run. */
+static void
+test_uplink_region_mismatch_is_refused(void **state)
+{
+    (void)state;
+    struct up_cfg c;
+    struct data d;
+    struct agent_uplink *up = NULL;
+    struct agent_uplink_report r;
+    struct cfr_err err;
+
+    data_make(&d, "INBOX-region", 7000, 40, 1024, 4096, 2);
+    cfg_init(&c, 2);
+    c.vo[0].region = "test-1"; /* right: checked and kept */
+    /* vb: no region configured, not checked. */
+    c.vo[2].region = "elsewhere";
+    assert_int_equal(agent_uplink_open(&c.o, &up, &err), 0);
+    assert_int_equal(agent_uplink_live(up), 2);
+    assert_int_equal(upload(up, &d, NULL), 0);
+    assert_int_equal(commit(up, &d), 0);
+    report(up, 2, &r);
+    assert_int_equal(r.state, AGENT_UPLINK_REFUSED);
+    assert_int_equal(r.status, CFR_RPC_FAILED_PRECONDITION);
+    assert_string_equal(r.region, "elsewhere");
+    assert_non_null(strstr(r.message, "vault is in region \"test-1\", "
+                                      "configured \"elsewhere\""));
+    /* Refused before its lease: Missing never asked, nothing sent. */
+    assert_int_equal(r.objects_present, 0);
+    assert_int_equal(r.objects_sent, 0);
+    assert_int_equal(r.commits, 0);
+    assert_false(r.committed);
+    for (size_t i = 0; i < 2; i++) {
+        report(up, i, &r);
+        assert_int_equal(r.state, AGENT_UPLINK_OK);
+        assert_string_equal(r.region, i == 0 ? "test-1" : "");
+        assert_int_equal(r.objects_acked, d.all.n);
+        assert_true(r.committed);
+    }
+    agent_uplink_free(up);
+    assert_int_equal(snapshots_of(&vaults[0], &d), 1);
+    assert_int_equal(snapshots_of(&vaults[1], &d), 1);
+    assert_int_equal(snapshots_of(&vaults[2], &d), 0);
+    data_fini(&d);
+}
+
+/* 7b. The two-region rule: a quorum met inside one region is not met. */
+static void
+test_uplink_single_region_quorum_is_lost(void **state)
+{
+    (void)state;
+    struct up_cfg c;
+    struct data d;
+    struct agent_uplink *up = NULL;
+    struct agent_uplink_report r;
+    struct cfr_err err;
+    uint8_t lack[1];
+
+    data_make(&d, "INBOX-span", 7100, 10, 1024, 4096, 2);
+    /* Configured in two regions; vc's Health says test-1, so it is
+     * refused and va, vb (test-1) remain: 2 OK for a quorum of 1. */
+    cfg_init(&c, 1);
+    c.o.span_regions = true;
+    c.vo[0].region = "test-1";
+    c.vo[1].region = "test-1";
+    c.vo[2].region = "test-2";
+    assert_int_equal(agent_uplink_open(&c.o, &up, &err), CFR_EUNAVAIL);
+    assert_non_null(up);
+    fprintf(stderr, "  open: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "the vaults left are all in one "
+                                    "region: test-1 (va, vb)"));
+    assert_non_null(strstr(err.msg, "at least 2 regions"));
+    assert_int_equal(agent_uplink_live(up), 2);
+    report(up, 2, &r);
+    assert_int_equal(r.state, AGENT_UPLINK_REFUSED);
+    assert_non_null(strstr(r.message, "configured \"test-2\""));
+    /* The run is lost for every later call too, and sends nothing. */
+    assert_int_equal(agent_uplink_missing(up, d.all.v[0].id, 1, lack, &err),
+                     CFR_EUNAVAIL);
+    assert_non_null(strstr(err.msg, "all in one region"));
+    assert_int_equal(commit(up, &d), CFR_EUNAVAIL);
+    for (size_t i = 0; i < N_VAULTS; i++) {
+        report(up, i, &r);
+        assert_int_equal(r.objects_sent, 0);
+        assert_int_equal(r.commits, 0);
+    }
+    agent_uplink_free(up);
+    for (size_t i = 0; i < N_VAULTS; i++) {
+        assert_int_equal(snapshots_of(&vaults[i], &d), 0);
+    }
+
+    /* Without the rule the same vaults meet the quorum and commit. */
+    c.o.span_regions = false;
+    assert_int_equal(agent_uplink_open(&c.o, &up, &err), 0);
+    assert_int_equal(upload(up, &d, NULL), 0);
+    assert_int_equal(commit(up, &d), 0);
+    agent_uplink_free(up);
+    assert_int_equal(snapshots_of(&vaults[0], &d), 1);
+    assert_int_equal(snapshots_of(&vaults[2], &d), 0);
+    data_fini(&d);
+}
+
 /* A vault that answers with a refusal is reported with its status. */
 static void
 test_uplink_refusal_is_reported(void **state)
@@ -661,6 +769,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uplink_all_three_vaults_get_everything),
+        cmocka_unit_test(test_uplink_region_mismatch_is_refused),
+        cmocka_unit_test(test_uplink_single_region_quorum_is_lost),
         cmocka_unit_test(test_uplink_one_vault_down_quorum),
         cmocka_unit_test(test_uplink_refusal_is_reported),
         cmocka_unit_test(test_uplink_rerun_after_kill_resends_nothing),

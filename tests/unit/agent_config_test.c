@@ -5,7 +5,8 @@
  * guards against. It pins: a complete file is read exactly as written; an
  * absent optional setting takes the default docs/AGENT.md promises; every
  * kind of mistake is refused with CFR_ECONFIG and a message that names the
- * line and the setting.
+ * line and the setting; a tenant kept in fewer than two regions is refused
+ * unless allow_single_region says so.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -31,9 +32,13 @@
 #define L_TLS                                                                  \
     "tls = { ca = \"/etc/coffer/ca.pem\"; cert = \"/etc/coffer/agent.pem\";\n" \
     "        key = \"/etc/coffer/agent.key.pem\"; };\n"
-#define L_MBOX   "mailbox_pattern = \"/var/vmail/%d/%n/Maildir\";\n"
-#define L_VAULTS "vaults = ( { address = \"vault-a.example.net:7443\"; } );\n"
-#define MINIMAL  L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX L_VAULTS
+#define L_MBOX "mailbox_pattern = \"/var/vmail/%d/%n/Maildir\";\n"
+/* Two vaults in two regions, the least a default configuration accepts. */
+#define L_VAULTS                                                               \
+    "vaults = ( { address = \"vault-a.example.net:7443\"; region = "           \
+    "\"eu-west\"; }, { address = \"vault-b.example.net:7443\"; region = "      \
+    "\"eu-north\"; } );\n"
+#define MINIMAL L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX L_VAULTS
 
 static const char full_config[] =
     "tenant = \"acme\";\n"
@@ -51,9 +56,10 @@ static const char full_config[] =
     "mailbox_pattern = \"/var/vmail/%d/%n/Maildir\";\n"
     "vaults = (\n"
     "  { address = \"10.0.0.1:7443\"; name = \"eu-a\"; "
-    "tls_name = \"vault-a.example.net\"; },\n"
-    "  { address = \"[2001:db8::2]:7443\"; name = \"eu-b\"; },\n"
-    "  { address = \"vault-c.example.net:443\"; }\n"
+    "tls_name = \"vault-a.example.net\"; region = \"eu-west\"; },\n"
+    "  { address = \"[2001:db8::2]:7443\"; name = \"eu-b\"; "
+    "region = \"eu-west\"; },\n"
+    "  { address = \"vault-c.example.net:443\"; region = \"eu_north.2\"; }\n"
     ");\n"
     "tls = { ca = \"/t/ca.pem\"; cert = \"/t/a.pem\"; key = \"/t/a.key\"; };\n"
     "quorum = 2;\n"
@@ -99,6 +105,10 @@ test_agent_config_full(void **state)
     assert_null(c.vaults[1].tls_name);
     /* A vault without a name is reported by its address. */
     assert_string_equal(c.vaults[2].name, "vault-c.example.net:443");
+    assert_string_equal(c.vaults[0].region, "eu-west");
+    assert_string_equal(c.vaults[1].region, "eu-west");
+    assert_string_equal(c.vaults[2].region, "eu_north.2");
+    assert_false(c.allow_single_region);
     assert_string_equal(c.tls_ca, "/t/ca.pem");
     assert_string_equal(c.tls_cert, "/t/a.pem");
     assert_string_equal(c.tls_key, "/t/a.key");
@@ -146,6 +156,11 @@ test_agent_config_defaults(void **state)
     assert_int_equal(c.lease_ttl_ms, 12 * CFR_MS_PER_HOUR);
     assert_int_equal(c.state_cache_bytes, 8u << 20);
     assert_string_equal(c.vaults[0].name, "vault-a.example.net:7443");
+    assert_int_equal(c.n_vaults, 2);
+    assert_string_equal(c.vaults[0].region, "eu-west");
+    assert_string_equal(c.vaults[1].region, "eu-north");
+    /* Two regions are required unless said otherwise. */
+    assert_false(c.allow_single_region);
     agent_config_fini(&c);
 
     /* A list alone is enough; io_class idle without a level. */
@@ -232,8 +247,8 @@ static const struct refusal refusals[] = {
      " {address=\"d:1\";}, {address=\"e:1\";}, {address=\"f:1\";},\n"
      " {address=\"g:1\";}, {address=\"h:1\";}, {address=\"i:1\";} );\n",
      "vaults: 9 vaults; at most 8"},
-    {MINIMAL "quorum = 2;\n",
-     "<string>:9: quorum: 2 is more than the 1 configured vaults"},
+    {MINIMAL "quorum = 3;\n",
+     "<string>:9: quorum: 3 is more than the 2 configured vaults"},
     {MINIMAL "quorum = -1;\n", "quorum: -1 is out of range"},
     {MINIMAL "workers = 33;\n", "workers: 33 is out of range"},
     {MINIMAL "cpu_nice = 20;\n", "cpu_nice: 20 is out of range"},
@@ -255,6 +270,49 @@ static const struct refusal refusals[] = {
      "log_level: \"loud\" is not debug, info, warn, error or off"},
     {MINIMAL "host = \"\";\n", "host: must not be empty"},
     {MINIMAL "this is not libconfig\n", "<string>:9:"},
+    /* Placement: a vault without a region, one region only. */
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"r1\"; },\n"
+     "  { address = \"b:1\"; region = \"r2\"; }, { address = \"c:1\"; } );\n",
+     "vaults.[2].region: needed to prove the tenant is kept in two regions; "
+     "set it, or allow_single_region = true"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"vault-a:7443\"; } );\n",
+     "vaults.[0].region: needed to prove"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"r1\"; },\n"
+     "  { address = \"b:1\"; region = \"r1\"; } );\n",
+     "<string>:8: vaults: every vault is in region \"r1\": the tenant must "
+     "be kept in at least two regions; add a vault in another region, or "
+     "set allow_single_region = true"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"r1\"; } );\n",
+     "vaults: every vault is in region \"r1\""},
+    /* Region names: what the vault and coffer-admin accept, exactly. */
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"EU-west\"; },\n"
+     "  { address = \"b:1\"; region = \"r2\"; } );\n",
+     "<string>:8: vaults.[0].region: \"EU-west\" may hold only a-z, 0-9"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"r1\"; },\n"
+     "  { address = \"b:1\"; region = \"r 2\"; } );\n",
+     "<string>:9: vaults.[1].region: \"r 2\" may hold only"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"r1\"; },\n"
+     "  { address = \"b:1\"; region = "
+     "\"abcdefghij0123456789abcdefghij01\"; } );\n",
+     "vaults.[1].region: \"abcdefghij0123456789abcdefghij01\" is longer "
+     "than 31 bytes"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = \"\"; } );\n",
+     "vaults.[0].region: must not be empty"},
+    {L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+     "vaults = ( { address = \"a:1\"; region = 1; } );\n",
+     "vaults.[0].region:"},
+    {MINIMAL "allow_single_region = \"yes\";\n",
+     "<string>:9: allow_single_region:"},
+    {MINIMAL "allow_single_regions = true;\n",
+     "allow_single_regions: unknown setting"},
 };
 
 static void
@@ -275,6 +333,66 @@ test_agent_config_refusals(void **state)
         assert_null(c.cfg);
         assert_null(c.mailboxes);
     }
+}
+
+/* allow_single_region = true lifts the two-region rule, and only it. */
+static void
+test_agent_config_single_region(void **state)
+{
+    struct agent_config c;
+    struct cfr_err err;
+    (void)state;
+
+    /* One vault, no region at all. */
+    cfr_err_clear(&err);
+    assert_int_equal(
+        agent_config_parse(L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+                           "vaults = ( { address = \"127.0.0.1:7443\"; } );\n"
+                           "allow_single_region = true;\n",
+                           &c, &err),
+        0);
+    assert_true(c.allow_single_region);
+    assert_int_equal(c.n_vaults, 1);
+    assert_null(c.vaults[0].region);
+    agent_config_fini(&c);
+
+    /* Regions still checked when given, some given and some not, all in
+     * one region. */
+    cfr_err_clear(&err);
+    assert_int_equal(
+        agent_config_parse(L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+                           "vaults = ( { address = \"a:1\"; region = "
+                           "\"lab\"; }, { address = \"b:1\"; },\n"
+                           "  { address = \"c:1\"; region = \"lab\"; } );\n"
+                           "allow_single_region = true;\nquorum = 2;\n",
+                           &c, &err),
+        0);
+    assert_string_equal(c.vaults[0].region, "lab");
+    assert_null(c.vaults[1].region);
+    assert_string_equal(c.vaults[2].region, "lab");
+    assert_int_equal(c.quorum, 2);
+    agent_config_fini(&c);
+
+    /* A bad region name is refused even then. */
+    cfr_err_clear(&err);
+    assert_int_equal(
+        agent_config_parse(L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+                           "vaults = ( { address = \"a:1\"; region = "
+                           "\"Lab\"; } );\nallow_single_region = true;\n",
+                           &c, &err),
+        CFR_ECONFIG);
+    assert_non_null(strstr(err.msg, "vaults.[0].region: \"Lab\""));
+    assert_null(c.cfg);
+
+    /* Stated false is the default: still refused. */
+    cfr_err_clear(&err);
+    assert_int_equal(
+        agent_config_parse(L_TENANT L_KEY L_PASS L_STATE L_TLS L_MBOX
+                           "vaults = ( { address = \"a:1\"; } );\n"
+                           "allow_single_region = false;\n",
+                           &c, &err),
+        CFR_ECONFIG);
+    assert_non_null(strstr(err.msg, "vaults.[0].region: needed"));
 }
 
 static void
@@ -320,6 +438,7 @@ main(void)
         cmocka_unit_test(test_agent_config_full),
         cmocka_unit_test(test_agent_config_defaults),
         cmocka_unit_test(test_agent_config_refusals),
+        cmocka_unit_test(test_agent_config_single_region),
         cmocka_unit_test(test_agent_config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

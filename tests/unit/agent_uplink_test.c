@@ -1,7 +1,8 @@
 /*
  * agent_uplink_test.c - the uplink's pure parts: quorum accounting, the
- * state a failed call leaves a vault in, and option checks that refuse
- * before any connection is made. The wire is covered by
+ * two-region rule's region count, the state a failed call leaves a vault
+ * in, and option checks that refuse before any connection is made. The
+ * wire (and the Health region check) is covered by
  * tests/integration/agent_uplink_fanout_test.c.
  */
 #include <setjmp.h> /* cmocka */
@@ -44,6 +45,63 @@ test_agent_uplink_drop_only_beyond_quorum(void **state)
     assert_false(agent_uplink_may_drop(0, 0));
     assert_true(agent_uplink_may_drop(8, 1));
     assert_true(agent_uplink_may_drop(2, 1));
+}
+
+/* The span rule counts distinct regions of the vaults in a mask only. */
+static void
+test_agent_uplink_regions_counts_distinct(void **state)
+{
+    (void)state;
+    const char *r[] = {"eu-west", "eu-west", "eu-north", NULL, "", "us-east"};
+
+    assert_int_equal(agent_uplink_regions(r, 6, 0x3f), 3);
+    /* Two vaults in one region: one region, the rule fails. */
+    assert_int_equal(agent_uplink_regions(r, 6, 0x03), 1);
+    assert_int_equal(agent_uplink_regions(r, 6, 0x05), 2);
+    assert_int_equal(agent_uplink_regions(r, 6, 0x06), 2);
+    /* No region (NULL or "") never counts as one. */
+    assert_int_equal(agent_uplink_regions(r, 6, 0x18), 0);
+    assert_int_equal(agent_uplink_regions(r, 6, 0x19), 1);
+    assert_int_equal(agent_uplink_regions(r, 6, 0x00), 0);
+    /* A duplicate that is outside the mask does not hide the other. */
+    assert_int_equal(agent_uplink_regions(r, 6, 0x02), 1);
+    assert_int_equal(agent_uplink_regions(r, 6, 0x22), 2);
+    /* Bits beyond n are ignored; no list, no region. */
+    assert_int_equal(agent_uplink_regions(r, 2, 0x3f), 1);
+    assert_int_equal(agent_uplink_regions(NULL, 6, 0x3f), 0);
+    /* Compared byte for byte. */
+    const char *c[] = {"eu", "EU", "eu "};
+    assert_int_equal(agent_uplink_regions(c, 3, 0x7), 3);
+}
+
+/*
+ * The quorum as a count and a place: every decision the uplink takes (go
+ * on, drop a slow vault, count a commit) is this on the vaults concerned.
+ */
+static void
+test_agent_uplink_quorum_spans_regions(void **state)
+{
+    (void)state;
+    /* Two vaults in eu-west, one in eu-north. */
+    const char *r[] = {"eu-west", "eu-west", "eu-north"};
+
+    /* Without the rule only the count matters. */
+    assert_true(agent_uplink_quorum_holds(2, false, r, 3, 0x3));
+    assert_false(agent_uplink_quorum_holds(2, false, r, 3, 0x1));
+    /* With it, two vaults of one region are not a quorum of 2, nor of 1. */
+    assert_false(agent_uplink_quorum_holds(2, true, r, 3, 0x3));
+    assert_false(agent_uplink_quorum_holds(1, true, r, 3, 0x3));
+    assert_true(agent_uplink_quorum_holds(2, true, r, 3, 0x5));
+    assert_true(agent_uplink_quorum_holds(2, true, r, 3, 0x6));
+    assert_true(agent_uplink_quorum_holds(3, true, r, 3, 0x7));
+    /* The count still applies under the rule. */
+    assert_false(agent_uplink_quorum_holds(3, true, r, 3, 0x5));
+    /* Dropping a slow vault: with all three OK and quorum 2, eu-north may
+     * not go (eu-west alone would be left), one eu-west vault may. */
+    assert_false(agent_uplink_quorum_holds(2, true, r, 3, 0x7 & ~0x4u));
+    assert_true(agent_uplink_quorum_holds(2, true, r, 3, 0x7 & ~0x1u));
+    /* Mask bits beyond n are not vaults. */
+    assert_false(agent_uplink_quorum_holds(2, false, r, 1, 0x3));
 }
 
 static void
@@ -127,6 +185,27 @@ test_agent_uplink_open_refuses_bad_options(void **state)
 
     o.stall_ms = -1;
     assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    o.stall_ms = 0;
+
+    /* Regions: a bad name; the span rule without a region for every
+     * vault, or with one region only. */
+    vo[0].region = "EU";
+    assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    assert_non_null(strstr(err.msg, "vault 1: region \"EU\""));
+    vo[0].region = "";
+    assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    vo[0].region = "abcdefghij0123456789abcdefghij01"; /* 32 bytes */
+    assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    vo[0].region = "eu-west";
+    vo[1].region = "eu-west";
+    o.span_regions = true;
+    assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    assert_non_null(strstr(err.msg, "vault 3 has no region"));
+    vo[2].region = "eu-west";
+    assert_int_equal(open_bad(&o, &err), CFR_EINVAL);
+    assert_non_null(strstr(err.msg, "at least 2 regions"));
+    o.span_regions = false;
+    vo[0].region = vo[1].region = vo[2].region = NULL;
 
     assert_int_equal(open_bad(NULL, &err), CFR_EINVAL);
 }
@@ -160,6 +239,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_agent_uplink_quorum_defaults_to_all),
         cmocka_unit_test(test_agent_uplink_drop_only_beyond_quorum),
+        cmocka_unit_test(test_agent_uplink_regions_counts_distinct),
+        cmocka_unit_test(test_agent_uplink_quorum_spans_regions),
         cmocka_unit_test(test_agent_uplink_state_for_status),
         cmocka_unit_test(test_agent_uplink_open_refuses_bad_options),
         cmocka_unit_test(test_agent_uplink_null_is_harmless),

@@ -30,6 +30,9 @@ static const char *const method_names[VAULT_M_COUNT] = {
     [VAULT_M_AUDIT] = "Audit",
     [VAULT_M_HEALTH] = "Health",
     [VAULT_M_SYSTEM] = "System",
+    [VAULT_M_SYNC_DIGEST] = "SyncDigest",
+    [VAULT_M_SYNC_LIST] = "SyncList",
+    [VAULT_M_SYNC_GET] = "SyncGet",
 };
 
 static const char *const method_paths[VAULT_M_COUNT] = {
@@ -43,6 +46,9 @@ static const char *const method_paths[VAULT_M_COUNT] = {
     [VAULT_M_AUDIT] = VAULT_SERVICE_PREFIX "Audit",
     [VAULT_M_HEALTH] = VAULT_SERVICE_PREFIX "Health",
     [VAULT_M_SYSTEM] = VAULT_SERVICE_PREFIX "System",
+    [VAULT_M_SYNC_DIGEST] = VAULT_SERVICE_PREFIX "SyncDigest",
+    [VAULT_M_SYNC_LIST] = VAULT_SERVICE_PREFIX "SyncList",
+    [VAULT_M_SYNC_GET] = VAULT_SERVICE_PREFIX "SyncGet",
 };
 
 #define A (1u << VAULT_ROLE_AGENT)
@@ -54,16 +60,19 @@ static const char *const method_paths[VAULT_M_COUNT] = {
 
 /* One bit per role that may call the method. */
 static const unsigned matrix[VAULT_M_COUNT] = {
-    [VAULT_M_MISSING] = A | R | V,
-    [VAULT_M_OPEN_LEASE] = A | V,
-    [VAULT_M_PUT_OBJECTS] = A | V,
-    [VAULT_M_GET_OBJECTS] = R | V,
-    [VAULT_M_COMMIT] = A | V,
-    [VAULT_M_LIST_SNAPSHOTS] = A | R | U | D | V,
+    [VAULT_M_MISSING] = A | R,
+    [VAULT_M_OPEN_LEASE] = A,
+    [VAULT_M_PUT_OBJECTS] = A,
+    [VAULT_M_GET_OBJECTS] = R,
+    [VAULT_M_COMMIT] = A,
+    [VAULT_M_LIST_SNAPSHOTS] = A | R | U | D,
     [VAULT_M_ADMIN] = D,
     [VAULT_M_AUDIT] = U | D,
     [VAULT_M_HEALTH] = A | R | U | D | V | O,
     [VAULT_M_SYSTEM] = O,
+    [VAULT_M_SYNC_DIGEST] = V,
+    [VAULT_M_SYNC_LIST] = V,
+    [VAULT_M_SYNC_GET] = V,
 };
 
 #undef A
@@ -156,5 +165,12 @@ vault_authz_is_data(enum vault_method m)
 {
     return m == VAULT_M_MISSING || m == VAULT_M_OPEN_LEASE ||
            m == VAULT_M_PUT_OBJECTS || m == VAULT_M_GET_OBJECTS ||
-           m == VAULT_M_COMMIT;
+           m == VAULT_M_COMMIT || vault_authz_tenant_in_request(m);
+}
+
+bool
+vault_authz_tenant_in_request(enum vault_method m)
+{
+    return m == VAULT_M_SYNC_DIGEST || m == VAULT_M_SYNC_LIST ||
+           m == VAULT_M_SYNC_GET;
 }

@@ -10,6 +10,12 @@
  * server.c opens only the caller's own tenant database, so another
  * tenant's data is not reachable at all and looks exactly like "absent".
  *
+ * Peer vaults (coffer://vault/NAME, role vault, no tenant) may call Health
+ * and the three read-only Sync methods, nothing else; no tenant role and
+ * no operator may call Sync*. A Sync request names its tenant itself
+ * (vault_authz_tenant_in_request), so its handler, not the role matrix,
+ * checks the peer is listed and the tenant is registered and placed here.
+ *
  * Thread safety: pure functions over constant tables.
  */
 #ifndef VAULT_AUTHZ_H
@@ -28,6 +34,9 @@ enum vault_method {
     VAULT_M_AUDIT,
     VAULT_M_HEALTH,
     VAULT_M_SYSTEM,
+    VAULT_M_SYNC_DIGEST, /* replication: role vault only */
+    VAULT_M_SYNC_LIST,
+    VAULT_M_SYNC_GET,
     VAULT_M_COUNT,
 };
 
@@ -68,8 +77,15 @@ bool vault_authz_needs_registration(enum vault_method m);
 /*
  * Whether m reads or writes tenant data, and so is refused where the
  * tenant's allowed regions exclude this vault: Missing, OpenLease,
- * PutObjects, GetObjects, Commit.
+ * PutObjects, GetObjects, Commit, and the three Sync methods (whose
+ * handlers also require the caller peer's region).
  */
 bool vault_authz_is_data(enum vault_method m);
+
+/*
+ * Whether m takes its tenant from the request rather than the caller's
+ * certificate: the Sync methods, called by a peer vault, which has none.
+ */
+bool vault_authz_tenant_in_request(enum vault_method m);
 
 #endif /* VAULT_AUTHZ_H */

@@ -11,7 +11,8 @@
  */
 #include "config.h"
 
-#include <string.h> /* memset, strrchr */
+#include <stdio.h>  /* snprintf */
+#include <string.h> /* memset, strcmp, strlen, strrchr */
 
 #include "cfg.h"       /* libconfig access with checked values */
 #include "clock.h"     /* CFR_MS_PER_DAY */
@@ -20,7 +21,8 @@
 #define TOP_KEYS                                                               \
     "listen", "port_file", "data_dir", "region", "log_level", "cache_size",    \
         "workers", "lease_ttl", "approval_window", "shutdown_grace", "tls",    \
-        "limits", "retention", "audit", "stats", "notify", "test_clock_offset"
+        "limits", "retention", "audit", "stats", "notify",                     \
+        "test_clock_offset", "name", "peers", "sync", "scrub"
 
 static const char *const top_keys[] = {TOP_KEYS, NULL};
 static const char *const tls_keys[] = {"cert", "key", "client_ca", NULL};
@@ -31,6 +33,11 @@ static const char *const retention_keys[] = {"window", "schedule", "tombstones",
                                              NULL};
 static const char *const audit_keys[] = {"keep", NULL};
 static const char *const stats_keys[] = {"file", "interval", NULL};
+static const char *const peer_keys[] = {"name", "address", "region", "tls_name",
+                                        NULL};
+static const char *const sync_keys[] = {
+    "interval", "bandwidth", "timeout", "cert", "key", "ca", NULL};
+static const char *const scrub_keys[] = {"interval", NULL};
 static const char *const notify_keys[] = {
     "webhook",   "mail_to",       "smtp_url", "smtp_from",
     "smtp_user", "smtp_password", "ca_file",  NULL};
@@ -88,41 +95,181 @@ opt_string(const struct cfr_cfg *cfg, const char *path, const char **out,
     return cfr_cfg_string(cfg, path, NULL, out, err);
 }
 
+/*
+ * One "host:port" or "[v6]:port" at path, port min_port..65535: the listen
+ * address (port 0 picks a free one) and each peer's address.
+ */
 static int
-check_listen(const struct cfr_cfg *cfg, const char *listen, struct cfr_err *err)
+check_hostport(const struct cfr_cfg *cfg, const char *path, const char *value,
+               unsigned long min_port, struct cfr_err *err)
 {
-    /* One address only: "host:port" or "[v6]:port", port 0..65535. */
-    const char *colon = strrchr(listen, ':');
-    if (colon == NULL || colon == listen || colon[1] == '\0') {
-        return cfr_cfg_fail(cfg, "listen", err,
-                            "\"%s\" is not host:port (one port only)", listen);
+    const char *colon = strrchr(value, ':');
+    if (colon == NULL || colon == value || colon[1] == '\0') {
+        return cfr_cfg_fail(cfg, path, err,
+                            "\"%s\" is not host:port (one port only)", value);
     }
-    size_t host_len = (size_t)(colon - listen);
-    bool bracketed = listen[0] == '[' && listen[host_len - 1] == ']';
+    size_t host_len = (size_t)(colon - value);
+    bool bracketed = value[0] == '[' && value[host_len - 1] == ']';
     for (size_t i = 0; i < host_len; i++) {
-        char ch = listen[i];
+        char ch = value[i];
         bool bad = ch == ',' || ch == ' ' || ch == '\t' ||
                    (ch == ':' && !bracketed) ||
                    ((ch == '[' || ch == ']') && !bracketed);
         if (bad) {
-            return cfr_cfg_fail(cfg, "listen", err,
+            return cfr_cfg_fail(cfg, path, err,
                                 "\"%s\" is not one host:port (write IPv6 "
                                 "addresses as [addr]:port)",
-                                listen);
+                                value);
         }
     }
     unsigned long port = 0;
     for (const char *p = colon + 1; *p != '\0'; p++) {
         if (*p < '0' || *p > '9' || port > 65535) {
-            return cfr_cfg_fail(cfg, "listen", err,
-                                "\"%s\": port is not a number in 0..65535",
-                                listen);
+            return cfr_cfg_fail(cfg, path, err,
+                                "\"%s\": port is not a number in %lu..65535",
+                                value, min_port);
         }
         port = port * 10 + (unsigned long)(*p - '0');
     }
-    if (port > 65535) {
-        return cfr_cfg_fail(cfg, "listen", err,
-                            "\"%s\": port is not a number in 0..65535", listen);
+    if (port > 65535 || port < min_port) {
+        return cfr_cfg_fail(cfg, path, err,
+                            "\"%s\": port is not a number in %lu..65535", value,
+                            min_port);
+    }
+    return 0;
+}
+
+/*
+ * A vault or region name: what coffer://vault/<name> and the registry
+ * use. A vault name (ident) also may not start with '.', '-' or '_', as
+ * the identity rule requires of the URI's last segment.
+ */
+static int
+check_name(const struct cfr_cfg *cfg, const char *path, const char *value,
+           size_t max, bool ident, struct cfr_err *err)
+{
+    size_t n = strlen(value);
+    if (n >= max) {
+        return cfr_cfg_fail(cfg, path, err, "\"%s\" is longer than %zu bytes",
+                            value, max - 1);
+    }
+    if (ident && (value[0] == '.' || value[0] == '-' || value[0] == '_')) {
+        return cfr_cfg_fail(cfg, path, err,
+                            "\"%s\" may not start with '.', '-' or '_'", value);
+    }
+    for (size_t i = 0; i < n; i++) {
+        char ch = value[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-')) {
+            return cfr_cfg_fail(cfg, path, err,
+                                "\"%s\" may hold only a-z, 0-9, '.', '_' "
+                                "and '-'",
+                                value);
+        }
+    }
+    return 0;
+}
+
+/*
+ * peers = ( { name; address; region; tls_name; }, ... ): each needs the
+ * three first, names and addresses are unique, none is this vault, and a
+ * vault with peers has a name of its own (its certificate's
+ * coffer://vault/<name>, which the peers list in turn).
+ */
+static int
+read_peers(struct vault_config *c, struct cfr_err *err)
+{
+    const struct cfr_cfg *cfg = c->cfg;
+    char p[32], pn[48], pa[48], pr[48], pt[48];
+    size_t n = 0;
+    int rc;
+
+    if ((rc = opt_string(cfg, "name", &c->name, err)) != 0 ||
+        (c->name != NULL &&
+         (rc = check_name(cfg, "name", c->name, VAULT_SYNC_NAME_MAX, true,
+                          err)) != 0) ||
+        (rc = cfr_cfg_count(cfg, "peers", &n, err)) != 0) {
+        return rc;
+    }
+    if (n > VAULT_SYNC_PEERS_MAX) {
+        return cfr_cfg_fail(cfg, "peers", err, "%zu peers; at most %d", n,
+                            VAULT_SYNC_PEERS_MAX);
+    }
+    if (n > 0 && c->name == NULL) {
+        return cfr_cfg_fail(cfg, "peers", err,
+                            "need this vault's own name (setting name, as in "
+                            "its certificate's coffer://vault/NAME)");
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct vault_sync_peer *v = &c->peers[i];
+        snprintf(p, sizeof(p), "peers.[%zu]", i);
+        snprintf(pn, sizeof(pn), "%s.name", p);
+        snprintf(pa, sizeof(pa), "%s.address", p);
+        snprintf(pr, sizeof(pr), "%s.region", p);
+        snprintf(pt, sizeof(pt), "%s.tls_name", p);
+        if ((rc = cfr_cfg_check_keys(cfg, p, peer_keys, err)) != 0 ||
+            (rc = cfr_cfg_string(cfg, pn, NULL, &v->name, err)) != 0 ||
+            (rc = check_name(cfg, pn, v->name, VAULT_SYNC_NAME_MAX, true,
+                             err)) != 0 ||
+            (rc = cfr_cfg_string(cfg, pa, NULL, &v->address, err)) != 0 ||
+            (rc = check_hostport(cfg, pa, v->address, 1, err)) != 0 ||
+            (rc = cfr_cfg_string(cfg, pr, NULL, &v->region, err)) != 0 ||
+            (rc = check_name(cfg, pr, v->region, VAULT_SYNC_REGION_MAX, false,
+                             err)) != 0 ||
+            (rc = opt_string(cfg, pt, &v->tls_name, err)) != 0) {
+            return rc;
+        }
+        if (strcmp(v->name, c->name) == 0) {
+            return cfr_cfg_fail(cfg, pn, err,
+                                "\"%s\" is this vault's own name: a vault "
+                                "does not sync with itself",
+                                v->name);
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(v->name, c->peers[j].name) == 0) {
+                return cfr_cfg_fail(cfg, pn, err, "\"%s\" names two peers",
+                                    v->name);
+            }
+            if (strcmp(v->address, c->peers[j].address) == 0) {
+                return cfr_cfg_fail(
+                    cfg, pa, err, "\"%s\" is listed for two peers", v->address);
+            }
+        }
+    }
+    c->n_peers = n;
+    return 0;
+}
+
+/* sync = { ... } and scrub = { ... }; TLS files default to tls.*. */
+static int
+read_sync(struct vault_config *c, struct cfr_err *err)
+{
+    const struct cfr_cfg *cfg = c->cfg;
+    int rc;
+    if ((rc = cfr_cfg_duration_ms(cfg, "sync.interval", "5m", 0,
+                                  30 * CFR_MS_PER_DAY, &c->sync_interval_ms,
+                                  err)) != 0 ||
+        (rc = cfr_cfg_size(cfg, "sync.bandwidth", "0", 0, (uint64_t)1 << 40,
+                           &c->sync_bandwidth, err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "sync.timeout", "60s", CFR_MS_PER_SEC,
+                                  CFR_MS_PER_HOUR, &c->sync_timeout_ms, err)) !=
+            0 ||
+        (rc = cfr_cfg_string(cfg, "sync.cert", c->tls_cert, &c->sync_tls_cert,
+                             err)) != 0 ||
+        (rc = cfr_cfg_string(cfg, "sync.key", c->tls_key, &c->sync_tls_key,
+                             err)) != 0 ||
+        (rc = cfr_cfg_string(cfg, "sync.ca", c->tls_client_ca, &c->sync_tls_ca,
+                             err)) != 0 ||
+        (rc = cfr_cfg_duration_ms(cfg, "scrub.interval", "7d", 0,
+                                  365 * CFR_MS_PER_DAY, &c->scrub_interval_ms,
+                                  err)) != 0) {
+        return rc;
+    }
+    /* A bandwidth below 1 KiB/s would stall a round on one object. */
+    if (c->sync_bandwidth != 0 && c->sync_bandwidth < 1024) {
+        return cfr_cfg_fail(cfg, "sync.bandwidth", err,
+                            "%llu bytes/s is below 1K (\"0\" = unlimited)",
+                            (unsigned long long)c->sync_bandwidth);
     }
     return 0;
 }
@@ -143,11 +290,13 @@ read_all(struct vault_config *c, struct cfr_err *err)
         (rc = cfr_cfg_check_keys(cfg, "audit", audit_keys, err)) != 0 ||
         (rc = cfr_cfg_check_keys(cfg, "stats", stats_keys, err)) != 0 ||
         (rc = cfr_cfg_check_keys(cfg, "notify", notify_keys, err)) != 0 ||
+        (rc = cfr_cfg_check_keys(cfg, "sync", sync_keys, err)) != 0 ||
+        (rc = cfr_cfg_check_keys(cfg, "scrub", scrub_keys, err)) != 0 ||
         (rc = read_notify(c, err)) != 0) {
         goto out;
     }
     if ((rc = cfr_cfg_string(cfg, "listen", NULL, &c->listen, err)) != 0 ||
-        (rc = check_listen(cfg, c->listen, err)) != 0 ||
+        (rc = check_hostport(cfg, "listen", c->listen, 0, err)) != 0 ||
         (rc = opt_string(cfg, "port_file", &c->port_file, err)) != 0 ||
         (rc = cfr_cfg_string(cfg, "data_dir", NULL, &c->data_dir, err)) != 0 ||
         (rc = cfr_cfg_string(cfg, "region", "default", &c->region, err)) != 0 ||
@@ -157,7 +306,10 @@ read_all(struct vault_config *c, struct cfr_err *err)
         (rc = cfr_cfg_string(cfg, "tls.key", NULL, &c->tls_key, err)) != 0 ||
         (rc = cfr_cfg_string(cfg, "tls.client_ca", NULL, &c->tls_client_ca,
                              err)) != 0 ||
-        (rc = opt_string(cfg, "stats.file", &c->stats_file, err)) != 0) {
+        (rc = opt_string(cfg, "stats.file", &c->stats_file, err)) != 0 ||
+        (rc = check_name(cfg, "region", c->region, VAULT_SYNC_REGION_MAX, false,
+                         err)) != 0 ||
+        (rc = read_peers(c, err)) != 0 || (rc = read_sync(c, err)) != 0) {
         goto out;
     }
     if ((rc = cfr_cfg_size(cfg, "cache_size", "256M", 1u << 20,

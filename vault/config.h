@@ -73,7 +73,8 @@ struct vault_config {
     const char *sync_tls_cert; /* sync.cert/sync.key; default tls.cert/key
                                   (vault certificates allow client auth) */
     const char *sync_tls_key;
-    const char *sync_tls_ca; /* sync.ca; default tls.client_ca */
+    const char *sync_tls_ca;   /* sync.ca; default tls.client_ca */
+    int64_t scrub_interval_ms; /* scrub.interval, default 7d; 0 = off */
     bool test_mode;
     struct cfr_cfg *cfg; /* owned: the strings above borrow from it */
 };

@@ -109,6 +109,9 @@ main(int argc, char **argv)
     struct vault_sysdb *sysdb = NULL;
     struct cfr_notify *notify = NULL;
     struct vault_server *srv = NULL;
+    /* Reads failing their checksum go from the store to the server's
+     * replication engine for repair (server.h). */
+    struct vault_server_relay relay = {NULL};
     char *cert = NULL, *key = NULL, *ca = NULL;
     enum cfr_log_level level;
     sigset_t sigs;
@@ -210,6 +213,8 @@ main(int argc, char **argv)
             .clock = clock,
             .lease_max_ms = cfg.lease_ttl_ms,
             .tombstone_keep_ms = cfg.tombstone_keep_ms,
+            .on_corrupt = vault_server_on_corrupt,
+            .on_corrupt_ctx = &relay,
         };
         if ((store = vault_store_open(&so, &err)) == NULL) {
             code = EXIT_STORE;
@@ -279,6 +284,7 @@ main(int argc, char **argv)
             goto out;
         }
     }
+    vault_server_relay_set(&relay, srv);
     if (vault_server_start(srv, &err) != 0) {
         report("vault.start", &err);
         goto out;
@@ -289,8 +295,10 @@ main(int argc, char **argv)
         goto out;
     }
     cfr_log(CFR_LOG_INFO, "vault.start",
-            "version=%s listen=%s port=%d region=%s data_dir=%s", VAULT_VERSION,
-            cfg.listen, vault_server_port(srv), cfg.region, cfg.data_dir);
+            "version=%s listen=%s port=%d region=%s data_dir=%s name=%s "
+            "peers=%zu",
+            VAULT_VERSION, cfg.listen, vault_server_port(srv), cfg.region,
+            cfg.data_dir, cfg.name != NULL ? cfg.name : "-", cfg.n_peers);
 
     /* Serve until a signal or a storage failure (invariants 3 and 4). */
     code = EXIT_OK;
@@ -312,6 +320,9 @@ main(int argc, char **argv)
         }
     }
 out:
+    /* Stopped first: no handler or sync thread reads the relay any more. */
+    vault_server_stop(srv, 0);
+    vault_server_relay_set(&relay, NULL);
     vault_server_free(srv);
     /* After the server: its last audit records are written at close. */
     vault_sysdb_close(sysdb);

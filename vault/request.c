@@ -618,6 +618,8 @@ check_system(const Coffer__V1__SystemRequest *req, struct cfr_err *err)
     case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST:
     case COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST:
     case COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC:
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS:
         return 0;
     default:
         return CFR_ERR(err, CFR_EINVAL, "unknown system op");
@@ -660,5 +662,128 @@ vault_request_free_system(Coffer__V1__SystemRequest *msg)
     if (msg != NULL && msg->totp_secret.len > 0) {
         cfr_wipe(msg->totp_secret.data, msg->totp_secret.len);
     }
+    release(msg != NULL ? &msg->base : NULL);
+}
+
+/* ---- Sync* (peer vaults) ------------------------------------------------ */
+
+/*
+ * The tenant a Sync request names. Checked here like a certificate's
+ * tenant would be, since for a peer it is the only thing that selects a
+ * database: a name that is no tenant name never reaches the store.
+ */
+static int
+check_sync_tenant(const char *name, const char *tenant, struct cfr_err *err)
+{
+    if (tenant == NULL || vault_sysdb_tenant_name_ok(tenant, NULL) != 0) {
+        return CFR_ERR(err, CFR_EINVAL, "%s: tenant: bad tenant name", name);
+    }
+    return 0;
+}
+
+int
+vault_request_decode_sync_digest(const uint8_t *p, size_t n,
+                                 Coffer__V1__SyncDigestRequest **msg_r,
+                                 struct cfr_err *err)
+{
+    static const char name[] = "SyncDigestRequest";
+    ProtobufCMessage *m = NULL;
+    int rc;
+
+    *msg_r = NULL;
+    if ((rc = unpack(&coffer__v1__sync_digest_request__descriptor, name, p, n,
+                     &m, err)) != 0 ||
+        (rc = check_sync_tenant(
+             name, ((Coffer__V1__SyncDigestRequest *)m)->tenant, err)) != 0) {
+        goto out;
+    }
+    *msg_r = (Coffer__V1__SyncDigestRequest *)m;
+    m = NULL;
+out:
+    release(m);
+    return rc;
+}
+
+void
+vault_request_free_sync_digest(Coffer__V1__SyncDigestRequest *msg)
+{
+    release(msg != NULL ? &msg->base : NULL);
+}
+
+int
+vault_request_decode_sync_list(const uint8_t *p, size_t n,
+                               Coffer__V1__SyncListRequest **msg_r,
+                               struct cfr_err *err)
+{
+    static const char name[] = "SyncListRequest";
+    ProtobufCMessage *m = NULL;
+    Coffer__V1__SyncListRequest *req;
+    int rc;
+
+    *msg_r = NULL;
+    if ((rc = unpack(&coffer__v1__sync_list_request__descriptor, name, p, n, &m,
+                     err)) != 0) {
+        goto out;
+    }
+    req = (Coffer__V1__SyncListRequest *)m;
+    if ((rc = check_sync_tenant(name, req->tenant, err)) != 0) {
+        goto out;
+    }
+    /* Duplicates are harmless (a bucket is listed once); the count is not. */
+    if (req->n_buckets > VAULT_SYNC_BUCKETS) {
+        rc = CFR_ERR(err, CFR_EINVAL, "%s: more than %d buckets", name,
+                     VAULT_SYNC_BUCKETS);
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_buckets; i++) {
+        if (req->buckets[i] >= VAULT_SYNC_BUCKETS) {
+            rc = CFR_ERR(err, CFR_EINVAL, "%s: bucket %u is not 0..%d", name,
+                         (unsigned)req->buckets[i], VAULT_SYNC_BUCKETS - 1);
+            goto out;
+        }
+    }
+    *msg_r = req;
+    m = NULL;
+out:
+    release(m);
+    return rc;
+}
+
+void
+vault_request_free_sync_list(Coffer__V1__SyncListRequest *msg)
+{
+    release(msg != NULL ? &msg->base : NULL);
+}
+
+int
+vault_request_decode_sync_get(const uint8_t *p, size_t n,
+                              Coffer__V1__SyncGetRequest **msg_r,
+                              struct cfr_err *err)
+{
+    static const char name[] = "SyncGetRequest";
+    ProtobufCMessage *m = NULL;
+    Coffer__V1__SyncGetRequest *req;
+    int rc;
+
+    *msg_r = NULL;
+    if ((rc = unpack(&coffer__v1__sync_get_request__descriptor, name, p, n, &m,
+                     err)) != 0) {
+        goto out;
+    }
+    req = (Coffer__V1__SyncGetRequest *)m;
+    if ((rc = check_sync_tenant(name, req->tenant, err)) != 0 ||
+        (rc = check_ids(name, req->ids, req->n_ids, err)) != 0) {
+        goto out;
+    }
+    *msg_r = req;
+    m = NULL;
+out:
+    release(m);
+    return rc;
+}
+
+void
+vault_request_free_sync_get(Coffer__V1__SyncGetRequest *msg)
+{
     release(msg != NULL ? &msg->base : NULL);
 }

@@ -112,7 +112,8 @@ void vault_request_free_health(Coffer__V1__HealthRequest *msg);
  * entry of kind "identity" (a URI cfr_rpc_identity_parse accepts, or
  * coffer://vault/NAME) or "fingerprint" (64 hex digits); TOTP_SET a
  * totp_secret of 20..64 bytes and, when tenant_name is set, a principal;
- * APPROVE an approval_id of VAULT_SYSDB_APPROVAL_ID_LEN bytes. On every
+ * APPROVE an approval_id of VAULT_SYSDB_APPROVAL_ID_LEN bytes; SYNC and
+ * SYNC_STATUS nothing (tenant_name "" = every tenant). On every
  * op: tenant_name empty or a valid tenant name, approval_id empty or 16
  * bytes, reason printable. The totp_secret is wiped when freed.
  */
@@ -120,6 +121,26 @@ int vault_request_decode_system(const uint8_t *p, size_t n,
                                 Coffer__V1__SystemRequest **msg_r,
                                 struct cfr_err *err);
 void vault_request_free_system(Coffer__V1__SystemRequest *msg);
+
+/*
+ * Replication requests (a peer vault's): tenant a valid tenant name
+ * (CFR_EINVAL otherwise; whether it is registered and placed here is the
+ * server's question). SyncList: at most VAULT_SYNC_BUCKETS buckets, each
+ * below VAULT_SYNC_BUCKETS. SyncGet: at most VAULT_IDS_MAX ids of
+ * VAULT_ID_LEN bytes.
+ */
+int vault_request_decode_sync_digest(const uint8_t *p, size_t n,
+                                     Coffer__V1__SyncDigestRequest **msg_r,
+                                     struct cfr_err *err);
+void vault_request_free_sync_digest(Coffer__V1__SyncDigestRequest *msg);
+int vault_request_decode_sync_list(const uint8_t *p, size_t n,
+                                   Coffer__V1__SyncListRequest **msg_r,
+                                   struct cfr_err *err);
+void vault_request_free_sync_list(Coffer__V1__SyncListRequest *msg);
+int vault_request_decode_sync_get(const uint8_t *p, size_t n,
+                                  Coffer__V1__SyncGetRequest **msg_r,
+                                  struct cfr_err *err);
+void vault_request_free_sync_get(Coffer__V1__SyncGetRequest *msg);
 
 /* coffer://vault/NAME, NAME a valid tenant-style name (a peer vault). */
 bool vault_request_vault_identity_ok(const char *uri);

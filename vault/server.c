@@ -7,6 +7,9 @@
  *     (peer->tenant), so a request naming another tenant's IDs can only
  *     ever see "absent": Missing reports them missing, GetObjects lists
  *     them as missing, Commit refuses them as it refuses any absent object.
+ *     The one exception are the Sync handlers, called by peer vaults
+ *     (which have no tenant): they open the tenant the request names,
+ *     never creating it, and only after sync_check (invariant 12).
  *  2. Authorization happens before any handler runs (authz_hook), and the
  *     audit callback records every call that reached the server, allowed
  *     or not, with all caller-supplied strings escaped.
@@ -34,6 +37,11 @@
  *     System never opens a tenant database except to read usage.
  * 11. A System op's audit record names the op, its target and outcome;
  *     a TOTP secret or code never enters a log line or record.
+ * 12. A peer vault (role vault) reaches Health and the read-only Sync
+ *     methods only (authz.c); a Sync call is served only to a vault this
+ *     one lists in peers, for a registered tenant whose regions allow both
+ *     vaults. Replication never writes here on a peer's behalf: the sync
+ *     engine (vault/sync.c) pulls, and its lifetime is the server's.
  *
  * Second-factor states of one destructive request (sysdb.h keeps them):
  *
@@ -54,6 +62,7 @@
 #include <time.h>      /* clock_gettime for timed waits */
 
 #include "authz.h"             /* role matrix */
+#include "cfg.h"               /* PEM files of the sync identity */
 #include "buf.h"               /* response buffers */
 #include "coffer_vault.pb-c.h" /* wire messages */
 #include "log.h"               /* structured log lines */
@@ -61,6 +70,7 @@
 #include "ratelimit.h"         /* lockout after repeated denials */
 #include "request.h"           /* request decoding and bounds */
 #include "rpc.h"               /* transport */
+#include "sync.h"              /* replication engine */
 #include "sysdb.h"             /* audit, deny list, approvals, tenants */
 
 #define SNAP_LIST_MAX ((size_t)1 << 20)
@@ -95,10 +105,15 @@ struct vault_server {
     atomic_uint_fast64_t commits, maint_runs, maint_errors;
     atomic_uint_fast64_t snaps_removed, objs_removed, bytes_removed;
     atomic_uint_fast64_t corrupt_reads;
+    atomic_uint_fast64_t sync_served_objects, sync_served_bytes;
+    atomic_uint_fast64_t scrub_runs, scrub_bad_objects;
+    struct vault_sync *sync; /* replication engine; NULL without peers */
+    bool sync_running;
     struct seen_cache *seen; /* agent certificates already recorded */
 };
 
 struct seen_cache;
+struct status_list;
 
 static void count_denial(struct vault_server *srv,
                          const struct cfr_rpc_peer *peer);
@@ -814,14 +829,27 @@ count_maint(struct vault_server *srv, const struct vault_maint_stats *ms)
     atomic_fetch_add(&srv->bytes_removed, ms->bytes_removed);
 }
 
+struct scrub_ctx {
+    struct vault_server *srv;
+    const char *tenant;
+};
+
+/*
+ * A bad object found by a scrub (Admin SCRUB or the scheduled one): logged
+ * and queued for repair from a peer (vault/sync.h), when there are peers.
+ */
 static void
 scrub_bad(void *ctx, const uint8_t id[VAULT_ID_LEN], const struct cfr_err *why)
 {
-    const char *tenant = ctx;
+    const struct scrub_ctx *sx = ctx;
     char hex[2 * VAULT_ID_LEN + 1];
     char q[CFR_ERR_MSG_MAX + 8];
-    cfr_log(CFR_LOG_ERROR, "vault.scrub.bad", "tenant=%s id=%s why=%s", tenant,
-            hex_id(id, hex), cfr_log_quote(why->msg, q, sizeof(q)));
+    cfr_log(CFR_LOG_ERROR, "vault.scrub.bad", "tenant=%s id=%s why=%s",
+            sx->tenant, hex_id(id, hex), cfr_log_quote(why->msg, q, sizeof(q)));
+    atomic_fetch_add(&sx->srv->scrub_bad_objects, 1);
+    if (sx->srv->sync != NULL) {
+        vault_sync_report_bad(sx->srv->sync, sx->tenant, id);
+    }
 }
 
 /* The tenant's retention window: its registry entry, else the default. */
@@ -1122,9 +1150,10 @@ h_admin(struct cfr_rpc_ctx *ctx, void *arg)
         rc = vault_store_gc(t, &ms, &c.err);
         break;
     default: /* SCRUB, the only one left after the first switch */
-        rc = vault_store_scrub(t, scrub_bad, (void *)c.peer->tenant, &ms,
-                               &c.err);
-        break;
+    {
+        struct scrub_ctx sx = {c.srv, c.peer->tenant};
+        rc = vault_store_scrub(t, scrub_bad, &sx, &ms, &c.err);
+    } break;
     }
     if (rc != 0) {
         finish_code(&c);
@@ -1287,7 +1316,9 @@ h_health(struct cfr_rpc_ctx *ctx, void *arg)
     resp.version = (char *)VAULT_VERSION;
     resp.region = (char *)c.srv->cfg->region;
     resp.time_ms = cfr_clock_now_ms(c.srv->clock);
-    if (vault_authz_sees_stats(c.role) && tenant_of(&c, false, &t) == 0 &&
+    /* Stats are a tenant's: a peer vault (no tenant) sees none here. */
+    if (vault_authz_sees_stats(c.role) && c.peer->tenant[0] != '\0' &&
+        tenant_of(&c, false, &t) == 0 &&
         vault_store_stats(t, &ts, &c.err) == 0) {
         resp.objects = ts.objects;
         resp.snapshots = ts.snapshots;
@@ -1298,6 +1329,491 @@ out:
     vault_request_free_health(req);
 }
 
+/* ---- Sync* (peer vaults) ------------------------------------------------ */
+
+/*
+ * The serving checks of a replication call (docs/REPLICATION.md): the
+ * caller is a peer listed here by its coffer://vault/<name> (else
+ * PERMISSION_DENIED, counted towards the lockout like any denial); the
+ * tenant it names is registered here (else NOT_FOUND); the tenant's
+ * allowed regions, when it has any, include both this vault's region and
+ * the caller's configured one (else FAILED_PRECONDITION). Then *t_r is the
+ * tenant's database, or NULL when it has none yet: a peer never causes
+ * one to be created, and an empty tenant answers empty.
+ * Returns true to go on; otherwise the call has been answered.
+ */
+static bool
+sync_check(struct call *c, const char *tenant, struct vault_tenant **t_r)
+{
+    struct vault_server *srv = c->srv;
+    const struct vault_config *cfg = srv->cfg;
+    const struct vault_sync_peer *peer = NULL;
+    struct vault_sysdb_tenant *rec = NULL;
+    const char *name = "";
+    char q[CFR_RPC_NAME_MAX + 8], msg[CFR_ERR_MSG_MAX];
+    bool ok = false;
+    int rc;
+
+    *t_r = NULL;
+    if (strncmp(c->peer->uri, CFR_RPC_VAULT_URI,
+                sizeof(CFR_RPC_VAULT_URI) - 1) == 0) {
+        name = c->peer->uri + sizeof(CFR_RPC_VAULT_URI) - 1;
+    }
+    for (size_t i = 0; i < cfg->n_peers && peer == NULL; i++) {
+        if (name[0] != '\0' && strcmp(cfg->peers[i].name, name) == 0) {
+            peer = &cfg->peers[i];
+        }
+    }
+    if (peer == NULL) {
+        cfr_log(CFR_LOG_WARN, "vault.sync.denied",
+                "identity=%s tenant=%s why=not_a_peer",
+                cfr_log_quote(c->peer->uri, q, sizeof(q)), tenant);
+        count_denial(srv, c->peer);
+        finish_status(c, CFR_RPC_PERMISSION_DENIED,
+                      "this vault does not list the caller as a peer");
+        goto out;
+    }
+    if ((rec = cfr_malloc(sizeof(*rec))) == NULL) {
+        finish_status(c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    rc = vault_sysdb_tenant_get(srv->sysdb, tenant, rec, &c->err);
+    if (rc == CFR_ENOTFOUND || rc == CFR_EINVAL) {
+        snprintf(msg, sizeof(msg), "tenant %s is not registered here", tenant);
+        finish_status(c, CFR_RPC_NOT_FOUND, msg);
+        goto out;
+    }
+    if (rc != 0) {
+        finish_code(c); /* fail closed: an unreadable registry serves none */
+        goto out;
+    }
+    if (rec->n_regions > 0) {
+        bool here = false, there = false;
+        for (size_t i = 0; i < rec->n_regions; i++) {
+            here = here || strcmp(rec->regions[i], cfg->region) == 0;
+            there = there || strcmp(rec->regions[i], peer->region) == 0;
+        }
+        if (!here || !there) {
+            snprintf(msg, sizeof(msg), "tenant %s is not allowed in region %s",
+                     tenant, !here ? cfg->region : peer->region);
+            cfr_log(CFR_LOG_WARN, "vault.sync.refused",
+                    "peer=%s tenant=%s region=%s why=placement", peer->name,
+                    tenant, !here ? cfg->region : peer->region);
+            finish_status(c, CFR_RPC_FAILED_PRECONDITION, msg);
+            goto out;
+        }
+    }
+    *t_r = vault_store_tenant(srv->store, tenant, false, &c->err);
+    if (*t_r == NULL && c->err.code != CFR_ENOTFOUND) {
+        finish_code(c);
+        goto out;
+    }
+    cfr_err_clear(&c->err);
+    ok = true;
+out:
+    cfr_free(rec);
+    return ok;
+}
+
+static void
+h_sync_digest(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__SyncDigestRequest *req = NULL;
+    Coffer__V1__SyncDigestResponse resp =
+        COFFER__V1__SYNC_DIGEST_RESPONSE__INIT;
+    struct vault_tenant *t = NULL;
+    uint8_t(*buckets)[VAULT_ID_LEN] = NULL;
+    ProtobufCBinaryData *bins = NULL;
+    uint64_t snaps = 0, tombs = 0;
+    char detail[CFR_RPC_TENANT_MAX + 16];
+
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    if (vault_request_decode_sync_digest(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    if (!sync_check(&c, req->tenant, &t)) {
+        goto out;
+    }
+    buckets = cfr_calloc(VAULT_SYNC_BUCKETS, VAULT_ID_LEN);
+    bins = cfr_calloc(VAULT_SYNC_BUCKETS, sizeof(*bins));
+    if (buckets == NULL || bins == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /* No database yet: every bucket empty, which is 32 zero bytes. */
+    if (t != NULL &&
+        vault_store_digest(t, buckets, &snaps, &tombs, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    for (size_t i = 0; i < VAULT_SYNC_BUCKETS; i++) {
+        bins[i].data = buckets[i];
+        bins[i].len = VAULT_ID_LEN;
+    }
+    resp.n_buckets = VAULT_SYNC_BUCKETS;
+    resp.buckets = bins;
+    resp.snapshots = snaps;
+    resp.tombstones = tombs;
+    resp.time_ms = cfr_clock_now_ms(c.srv->clock);
+    resp.region = (char *)c.srv->cfg->region;
+    snprintf(detail, sizeof(detail), "tenant=%s", req->tenant);
+    c.ok_detail = detail;
+    finish_msg(&c, &resp.base);
+out:
+    cfr_free(buckets);
+    cfr_free(bins);
+    vault_request_free_sync_digest(req);
+}
+
+/* One SyncList message being filled: records with headers, tombstones. */
+struct sync_batch {
+    struct call *c;
+    Coffer__V1__SnapshotRecord *recs, **rec_ptrs;
+    Coffer__V1__TreeRoot *roots;
+    struct vault_snapshot *snaps;
+    uint8_t **headers;
+    Coffer__V1__Tombstone *tombs, **tomb_ptrs;
+    uint8_t (*tomb_ids)[VAULT_ID_LEN];
+    size_t n_recs, n_tombs, cap, bytes;
+    bool sent;
+};
+
+/*
+ * A message carries at most SYNC_LIST_BATCH entries or about
+ * get_batch_bytes (a sealed header is at most VAULT_HEADER_MAX), so the
+ * peer's max_msg is never reached.
+ */
+#define SYNC_LIST_BATCH      1024
+#define SYNC_RECORD_OVERHEAD 160 /* IDs, times, root: bytes on the wire */
+
+static void
+sync_batch_clear(struct sync_batch *b)
+{
+    for (size_t i = 0; i < b->n_recs; i++) {
+        cfr_free_null(&b->headers[i]);
+    }
+    b->n_recs = 0;
+    b->n_tombs = 0;
+    b->bytes = 0;
+}
+
+static int
+sync_batch_send(struct sync_batch *b)
+{
+    Coffer__V1__SyncListResponse resp = COFFER__V1__SYNC_LIST_RESPONSE__INIT;
+    int rc;
+    if (cfr_rpc_ctx_cancelled(b->c->ctx)) {
+        return CFR_ERR(&b->c->err, CFR_EUNAVAIL, "call cancelled");
+    }
+    resp.n_snapshots = b->n_recs;
+    resp.snapshots = b->rec_ptrs;
+    resp.n_tombstones = b->n_tombs;
+    resp.tombstones = b->tomb_ptrs;
+    rc = send_msg(b->c, &resp.base);
+    sync_batch_clear(b);
+    b->sent = true;
+    return rc;
+}
+
+static int
+sync_batch_full(struct sync_batch *b)
+{
+    if (b->n_recs + b->n_tombs >= b->cap ||
+        b->bytes >= b->c->srv->cfg->get_batch_bytes) {
+        return sync_batch_send(b);
+    }
+    return 0;
+}
+
+static int
+sync_list_snap(void *ctx, const struct vault_snapshot *s, const uint8_t *header,
+               size_t header_len)
+{
+    struct sync_batch *b = ctx;
+    size_t k;
+    int rc;
+    if ((rc = sync_batch_full(b)) != 0) {
+        return rc;
+    }
+    k = b->n_recs;
+    b->snaps[k] = *s;
+    record_fill(&b->recs[k], &b->roots[k], &b->snaps[k]);
+    b->recs[k].hold_changed_ms = s->hold_changed_ms;
+    if (header != NULL && header_len > 0) {
+        if ((b->headers[k] = cfr_malloc(header_len)) == NULL) {
+            return CFR_ERR(&b->c->err, CFR_ENOMEM, "out of memory");
+        }
+        memcpy(b->headers[k], header, header_len);
+        b->recs[k].header.data = b->headers[k];
+        b->recs[k].header.len = header_len;
+    }
+    b->rec_ptrs[k] = &b->recs[k];
+    b->n_recs++;
+    b->bytes += header_len + SYNC_RECORD_OVERHEAD;
+    return 0;
+}
+
+static int
+sync_list_tomb(void *ctx, const uint8_t header_id[VAULT_ID_LEN],
+               int64_t dropped_ms)
+{
+    struct sync_batch *b = ctx;
+    Coffer__V1__Tombstone init = COFFER__V1__TOMBSTONE__INIT;
+    size_t k;
+    int rc;
+    if ((rc = sync_batch_full(b)) != 0) {
+        return rc;
+    }
+    k = b->n_tombs;
+    memcpy(b->tomb_ids[k], header_id, VAULT_ID_LEN);
+    b->tombs[k] = init;
+    b->tombs[k].header_id.data = b->tomb_ids[k];
+    b->tombs[k].header_id.len = VAULT_ID_LEN;
+    b->tombs[k].dropped_ms = dropped_ms;
+    b->tomb_ptrs[k] = &b->tombs[k];
+    b->n_tombs++;
+    b->bytes += VAULT_ID_LEN + 16;
+    return 0;
+}
+
+static void
+h_sync_list(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len;
+    const uint8_t *req_p;
+    Coffer__V1__SyncListRequest *req = NULL;
+    struct vault_tenant *t = NULL;
+    struct sync_batch b;
+    bool want[VAULT_SYNC_BUCKETS];
+    char detail[CFR_RPC_TENANT_MAX + 32];
+    size_t cap = SYNC_LIST_BATCH;
+
+    memset(&b, 0, sizeof(b));
+    memset(want, 0, sizeof(want));
+    call_init(&c, ctx, arg);
+    b.c = &c;
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    if (vault_request_decode_sync_list(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    if (!sync_check(&c, req->tenant, &t)) {
+        goto out;
+    }
+    for (size_t i = 0; i < req->n_buckets; i++) {
+        want[req->buckets[i]] = true;
+    }
+    b.cap = cap;
+    b.recs = cfr_calloc(cap, sizeof(*b.recs));
+    b.rec_ptrs = cfr_calloc(cap, sizeof(void *));
+    b.roots = cfr_calloc(cap, sizeof(*b.roots));
+    b.snaps = cfr_calloc(cap, sizeof(*b.snaps));
+    b.headers = cfr_calloc(cap, sizeof(*b.headers));
+    b.tombs = cfr_calloc(cap, sizeof(*b.tombs));
+    b.tomb_ptrs = cfr_calloc(cap, sizeof(void *));
+    b.tomb_ids = cfr_calloc(cap, VAULT_ID_LEN);
+    if (b.recs == NULL || b.rec_ptrs == NULL || b.roots == NULL ||
+        b.snaps == NULL || b.headers == NULL || b.tombs == NULL ||
+        b.tomb_ptrs == NULL || b.tomb_ids == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    /*
+     * The store walks a consistent view of each family, so messages may
+     * be sent from inside the walk; snapshots first, then tombstones.
+     */
+    if (t != NULL && req->n_buckets > 0 &&
+        vault_store_sync_list(t, want, sync_list_snap, sync_list_tomb, &b,
+                              &c.err) != 0) {
+        if (c.err.code == CFR_EUNAVAIL) {
+            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+        } else {
+            finish_code(&c);
+        }
+        goto out;
+    }
+    /* At least one message, so the peer tells "empty" from "cut off". */
+    if ((b.n_recs > 0 || b.n_tombs > 0 || !b.sent) &&
+        sync_batch_send(&b) != 0) {
+        finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+        goto out;
+    }
+    snprintf(detail, sizeof(detail), "tenant=%s buckets=%zu", req->tenant,
+             req->n_buckets);
+    finish_status(&c, CFR_RPC_OK, detail);
+out:
+    if (b.headers != NULL) {
+        sync_batch_clear(&b);
+    }
+    cfr_free(b.recs);
+    cfr_free(b.rec_ptrs);
+    cfr_free(b.roots);
+    cfr_free(b.snaps);
+    cfr_free(b.headers);
+    cfr_free(b.tombs);
+    cfr_free(b.tomb_ptrs);
+    cfr_free(b.tomb_ids);
+    vault_request_free_sync_list(req);
+}
+
+struct sync_get_batch {
+    Coffer__V1__SyncObject *objs;
+    Coffer__V1__SyncObject **ptrs;
+    uint8_t **data;
+    uint8_t (*sums)[VAULT_ID_LEN];
+    ProtobufCBinaryData *missing;
+    size_t n_objs, n_missing, bytes;
+};
+
+static void
+sync_get_clear(struct sync_get_batch *b)
+{
+    for (size_t i = 0; i < b->n_objs; i++) {
+        cfr_free_null(&b->data[i]);
+    }
+    b->n_objs = 0;
+    b->n_missing = 0;
+    b->bytes = 0;
+}
+
+static int
+sync_get_send(struct call *c, struct sync_get_batch *b)
+{
+    Coffer__V1__SyncGetResponse resp = COFFER__V1__SYNC_GET_RESPONSE__INIT;
+    int rc;
+    resp.n_objects = b->n_objs;
+    resp.objects = b->ptrs;
+    resp.n_missing = b->n_missing;
+    resp.missing = b->missing;
+    rc = send_msg(c, &resp.base);
+    atomic_fetch_add(&c->srv->sync_served_objects, b->n_objs);
+    atomic_fetch_add(&c->srv->sync_served_bytes, b->bytes);
+    sync_get_clear(b);
+    return rc;
+}
+
+static void
+h_sync_get(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    struct call c;
+    size_t len, n;
+    const uint8_t *req_p;
+    Coffer__V1__SyncGetRequest *req = NULL;
+    struct vault_tenant *t = NULL;
+    struct sync_get_batch b;
+    struct cfr_buf obj;
+    char detail[CFR_RPC_TENANT_MAX + 32];
+    bool sent = false;
+    int rc;
+
+    memset(&b, 0, sizeof(b));
+    cfr_buf_init(&obj, VAULT_OBJECT_MAX);
+    call_init(&c, ctx, arg);
+    req_p = cfr_rpc_ctx_request(ctx, &len);
+    if (vault_request_decode_sync_get(req_p, len, &req, &c.err) != 0) {
+        finish_code(&c);
+        goto out;
+    }
+    if (!sync_check(&c, req->tenant, &t)) {
+        goto out;
+    }
+    n = req->n_ids;
+    b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
+    b.ptrs = cfr_calloc(n + 1, sizeof(void *));
+    b.data = cfr_calloc(n + 1, sizeof(*b.data));
+    b.sums = cfr_calloc(n + 1, VAULT_ID_LEN);
+    b.missing = cfr_calloc(n + 1, sizeof(*b.missing));
+    if (b.objs == NULL || b.ptrs == NULL || b.data == NULL || b.sums == NULL ||
+        b.missing == NULL) {
+        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        enum vault_object_kind kind = VAULT_OBJ_SEALED;
+        const uint8_t *id = req->ids[i].data;
+        uint8_t sum[VAULT_ID_LEN];
+        if (cfr_rpc_ctx_cancelled(ctx)) {
+            finish_status(&c, CFR_RPC_CANCELLED, "call cancelled");
+            goto out;
+        }
+        rc = t == NULL
+                 ? CFR_ENOTFOUND
+                 : vault_store_get_checked(t, id, &obj, &kind, sum, &c.err);
+        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+            /*
+             * A damaged copy is never passed on: the peer asks another
+             * replica, and the store has queued this one for repair.
+             */
+            if (rc == CFR_ECORRUPT) {
+                char hex[2 * VAULT_ID_LEN + 1];
+                atomic_fetch_add(&c.srv->corrupt_reads, 1);
+                cfr_log(CFR_LOG_ERROR, "vault.corrupt", "tenant=%s id=%s",
+                        req->tenant, hex_id(id, hex));
+            }
+            cfr_err_clear(&c.err);
+            b.missing[b.n_missing++] = req->ids[i];
+            continue;
+        }
+        if (rc != 0) {
+            finish_code(&c);
+            goto out;
+        }
+        /* Send before an object would push the message past the batch
+         * size: a message holds one object beyond it at most. */
+        if (b.n_objs > 0 && b.bytes + obj.len > c.srv->cfg->get_batch_bytes) {
+            if (sync_get_send(&c, &b) != 0) {
+                finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+                goto out;
+            }
+            sent = true;
+        }
+        {
+            Coffer__V1__SyncObject init = COFFER__V1__SYNC_OBJECT__INIT;
+            size_t k = b.n_objs++;
+            b.data[k] = cfr_buf_steal(&obj, &len);
+            cfr_buf_init(&obj, VAULT_OBJECT_MAX);
+            memcpy(b.sums[k], sum, VAULT_ID_LEN);
+            b.objs[k] = init;
+            b.objs[k].id = req->ids[i];
+            b.objs[k].kind =
+                kind == VAULT_OBJ_SEALED
+                    ? COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
+                    : COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
+            b.objs[k].data.data = b.data[k];
+            b.objs[k].data.len = len;
+            b.objs[k].checksum.data = b.sums[k];
+            b.objs[k].checksum.len = VAULT_ID_LEN;
+            b.ptrs[k] = &b.objs[k];
+            b.bytes += len;
+        }
+    }
+    if (b.n_objs > 0 || b.n_missing > 0 || !sent) {
+        if (sync_get_send(&c, &b) != 0) {
+            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
+            goto out;
+        }
+    }
+    snprintf(detail, sizeof(detail), "tenant=%s ids=%zu", req->tenant, n);
+    finish_status(&c, CFR_RPC_OK, detail);
+out:
+    if (b.data != NULL) {
+        sync_get_clear(&b);
+    }
+    cfr_free(b.objs);
+    cfr_free(b.ptrs);
+    cfr_free(b.data);
+    cfr_free(b.sums);
+    cfr_free(b.missing);
+    cfr_buf_fini(&obj);
+    vault_request_free_sync_get(req);
+}
+
 /* ---- System (operators) ------------------------------------------------- */
 
 #define SYSTEM_LIST_MAX 65536 /* tenants or deny entries in one answer */
@@ -1306,8 +1822,9 @@ static const char *
 system_op_name(int op)
 {
     static const char *const names[] = {
-        "unspecified", "tenant_add", "tenant_set", "tenant_list", "revoke",
-        "unrevoke",    "deny_list",  "audit",      "totp_set",    "approve",
+        "unspecified", "tenant_add", "tenant_set", "tenant_list",
+        "revoke",      "unrevoke",   "deny_list",  "audit",
+        "totp_set",    "approve",    "sync",       "sync_status",
     };
     return op >= 0 && (size_t)op < sizeof(names) / sizeof(names[0]) ? names[op]
                                                                     : "unknown";
@@ -1335,6 +1852,8 @@ struct sys_call {
     struct vault_sysdb_deny *deny_recs;
     char **str_ptrs; /* the TenantInfos' region and notify arrays */
     struct audit_list audit;
+    struct status_list *status_lines; /* SYNC_STATUS */
+    Coffer__V1__SyncStatus *sync_msgs, **sync_ptrs;
 };
 
 static int
@@ -1865,6 +2384,245 @@ sys_approve(struct sys_call *sc)
     return CFR_RPC_OK;
 }
 
+/* ---- replication ops ---------------------------------------------------- */
+
+#define STATUS_LINES_MAX 65536 /* tenants x (peers + 1) in one answer */
+
+/* Replication state lines, collected from vault_sync_status. */
+struct status_list {
+    struct vault_sync_status *v;
+    size_t n, alloc;
+    struct cfr_err *err;
+};
+
+static int
+status_collect(void *ctx, const struct vault_sync_status *st)
+{
+    struct status_list *l = ctx;
+    if (l->n == l->alloc) {
+        size_t na = l->alloc ? 2 * l->alloc : 32;
+        void *p;
+        if (na > STATUS_LINES_MAX) {
+            return CFR_ERR(l->err, CFR_ELIMIT, "too many status lines");
+        }
+        if ((p = cfr_realloc(l->v, na * sizeof(*l->v))) == NULL) {
+            return CFR_ERR(l->err, CFR_ENOMEM, "out of memory");
+        }
+        l->v = p;
+        l->alloc = na;
+    }
+    l->v[l->n++] = *st;
+    return 0;
+}
+
+static void
+status_free(struct status_list *l)
+{
+    if (l != NULL) {
+        cfr_free(l->v);
+        cfr_free(l);
+    }
+}
+
+static int
+newest_of(void *ctx, const struct vault_snapshot *s, const uint8_t *header,
+          size_t header_len)
+{
+    int64_t *newest = ctx;
+    (void)header;
+    (void)header_len;
+    if (s->received_ms > *newest) {
+        *newest = s->received_ms;
+    }
+    return 0;
+}
+
+/*
+ * A tenant's own line without a replication engine (no peers): what it
+ * holds here. A tenant with no database yet holds nothing.
+ */
+static int
+own_line(struct vault_server *srv, const char *name, void *ctx)
+{
+    struct status_list *l = ctx;
+    struct vault_sync_status st;
+    struct vault_tenant_stats ts;
+    struct vault_tenant *t;
+    struct cfr_err err;
+
+    memset(&st, 0, sizeof(st));
+    snprintf(st.tenant, sizeof(st.tenant), "%s", name);
+    snprintf(st.region, sizeof(st.region), "%s", srv->cfg->region);
+    cfr_err_clear(&err);
+    t = vault_store_tenant(srv->store, name, false, &err);
+    if (t == NULL && err.code != CFR_ENOTFOUND) {
+        return CFR_ERR(l->err, err.code, "%s", err.msg);
+    }
+    if (t != NULL) {
+        if (vault_store_stats(t, &ts, l->err) != 0 ||
+            vault_store_snapshots(t, NULL, false, newest_of, &st.newest_ms,
+                                  l->err) != 0) {
+            return l->err->code;
+        }
+        st.snapshots = ts.snapshots;
+    }
+    return status_collect(l, &st);
+}
+
+struct own_walk {
+    struct vault_server *srv;
+    struct status_list *l;
+};
+
+static int
+own_line_rec(void *ctx, const struct vault_sysdb_tenant *t)
+{
+    struct own_walk *w = ctx;
+    return own_line(w->srv, t->name, w->l);
+}
+
+/*
+ * Replication state of tenant (NULL: all): the engine's lines, or without
+ * peers one own line per registered tenant. Returns owned or NULL, err set.
+ */
+static struct status_list *
+status_gather(struct vault_server *srv, const char *tenant, struct cfr_err *err)
+{
+    struct status_list *l = cfr_calloc(1, sizeof(*l));
+    int rc;
+    if (l == NULL) {
+        CFR_ERR(err, CFR_ENOMEM, "out of memory");
+        return NULL;
+    }
+    l->err = err;
+    if (srv->sync != NULL) {
+        rc = vault_sync_status(srv->sync, tenant, status_collect, l, err);
+    } else if (tenant != NULL) {
+        rc = own_line(srv, tenant, l);
+    } else {
+        struct own_walk w = {srv, l};
+        rc = vault_sysdb_tenant_list(srv->sysdb, own_line_rec, &w, err);
+    }
+    if (rc == 0 && err->code != 0) {
+        rc = err->code; /* a callback stopped the walk */
+    }
+    if (rc != 0) {
+        status_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+/* tenant_name, when set, must be registered here. */
+static int
+sys_sync_tenant(struct sys_call *sc, const char **tenant_r)
+{
+    const char *name = sc->req->tenant_name;
+    struct vault_sysdb_tenant *t;
+    int rc;
+    *tenant_r = NULL;
+    snprintf(sc->target, sizeof(sc->target), "tenant=%s",
+             name[0] != '\0' ? name : "*");
+    if (name[0] == '\0') {
+        return CFR_RPC_OK;
+    }
+    if ((t = cfr_calloc(1, sizeof(*t))) == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    rc = vault_sysdb_tenant_get(sc->c.srv->sysdb, name, t, &sc->c.err);
+    cfr_free(t);
+    if (rc == CFR_ENOTFOUND) {
+        return sys_fail(sc, CFR_RPC_NOT_FOUND, "tenant %s is not registered",
+                        name);
+    }
+    if (rc != 0) {
+        return sys_fail_err(sc, status_for(rc));
+    }
+    *tenant_r = name;
+    return CFR_RPC_OK;
+}
+
+/* SYNC: a round now, of one tenant or all; answers before it runs. */
+static int
+sys_sync(struct sys_call *sc)
+{
+    struct vault_server *srv = sc->c.srv;
+    const char *tenant = NULL;
+    char q[CFR_RPC_NAME_MAX + 8];
+    if (sys_sync_tenant(sc, &tenant) != CFR_RPC_OK) {
+        return sc->status;
+    }
+    /*
+     * Without peers there is nothing to pull: the round is empty and
+     * done, which is not an error (coffer-admin fans out to every vault,
+     * peerless ones included); the audit target says so.
+     */
+    if (srv->sync != NULL) {
+        vault_sync_trigger(srv->sync, tenant);
+    } else {
+        size_t used = strlen(sc->target);
+        snprintf(sc->target + used, sizeof(sc->target) - used, " peers=0");
+    }
+    cfr_log(CFR_LOG_INFO, "vault.sync.triggered", "%s by=%s", sc->target,
+            cfr_log_quote(sc->c.peer->uri, q, sizeof(q)));
+    return CFR_RPC_OK;
+}
+
+static void
+status_to_msg(const struct vault_sync_status *st, Coffer__V1__SyncStatus *m)
+{
+    Coffer__V1__SyncStatus init = COFFER__V1__SYNC_STATUS__INIT;
+    *m = init;
+    m->tenant = (char *)st->tenant;
+    m->peer = (char *)st->peer;
+    m->region = (char *)st->region;
+    m->snapshots = st->snapshots;
+    m->newest_ms = st->newest_ms;
+    m->last_attempt_ms = st->last_attempt_ms;
+    m->last_ok_ms = st->last_ok_ms;
+    m->last_error = (char *)st->last_error;
+    m->snapshots_pulled = st->snapshots_pulled;
+    m->objects_pulled = st->objects_pulled;
+    m->bytes_pulled = st->bytes_pulled;
+    m->tombstones_applied = st->tombstones_applied;
+    m->repairs = st->repairs;
+    m->last_repair_ms = st->last_repair_ms;
+    m->repair_failures = st->repair_failures;
+    m->behind = st->behind;
+}
+
+/* SYNC_STATUS: the replication state lines, own line first per tenant. */
+static int
+sys_sync_status(struct sys_call *sc)
+{
+    const char *tenant = NULL;
+    struct status_list *l;
+    if (sys_sync_tenant(sc, &tenant) != CFR_RPC_OK) {
+        return sc->status;
+    }
+    if ((l = status_gather(sc->c.srv, tenant, &sc->c.err)) == NULL) {
+        return sys_fail_err(sc, status_for(sc->c.err.code));
+    }
+    sc->status_lines = l;
+    sc->sync_msgs = cfr_calloc(l->n + 1, sizeof(*sc->sync_msgs));
+    sc->sync_ptrs = cfr_calloc(l->n + 1, sizeof(void *));
+    if (sc->sync_msgs == NULL || sc->sync_ptrs == NULL) {
+        return sys_fail(sc, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        status_to_msg(&l->v[i], &sc->sync_msgs[i]);
+        sc->sync_ptrs[i] = &sc->sync_msgs[i];
+    }
+    sc->resp.n_sync = l->n;
+    sc->resp.sync = sc->sync_ptrs;
+    {
+        size_t used = strlen(sc->target);
+        snprintf(sc->target + used, sizeof(sc->target) - used, " lines=%zu",
+                 l->n);
+    }
+    return CFR_RPC_OK;
+}
+
 /*
  * Writes the audit record of one System op: which op, on what, and how
  * it ended. Never the TOTP secret or code.
@@ -1946,6 +2704,12 @@ h_system(struct cfr_rpc_ctx *ctx, void *arg)
     case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TOTP_SET:
         sys_totp_set(sc);
         break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC:
+        sys_sync(sc);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS:
+        sys_sync_status(sc);
+        break;
     default: /* APPROVE: the decoder refused every other value */
         sys_approve(sc);
         break;
@@ -1969,6 +2733,9 @@ answer:
     cfr_free(sc->audit.entries);
     cfr_free(sc->audit.ptrs);
     cfr_free(sc->audit.strs);
+    status_free(sc->status_lines);
+    cfr_free(sc->sync_msgs);
+    cfr_free(sc->sync_ptrs);
     vault_request_free_system(req);
     cfr_free(sc);
 }
@@ -2042,9 +2809,11 @@ count_denial(struct vault_server *srv, const struct cfr_rpc_peer *peer)
             {"locked",
              (bits & CFR_RATELIMIT_LOCKED_IDENTITY) ? "identity" : "address"},
         };
-        notify_event(srv, "vault.lockout",
-                     peer->has_identity ? peer->tenant : NULL, false, f,
-                     sizeof(f) / sizeof(f[0]));
+        /* Operators and peer vaults have no tenant to name. */
+        notify_event(
+            srv, "vault.lockout",
+            peer->has_identity && peer->tenant[0] != '\0' ? peer->tenant : NULL,
+            false, f, sizeof(f) / sizeof(f[0]));
     }
 }
 
@@ -2125,7 +2894,9 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
             "peer=%s cert=%s fingerprint=%s detail=%s",
             decisions[d], cfr_log_quote(rec->method, meth, sizeof(meth)),
             cfr_rpc_status_name(rec->status),
-            rec->peer->has_identity ? rec->peer->tenant : "-",
+            rec->peer->has_identity && rec->peer->tenant[0] != '\0'
+                ? rec->peer->tenant
+                : "-",
             rec->peer->has_identity ? rec->peer->role : "-",
             cfr_log_quote(rec->peer->uri[0] ? rec->peer->uri : "-", uri,
                           sizeof(uri)),
@@ -2195,6 +2966,53 @@ run_maintenance(struct vault_server *srv)
     atomic_fetch_add(&srv->maint_runs, 1);
 }
 
+static bool
+stop_requested(struct vault_server *srv)
+{
+    bool stop;
+    pthread_mutex_lock(&srv->mu);
+    stop = srv->stop_req;
+    pthread_mutex_unlock(&srv->mu);
+    return stop;
+}
+
+static int
+scrub_tenant(void *ctx, const char *name)
+{
+    struct vault_server *srv = ctx;
+    struct cfr_err err;
+    struct vault_maint_stats ms = {0};
+    struct scrub_ctx sx = {srv, name};
+    struct vault_tenant *t;
+
+    /* A scrub reads everything: a stop must not wait for the rest. */
+    if (stop_requested(srv)) {
+        return 1;
+    }
+    cfr_err_clear(&err);
+    t = vault_store_tenant(srv->store, name, false, &err);
+    if (t == NULL || vault_store_scrub(t, scrub_bad, &sx, &ms, &err) != 0) {
+        atomic_fetch_add(&srv->maint_errors, 1);
+        cfr_log_err(CFR_LOG_ERROR, "vault.scrub", &err);
+        return 0;
+    }
+    cfr_log(ms.bad_objects > 0 ? CFR_LOG_WARN : CFR_LOG_INFO, "vault.scrub",
+            "tenant=%s bad_objects=%" PRIu64, name, ms.bad_objects);
+    return 0;
+}
+
+/* The scheduled scrub (scrub.interval): bad objects go to repair. */
+static void
+run_scrub(struct vault_server *srv)
+{
+    struct cfr_err err;
+    cfr_err_clear(&err);
+    if (vault_store_tenants(srv->store, scrub_tenant, srv, &err) < 0) {
+        cfr_log_err(CFR_LOG_ERROR, "vault.scrub", &err);
+    }
+    atomic_fetch_add(&srv->scrub_runs, 1);
+}
+
 struct stats_ctx {
     struct vault_server *srv;
     FILE *f;
@@ -2227,6 +3045,70 @@ counter(FILE *f, const char *name, const char *help, uint64_t v)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %" PRIu64 "\n", name, help,
             name, name, v);
+}
+
+/*
+ * The replication metrics (docs/REPLICATION.md): per tenant and peer the
+ * last good round, how far behind and what was pulled; per tenant the
+ * repairs. Each family's samples together, as the text format wants.
+ * Tenant and peer names are [a-z0-9._-]: safe inside label values.
+ */
+static void
+write_sync_stats(struct vault_server *srv, FILE *f)
+{
+    struct cfr_err err;
+    struct status_list *l;
+    static const struct {
+        const char *name, *type, *help;
+        bool own; /* from the tenant's own line, else from peer lines */
+    } fam[] = {
+        {"coffer_vault_sync_last_ok_timestamp_seconds", "gauge",
+         "End of the last sync round with the peer that succeeded.", false},
+        {"coffer_vault_sync_behind_snapshots", "gauge",
+         "Snapshots the peer had that this vault lacked at the last "
+         "compare.",
+         false},
+        {"coffer_vault_sync_pulled_bytes_total", "counter",
+         "Bytes pulled from the peer.", false},
+        {"coffer_vault_repairs_total", "counter",
+         "Damaged objects replaced with a peer's copy.", true},
+        {"coffer_vault_repair_failures_total", "counter",
+         "Damaged objects no peer could repair.", true},
+    };
+
+    if (srv->sync == NULL) {
+        return;
+    }
+    cfr_err_clear(&err);
+    if ((l = status_gather(srv, NULL, &err)) == NULL) {
+        cfr_log_err(CFR_LOG_WARN, "vault.stats", &err);
+        return;
+    }
+    for (size_t k = 0; k < sizeof(fam) / sizeof(fam[0]); k++) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", fam[k].name, fam[k].help,
+                fam[k].name, fam[k].type);
+        for (size_t i = 0; i < l->n; i++) {
+            const struct vault_sync_status *st = &l->v[i];
+            bool own = st->peer[0] == '\0';
+            if (own != fam[k].own) {
+                continue;
+            }
+            if (own) {
+                fprintf(f, "%s{tenant=\"%s\"} %" PRIu64 "\n", fam[k].name,
+                        st->tenant, k == 3 ? st->repairs : st->repair_failures);
+                continue;
+            }
+            fprintf(f, "%s{tenant=\"%s\",peer=\"%s\"} ", fam[k].name,
+                    st->tenant, st->peer);
+            if (k == 0) {
+                fprintf(f, "%" PRId64 "\n", st->last_ok_ms / 1000);
+            } else {
+                fprintf(f, "%" PRIu64 "\n",
+                        k == 1 ? st->behind : st->bytes_pulled);
+            }
+        }
+    }
+    status_free(l);
 }
 
 /*
@@ -2329,6 +3211,18 @@ write_stats(struct vault_server *srv, bool up)
             "Calls refused while locked out.", rls.refused);
     counter(f, "coffer_vault_failures_dropped_total",
             "Denials past the evaluation cap, not evaluated.", rls.dropped);
+    counter(f, "coffer_vault_scrub_runs_total", "Scheduled scrub passes.",
+            atomic_load(&srv->scrub_runs));
+    counter(f, "coffer_vault_scrub_bad_objects_total",
+            "Objects a scrub found failing their checksum.",
+            atomic_load(&srv->scrub_bad_objects));
+    counter(f, "coffer_vault_sync_served_objects_total",
+            "Objects served to peer vaults (SyncGet).",
+            atomic_load(&srv->sync_served_objects));
+    counter(f, "coffer_vault_sync_served_bytes_total",
+            "Bytes served to peer vaults (SyncGet).",
+            atomic_load(&srv->sync_served_bytes));
+    write_sync_stats(srv, f);
     sc.srv = srv;
     sc.f = f;
     cfr_err_clear(&err);
@@ -2362,6 +3256,8 @@ maint_main(void *arg)
     int64_t now = cfr_clock_mono_ms(srv->clock);
     int64_t next_maint = cfg->schedule_ms > 0 ? now + cfg->schedule_ms : -1;
     int64_t next_stats = now;
+    int64_t next_scrub =
+        cfg->scrub_interval_ms > 0 ? now + cfg->scrub_interval_ms : -1;
 
     for (;;) {
         int64_t wait;
@@ -2375,10 +3271,17 @@ maint_main(void *arg)
             run_maintenance(srv);
             next_maint = cfr_clock_mono_ms(srv->clock) + cfg->schedule_ms;
         }
+        if (next_scrub >= 0 && cfr_clock_mono_ms(srv->clock) >= next_scrub) {
+            run_scrub(srv);
+            next_scrub = cfr_clock_mono_ms(srv->clock) + cfg->scrub_interval_ms;
+        }
         now = cfr_clock_mono_ms(srv->clock);
         wait = cfg->stats_file != NULL ? next_stats - now : INT64_C(3600000);
         if (next_maint >= 0 && next_maint - now < wait) {
             wait = next_maint - now;
+        }
+        if (next_scrub >= 0 && next_scrub - now < wait) {
+            wait = next_scrub - now;
         }
         if (wait < 1) {
             wait = 1;
@@ -2524,6 +3427,14 @@ gate(struct call *c, enum vault_method m)
     if (c->role == VAULT_ROLE_OPERATOR || !vault_authz_needs_registration(m)) {
         return true;
     }
+    /*
+     * A peer vault has no tenant of its own: its Sync request names one,
+     * and the handler checks peer, registration and both regions
+     * (sync_check). The role matrix let only role vault get here.
+     */
+    if (c->role == VAULT_ROLE_VAULT && vault_authz_tenant_in_request(m)) {
+        return true;
+    }
     if ((t = cfr_malloc(sizeof(*t))) == NULL) {
         finish_status(c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
@@ -2575,6 +3486,9 @@ static cfr_rpc_handler_fn *const handlers[VAULT_M_COUNT] = {
     [VAULT_M_AUDIT] = h_audit,
     [VAULT_M_HEALTH] = h_health,
     [VAULT_M_SYSTEM] = h_system,
+    [VAULT_M_SYNC_DIGEST] = h_sync_digest,
+    [VAULT_M_SYNC_LIST] = h_sync_list,
+    [VAULT_M_SYNC_GET] = h_sync_get,
 };
 
 /* Every method enters here: the registry gate, then its handler. */
@@ -2595,13 +3509,120 @@ h_gated(struct cfr_rpc_ctx *ctx, void *arg)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/*
+ * What the replication engine reports (vault/sync.h), on its thread:
+ * logged, and notified like other security events, to the tenant's own
+ * targets too. A damaged object and a failing peer both mean a copy is
+ * missing somewhere.
+ */
+static void
+sync_event(void *ctx, enum vault_sync_event ev, const char *tenant,
+           const char *peer, const char *detail)
+{
+    struct vault_server *srv = ctx;
+    const char *name;
+    char q[CFR_ERR_MSG_MAX + 8];
+    enum cfr_log_level level = CFR_LOG_WARN;
+    switch (ev) {
+    case VAULT_SYNC_EV_REPAIRED:
+        name = "vault.repair";
+        break;
+    case VAULT_SYNC_EV_UNREPAIRED:
+        name = "vault.repair_failed";
+        level = CFR_LOG_ERROR;
+        break;
+    case VAULT_SYNC_EV_PEER_FAILED:
+        name = "vault.sync.peer_failed";
+        break;
+    default:
+        return;
+    }
+    cfr_log(level, name, "tenant=%s peer=%s detail=%s",
+            tenant != NULL ? tenant : "-", peer != NULL ? peer : "-",
+            cfr_log_quote(detail != NULL ? detail : "", q, sizeof(q)));
+    {
+        struct cfr_notify_field f[] = {
+            {"vault", srv->cfg->name != NULL ? srv->cfg->name : "-"},
+            {"peer", peer != NULL ? peer : "-"},
+            {"detail", detail != NULL ? detail : ""}};
+        notify_event(srv, name, tenant, tenant != NULL, f,
+                     sizeof(f) / sizeof(f[0]));
+    }
+}
+
+/*
+ * The replication engine, when peers are configured: its TLS material is
+ * read here as PEM text and wiped once the engine has its copy.
+ */
+static int
+sync_new(struct vault_server *srv, struct cfr_err *err)
+{
+    const struct vault_config *cfg = srv->cfg;
+    char *cert = NULL, *key = NULL, *ca = NULL;
+    struct vault_sync_opts so;
+    int rc;
+
+    if (cfg->n_peers == 0) {
+        return 0;
+    }
+    if ((cert = cfr_cfg_read_file(cfg->sync_tls_cert, "sync.cert", err)) ==
+            NULL ||
+        (key = cfr_cfg_read_file(cfg->sync_tls_key, "sync.key", err)) == NULL ||
+        (ca = cfr_cfg_read_file(cfg->sync_tls_ca, "sync.ca", err)) == NULL) {
+        rc = err != NULL && err->code != 0 ? err->code : CFR_ECONFIG;
+        goto out;
+    }
+    memset(&so, 0, sizeof(so));
+    so.store = srv->store;
+    so.sysdb = srv->sysdb;
+    so.clock = srv->clock;
+    so.name = cfg->name;
+    so.region = cfg->region;
+    so.peers = cfg->peers;
+    so.n_peers = cfg->n_peers;
+    so.tls_cert = cert;
+    so.tls_key = key;
+    so.tls_ca = ca;
+    so.interval_ms = cfg->sync_interval_ms;
+    so.bandwidth_bps = cfg->sync_bandwidth;
+    so.timeout_ms = cfg->sync_timeout_ms;
+    so.tombstone_keep_ms = cfg->tombstone_keep_ms;
+    so.max_msg = cfg->max_msg;
+    so.on_event = sync_event;
+    so.event_ctx = srv;
+    rc = vault_sync_new(&so, &srv->sync, err);
+out:
+    cfr_cfg_free_file(cert);
+    cfr_cfg_free_file(key);
+    cfr_cfg_free_file(ca);
+    return rc;
+}
+
+void
+vault_server_relay_set(struct vault_server_relay *r, struct vault_server *srv)
+{
+    atomic_store(&r->srv, srv);
+}
+
+void
+vault_server_on_corrupt(void *ctx, const char *tenant,
+                        const uint8_t id[VAULT_ID_LEN])
+{
+    struct vault_server_relay *r = ctx;
+    struct vault_server *srv = r != NULL ? atomic_load(&r->srv) : NULL;
+    if (srv != NULL && srv->sync != NULL) {
+        vault_sync_report_bad(srv->sync, tenant, id);
+    }
+}
+
 static enum cfr_rpc_kind
 kind_of(enum vault_method m)
 {
     if (m == VAULT_M_PUT_OBJECTS) {
         return CFR_RPC_KIND_CLIENT_STREAM;
     }
-    if (m == VAULT_M_GET_OBJECTS) {
+    if (m == VAULT_M_GET_OBJECTS || m == VAULT_M_SYNC_LIST ||
+        m == VAULT_M_SYNC_GET) {
         return CFR_RPC_KIND_SERVER_STREAM;
     }
     return CFR_RPC_KIND_UNARY;
@@ -2666,7 +3687,8 @@ vault_server_new(const struct vault_server_opts *opts,
             goto out;
         }
     }
-    if ((rc = cfr_rpc_server_new(&ro, &srv->rpc, err)) != 0) {
+    if ((rc = sync_new(srv, err)) != 0 ||
+        (rc = cfr_rpc_server_new(&ro, &srv->rpc, err)) != 0) {
         goto out;
     }
     srv->port = cfr_rpc_server_port(srv->rpc);
@@ -2703,6 +3725,18 @@ vault_server_start(struct vault_server *srv, struct cfr_err *err)
         goto out;
     }
     srv->maint_running = true;
+    /* Rounds start once this vault serves: peers pull from it too. */
+    if (srv->sync != NULL) {
+        if ((rc = vault_sync_start(srv->sync, err)) != 0) {
+            goto out;
+        }
+        srv->sync_running = true;
+        cfr_log(CFR_LOG_INFO, "vault.sync.start",
+                "name=%s peers=%zu interval_ms=%lld bandwidth=%llu",
+                srv->cfg->name, srv->cfg->n_peers,
+                (long long)srv->cfg->sync_interval_ms,
+                (unsigned long long)srv->cfg->sync_bandwidth);
+    }
 out:
     return rc;
 }
@@ -2724,6 +3758,11 @@ vault_server_stop(struct vault_server *srv, int64_t grace_ms)
     if (srv->rpc != NULL) {
         cfr_rpc_server_stop(srv->rpc, grace_ms);
     }
+    /* Before the store closes (the owner closes it after the server). */
+    if (srv->sync_running) {
+        vault_sync_stop(srv->sync);
+        srv->sync_running = false;
+    }
     if (srv->maint_running) {
         pthread_mutex_lock(&srv->mu);
         srv->stop_req = true;
@@ -2744,6 +3783,7 @@ vault_server_free(struct vault_server *srv)
         return;
     }
     vault_server_stop(srv, 0);
+    vault_sync_free(srv->sync);
     cfr_rpc_server_free(srv->rpc);
     cfr_ratelimit_free(srv->rl);
     pthread_cond_destroy(&srv->cv);

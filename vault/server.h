@@ -11,11 +11,17 @@
  * Denials count towards a lockout per identity and address
  * (core/ratelimit.h); security events go to the notifier (core/notify.h).
  *
+ * With peers configured (vault/sync.h) the server also owns the
+ * replication engine: created by vault_server_new, started by
+ * vault_server_start, stopped by vault_server_stop before the owner closes
+ * the store. Peer vaults call the read-only Sync methods; operators
+ * trigger rounds and read their state through System (SYNC, SYNC_STATUS).
+ *
  * States: vault_server_new (bound, not serving) -> vault_server_start
- * (serving, schedule running) -> vault_server_stop (no calls, schedule
- * joined, stats written) -> vault_server_free. A storage write error makes
- * vault_server_failed true; the owner must then stop and exit (an fsync
- * error is never retried).
+ * (serving, schedule and sync running) -> vault_server_stop (no calls,
+ * sync and schedule joined, stats written) -> vault_server_free. A storage
+ * write error makes vault_server_failed true; the owner must then stop and exit
+ * (an fsync error is never retried).
  *
  * Thread safety: new/start/stop/free from one thread; vault_server_failed
  * and vault_server_port from any.
@@ -23,6 +29,7 @@
 #ifndef VAULT_SERVER_H
 #define VAULT_SERVER_H
 
+#include <stdatomic.h> /* the corrupt-read relay */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -67,5 +74,23 @@ bool vault_server_failed(const struct vault_server *srv);
 void vault_server_stop(struct vault_server *srv, int64_t grace_ms);
 /* Stops (grace 0) if needed and frees; accepts NULL. */
 void vault_server_free(struct vault_server *srv);
+
+/*
+ * The store is opened before the server exists, yet a read that fails its
+ * checksum must reach the server's replication engine for repair. The
+ * owner gives the store vault_server_on_corrupt with a relay as context,
+ * points the relay at the server once it is created, and back at NULL
+ * after vault_server_stop and before vault_server_free. Reports arriving
+ * while it is NULL, or on a vault without peers, are dropped (a scrub
+ * finds the object again).
+ */
+struct vault_server_relay {
+    _Atomic(struct vault_server *) srv;
+};
+void vault_server_relay_set(struct vault_server_relay *r,
+                            struct vault_server *srv);
+/* A vault_corrupt_fn (store.h); ctx is a struct vault_server_relay. */
+void vault_server_on_corrupt(void *ctx, const char *tenant,
+                             const uint8_t id[VAULT_ID_LEN]);
 
 #endif /* VAULT_SERVER_H */

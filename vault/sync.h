@@ -100,7 +100,8 @@ struct vault_sync_opts {
 /* Checks opts and copies what it needs. Returns owned, started = false. */
 int vault_sync_new(const struct vault_sync_opts *opts,
                    struct vault_sync **sync_r, struct cfr_err *err);
-/* Starts the sync thread (the first round runs at once). */
+/* Starts the sync thread (the first round runs at once, unless
+ * interval_ms is 0: then rounds run only when triggered). */
 int vault_sync_start(struct vault_sync *s, struct cfr_err *err);
 /* Stops the thread: calls in flight are cancelled; returns after join. */
 void vault_sync_stop(struct vault_sync *s);
@@ -140,13 +141,18 @@ struct vault_sync_status {
     uint64_t repairs;         /* own line */
     int64_t last_repair_ms;   /* own line */
     uint64_t repair_failures; /* own line */
-    uint64_t behind;          /* peer line */
+    uint64_t behind;          /* peer line: the peer's snapshots the last
+                                 round tried to pull and did not get (not
+                                 those tombstoned here or too old to pull);
+                                 0 after a round that completed, and when
+                                 the compare itself failed (last_error) */
 };
 
 /*
  * Calls fn for tenant (NULL: every tenant this vault syncs) with its own
  * line first, then one line per peer allowed for it. Counters are since
- * the vault started.
+ * the vault started; the own line sums the peers' counters and carries
+ * their latest attempt and success times.
  */
 typedef int vault_sync_status_fn(void *ctx, const struct vault_sync_status *st);
 int vault_sync_status(struct vault_sync *s, const char *tenant,

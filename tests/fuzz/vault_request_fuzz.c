@@ -1,8 +1,9 @@
 /*
  * vault_request_fuzz.c - the vault's request decoders under hostile bytes.
  *
- * The first byte picks one of the ten request messages (mod 10; the seeds
- * of the first nine kept their bytes when System joined), the rest
+ * The first byte picks one of the thirteen request messages (mod 13; the
+ * seeds of the first ones kept their bytes when System and then the three
+ * Sync requests joined, since their selectors are below 10), the rest
  * is handed to its decoder as the bytes of a call. Invariants checked:
  *  1. A decoder returns 0 with a message, or one of CFR_EINVAL,
  *     CFR_ECORRUPT, CFR_ELIMIT with no message and a non-empty reason.
@@ -255,12 +256,65 @@ one_system(const uint8_t *p, size_t n)
         case COFFER__V1__SYSTEM_OP__SYSTEM_OP_TENANT_LIST:
         case COFFER__V1__SYSTEM_OP__SYSTEM_OP_DENY_LIST:
         case COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT:
+        case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC:
+        case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS:
             break;
         default:
             CHECK(0); /* an unknown op was accepted */
         }
     }
     vault_request_free_system(m);
+}
+
+/* A peer's tenant selects a database: it must be a tenant name. */
+static void
+want_tenant(const char *tenant)
+{
+    CHECK(tenant != NULL && vault_sysdb_tenant_name_ok(tenant, NULL) == 0);
+}
+
+static void
+one_sync_digest(const uint8_t *p, size_t n)
+{
+    struct cfr_err err = {0};
+    Coffer__V1__SyncDigestRequest *m;
+    int rc = vault_request_decode_sync_digest(p, n, &m, &err);
+    check_outcome(rc, m, &err);
+    if (m != NULL) {
+        want_tenant(m->tenant);
+    }
+    vault_request_free_sync_digest(m);
+}
+
+static void
+one_sync_list(const uint8_t *p, size_t n)
+{
+    struct cfr_err err = {0};
+    Coffer__V1__SyncListRequest *m;
+    int rc = vault_request_decode_sync_list(p, n, &m, &err);
+    check_outcome(rc, m, &err);
+    if (m != NULL) {
+        want_tenant(m->tenant);
+        CHECK(m->n_buckets <= VAULT_SYNC_BUCKETS);
+        for (size_t i = 0; i < m->n_buckets; i++) {
+            CHECK(m->buckets[i] < VAULT_SYNC_BUCKETS);
+        }
+    }
+    vault_request_free_sync_list(m);
+}
+
+static void
+one_sync_get(const uint8_t *p, size_t n)
+{
+    struct cfr_err err = {0};
+    Coffer__V1__SyncGetRequest *m;
+    int rc = vault_request_decode_sync_get(p, n, &m, &err);
+    check_outcome(rc, m, &err);
+    if (m != NULL) {
+        want_tenant(m->tenant);
+        want_ids(m->ids, m->n_ids);
+    }
+    vault_request_free_sync_get(m);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -271,7 +325,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static void (*const one[])(const uint8_t *, size_t) = {
         one_missing, one_open_lease,     one_put_objects, one_get_objects,
         one_commit,  one_list_snapshots, one_admin,       one_audit,
-        one_health,  one_system};
+        one_health,  one_system,         one_sync_digest, one_sync_list,
+        one_sync_get};
     if (size == 0) {
         return 0;
     }

@@ -140,20 +140,22 @@ vs_vault_write_config(struct vs_vault *v)
         perror(path);
         return -1;
     }
+    const char *cert = v->cert_stem[0] != '\0' ? v->cert_stem : "server";
     fprintf(f,
-            "listen = \"127.0.0.1:0\";\n"
+            "listen = \"127.0.0.1:%d\";\n"
             "port_file = \"%s/port\";\n"
             "data_dir = \"%s/data\";\n"
-            "region = \"test-1\";\n"
+            "region = \"%s\";\n"
             "cache_size = \"16M\";\n"
             "workers = 4;\n"
             "shutdown_grace = \"2s\";\n"
-            "tls = { cert = \"%s/server.pem\"; key = \"%s/server.key\";\n"
+            "tls = { cert = \"%s/%s.pem\"; key = \"%s/%s.key\";\n"
             "        client_ca = \"%s/clients-ca.pem\"; };\n"
             "stats = { file = \"%s/vault.prom\"; interval = \"500ms\"; };\n"
             "%s\n",
-            v->dir, v->dir, v->env->dir, v->env->dir, v->env->dir, v->dir,
-            v->extra_cfg);
+            v->listen_port, v->dir, v->dir,
+            v->region[0] != '\0' ? v->region : "test-1", v->env->dir, cert,
+            v->env->dir, cert, v->env->dir, v->dir, v->extra_cfg);
     fclose(f);
     return 0;
 }

@@ -52,6 +52,9 @@ struct vs_vault {
     char clock_offset[32]; /* --test-clock-offset value, "" = none */
     bool no_register;      /* vs_vault_start leaves acme and globex
                               unregistered (tests of the registry) */
+    char region[32];       /* region setting; "" = "test-1" */
+    char cert_stem[32];    /* server certificate stem; "" = "server" */
+    int listen_port;       /* 0 = any free port (read back) */
     pid_t pid;
     int port;
 };

@@ -33,11 +33,14 @@
 #include <unistd.h>     /* read, close */
 
 #include "coffer_vault.pb-c.h"
-#include "env.h"  /* a sealing session */
-#include "keys.h" /* a tenant keyring for real sealed chunks */
-#include "mem.h"  /* cfr_free */
-#include "rpc.h"  /* statuses */
-#include "totp.h" /* codes for the enrolled secrets */
+#include "env.h"              /* a sealing session */
+#include "id.h"               /* cfr_id_plain: the checksum a peer recomputes */
+#include "keys.h"             /* a tenant keyring for real sealed chunks */
+#include "kv.h"               /* damaging a stored object, as a bad disk does */
+#include "mem.h"              /* cfr_free */
+#include "rpc.h"              /* statuses */
+#include "totp.h"             /* codes for the enrolled secrets */
+#include "scenario_support.h" /* scn_vault_db */
 #include "vault_client_support.h"
 #include "vault_support.h"
 
@@ -45,6 +48,9 @@ static struct vs_env env;
 static struct vs_vault vault;
 static struct cfr_keyring *keyring;
 static struct cfr_session *session;
+/* acme's root reference page, as a peer listed it (replication test). */
+static uint8_t acme_root[32];
+static bool have_acme_root;
 
 /* ---- a webhook listener ------------------------------------------------ */
 
@@ -698,6 +704,476 @@ test_vault_system_audit_and_identity_new(void **state)
     assert_true(vc_log_has(&vault, "vault.identity.new tenant=acme"));
 }
 
+/* Whether the vault's stats file (Prometheus text) holds needle now. */
+static bool
+stats_has(const char *needle)
+{
+    char path[2 * VS_PATH_MAX], buf[65536];
+    size_t n;
+    FILE *f;
+    snprintf(path, sizeof(path), "%s/vault.prom", vault.dir);
+    if ((f = fopen(path, "r")) == NULL) {
+        return false;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+static int
+sync_op(const char *ident, Coffer__V1__SystemOp op, const char *tenant,
+        Coffer__V1__SystemResponse **resp_r, char *msg, size_t msg_size)
+{
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    req.op = op;
+    req.tenant_name = (char *)tenant;
+    return sys_call(ident, &req, resp_r, msg, msg_size);
+}
+
+/*
+ * One server-streaming Sync call as vault-b; calls fn with each message's
+ * bytes. Returns the final status.
+ */
+static int
+sync_stream(const char *method, const ProtobufCMessage *req,
+            void (*fn)(void *ctx, const uint8_t *p, size_t n), void *ctx)
+{
+    struct cfr_rpc_client *cli = vs_client(&vault, "vault-b");
+    struct cfr_rpc_call *call = NULL;
+    struct cfr_buf msg;
+    struct cfr_err err;
+    size_t n = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = cfr_malloc(n + 1);
+    int rc, st = CFR_RPC_UNKNOWN;
+    assert_non_null(cli);
+    assert_non_null(buf);
+    protobuf_c_message_pack(req, buf);
+    cfr_buf_init(&msg, (size_t)80 << 20);
+    cfr_err_clear(&err);
+    if (cfr_rpc_sstream_open(cli, method, buf, n, 10000, &call, &err) == 0) {
+        while ((rc = cfr_rpc_sstream_next(call, &msg, &st, &err)) == 1) {
+            fn(ctx, msg.data, msg.len);
+        }
+        if (rc == 0) {
+            st = CFR_RPC_OK;
+        }
+    }
+    cfr_rpc_call_free(call);
+    cfr_buf_fini(&msg);
+    cfr_free(buf);
+    cfr_rpc_client_free(cli);
+    return st;
+}
+
+struct listed {
+    size_t msgs, snaps, tombs;
+    uint8_t root[32];
+    uint32_t height;
+};
+
+static void
+on_list(void *ctx, const uint8_t *p, size_t n)
+{
+    struct listed *l = ctx;
+    Coffer__V1__SyncListResponse *r =
+        coffer__v1__sync_list_response__unpack(NULL, n, p);
+    assert_non_null(r);
+    l->msgs++;
+    l->snaps += r->n_snapshots;
+    l->tombs += r->n_tombstones;
+    for (size_t i = 0; i < r->n_snapshots; i++) {
+        const Coffer__V1__SnapshotRecord *s = r->snapshots[i];
+        assert_int_equal(s->header_id.len, 32);
+        assert_true(s->header.len > 0); /* the sealed header travels */
+        assert_true(s->received_ms > 0);
+        assert_non_null(s->refs);
+        assert_int_equal(s->refs->id.len, 32);
+        memcpy(l->root, s->refs->id.data, 32);
+        l->height = s->refs->height;
+    }
+    coffer__v1__sync_list_response__free_unpacked(r, NULL);
+}
+
+struct got {
+    size_t objs, missing;
+    bool root_ok;
+    const uint8_t *root;
+};
+
+static void
+on_get(void *ctx, const uint8_t *p, size_t n)
+{
+    struct got *g = ctx;
+    Coffer__V1__SyncGetResponse *r =
+        coffer__v1__sync_get_response__unpack(NULL, n, p);
+    assert_non_null(r);
+    for (size_t i = 0; i < r->n_objects; i++) {
+        const Coffer__V1__SyncObject *o = r->objects[i];
+        uint8_t sum[32];
+        assert_int_equal(o->checksum.len, 32);
+        cfr_id_plain(o->data.data, o->data.len, sum);
+        assert_memory_equal(sum, o->checksum.data, 32);
+        if (memcmp(o->id.data, g->root, 32) == 0) {
+            /* A reference page's ID is the hash of its bytes. */
+            g->root_ok =
+                o->kind == COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE &&
+                memcmp(sum, g->root, 32) == 0;
+        }
+    }
+    g->objs += r->n_objects;
+    g->missing += r->n_missing;
+    coffer__v1__sync_get_response__free_unpacked(r, NULL);
+}
+
+/*
+ * Replication from the operators' side, on a vault that lists one peer
+ * (vault-b, which nobody serves: its rounds fail): SYNC starts a round
+ * and SYNC_STATUS shows it, for operators only; a listed peer reads a
+ * tenant's digests, an unlisted vault identity gets nothing, and no peer
+ * reaches the tenant methods. Placement applies to the peer's region.
+ */
+static void
+test_vault_system_replication(void **state)
+{
+    (void)state;
+    Coffer__V1__SystemResponse *resp = NULL;
+    char msg[256];
+    const Coffer__V1__SyncStatus *own = NULL, *peer = NULL;
+    int64_t end;
+
+    /* Operators only. */
+    assert_int_equal(sync_op("acme-admin",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS, "",
+                             NULL, NULL, 0),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(sync_op("acme-admin",
+                             COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC, "acme",
+                             NULL, NULL, 0),
+                     CFR_RPC_PERMISSION_DENIED);
+    assert_int_equal(sync_op("operator", COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC,
+                             "nosuch", NULL, msg, sizeof(msg)),
+                     CFR_RPC_NOT_FOUND);
+    assert_non_null(strstr(msg, "tenant nosuch is not registered"));
+    assert_int_equal(sync_op("operator", COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC,
+                             "", NULL, NULL, 0),
+                     CFR_RPC_OK);
+    assert_int_equal(sync_op("operator", COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC,
+                             "acme", NULL, NULL, 0),
+                     CFR_RPC_OK);
+
+    /* The triggered round reaches the peer line (and fails: no vault-b). */
+    end = vc_now_ms() + 20000;
+    for (;;) {
+        own = peer = NULL;
+        assert_int_equal(sync_op("operator",
+                                 COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS,
+                                 "acme", &resp, NULL, 0),
+                         CFR_RPC_OK);
+        for (size_t i = 0; i < resp->n_sync; i++) {
+            const Coffer__V1__SyncStatus *st = resp->sync[i];
+            assert_string_equal(st->tenant, "acme");
+            if (st->peer[0] == '\0') {
+                assert_null(own);
+                assert_null(peer); /* the own line comes first */
+                own = st;
+            } else if (strcmp(st->peer, "vault-b") == 0) {
+                peer = st;
+            } else {
+                fail_msg("unexpected peer line %s", st->peer);
+            }
+        }
+        assert_non_null(own);
+        assert_non_null(peer);
+        if (peer->last_attempt_ms > 0 && peer->last_error[0] != '\0') {
+            break;
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        resp = NULL;
+        if (vc_now_ms() > end) {
+            fail_msg("no failed attempt with vault-b recorded");
+        }
+        vc_sleep_ms(50);
+    }
+    /* acme's one snapshot, from test_vault_system_registry. */
+    assert_string_equal(own->region, "test-1");
+    assert_int_equal(own->snapshots, 1);
+    assert_true(own->newest_ms > 0);
+    assert_string_equal(peer->region, "far-1");
+    assert_int_equal(peer->last_ok_ms, 0);
+    assert_int_equal(peer->snapshots_pulled, 0);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+    /* The replication metrics, per tenant and peer. */
+    end = vc_now_ms() + 10000;
+    while (!stats_has("coffer_vault_sync_last_ok_timestamp_seconds{tenant="
+                      "\"acme\",peer=\"vault-b\"} 0") ||
+           !stats_has("coffer_vault_repairs_total{tenant=\"acme\"} 0")) {
+        if (vc_now_ms() > end) {
+            fail_msg("no replication metrics in the stats file");
+        }
+        vc_sleep_ms(50);
+    }
+
+    /* A listed peer reads digests; an unregistered tenant is not found. */
+    {
+        struct cfr_rpc_client *cli = vs_client(&vault, "vault-b");
+        Coffer__V1__SyncDigestRequest dr =
+            COFFER__V1__SYNC_DIGEST_REQUEST__INIT;
+        ProtobufCMessage *out = NULL;
+        struct cfr_err err;
+        assert_non_null(cli);
+        dr.tenant = (char *)"acme";
+        cfr_err_clear(&err);
+        assert_int_equal(vs_unary(cli, "SyncDigest", &dr.base,
+                                  &coffer__v1__sync_digest_response__descriptor,
+                                  &out, &err),
+                         CFR_RPC_OK);
+        {
+            const Coffer__V1__SyncDigestResponse *d =
+                (const Coffer__V1__SyncDigestResponse *)out;
+            size_t nonzero = 0;
+            assert_int_equal(d->n_buckets, 256);
+            for (size_t i = 0; i < d->n_buckets; i++) {
+                static const uint8_t zero[32];
+                assert_int_equal(d->buckets[i].len, 32);
+                nonzero += memcmp(d->buckets[i].data, zero, 32) != 0;
+            }
+            assert_int_equal(d->snapshots, 1);
+            assert_int_equal(nonzero, 1); /* one snapshot, one bucket */
+            assert_string_equal(d->region, "test-1");
+            assert_true(d->time_ms > 0);
+        }
+        protobuf_c_message_free_unpacked(out, NULL);
+        out = NULL;
+        dr.tenant = (char *)"nosuch";
+        assert_int_equal(vs_unary(cli, "SyncDigest", &dr.base,
+                                  &coffer__v1__sync_digest_response__descriptor,
+                                  &out, &err),
+                         CFR_RPC_NOT_FOUND);
+        assert_null(out);
+        /* acme's one snapshot, then its root page with its checksum. */
+        {
+            Coffer__V1__SyncListRequest lr =
+                COFFER__V1__SYNC_LIST_REQUEST__INIT;
+            Coffer__V1__SyncGetRequest gr = COFFER__V1__SYNC_GET_REQUEST__INIT;
+            uint32_t buckets[256];
+            uint8_t absent[32];
+            ProtobufCBinaryData ids[2];
+            struct listed l;
+            struct got g;
+            for (uint32_t b = 0; b < 256; b++) {
+                buckets[b] = b;
+            }
+            memset(&l, 0, sizeof(l));
+            lr.tenant = (char *)"acme";
+            lr.buckets = buckets;
+            lr.n_buckets = 256;
+            assert_int_equal(
+                sync_stream("/coffer.v1.Vault/SyncList", &lr.base, on_list, &l),
+                CFR_RPC_OK);
+            assert_int_equal(l.snaps, 1);
+            assert_int_equal(l.tombs, 0);
+            assert_int_equal(l.msgs, 1);
+            assert_true(l.height >= 1);
+            /* No bucket asked: one empty message, not silence. */
+            memset(&l, 0, sizeof(l));
+            lr.n_buckets = 0;
+            assert_int_equal(
+                sync_stream("/coffer.v1.Vault/SyncList", &lr.base, on_list, &l),
+                CFR_RPC_OK);
+            assert_int_equal(l.msgs, 1);
+            assert_int_equal(l.snaps, 0);
+            lr.n_buckets = 256;
+            assert_int_equal(
+                sync_stream("/coffer.v1.Vault/SyncList", &lr.base, on_list, &l),
+                CFR_RPC_OK);
+            memset(absent, 0xee, sizeof(absent));
+            memset(&g, 0, sizeof(g));
+            g.root = l.root;
+            ids[0].data = l.root;
+            ids[0].len = 32;
+            ids[1].data = absent;
+            ids[1].len = 32;
+            gr.tenant = (char *)"acme";
+            gr.ids = ids;
+            gr.n_ids = 2;
+            assert_int_equal(
+                sync_stream("/coffer.v1.Vault/SyncGet", &gr.base, on_get, &g),
+                CFR_RPC_OK);
+            assert_int_equal(g.objs, 1);
+            assert_int_equal(g.missing, 1);
+            assert_true(g.root_ok);
+            memcpy(acme_root, l.root, sizeof(acme_root));
+            have_acme_root = true;
+        }
+        /* globex is allowed in eu-west and test-1, not in vault-b's far-1. */
+        dr.tenant = (char *)"globex";
+        assert_int_equal(vs_unary(cli, "SyncDigest", &dr.base,
+                                  &coffer__v1__sync_digest_response__descriptor,
+                                  &out, &err),
+                         CFR_RPC_FAILED_PRECONDITION);
+        assert_non_null(strstr(err.msg, "tenant globex is not allowed in "
+                                        "region far-1"));
+        /* Placed only with the peer: this vault refuses to serve it. */
+        {
+            static const char *const far[] = {"far-1", NULL};
+            static const char *const back[] = {"eu-west", "test-1", NULL};
+            assert_int_equal(tenant_set("globex", far, 0, NULL, NULL),
+                             CFR_RPC_OK);
+            assert_int_equal(
+                vs_unary(cli, "SyncDigest", &dr.base,
+                         &coffer__v1__sync_digest_response__descriptor, &out,
+                         &err),
+                CFR_RPC_FAILED_PRECONDITION);
+            assert_non_null(strstr(err.msg, "tenant globex is not allowed in "
+                                            "region test-1"));
+            assert_int_equal(tenant_set("globex", back, 0, NULL, NULL),
+                             CFR_RPC_OK);
+        }
+        /* A peer never reaches the tenant methods (role matrix). */
+        {
+            int st = -1;
+            Coffer__V1__ListSnapshotsResponse *ls =
+                vc_list_snapshots(cli, false, &st);
+            assert_int_equal(st, CFR_RPC_PERMISSION_DENIED);
+            assert_null(ls);
+        }
+        cfr_rpc_client_free(cli);
+    }
+    /* A vault identity this vault does not list: Health only. */
+    {
+        struct cfr_rpc_client *cli = vs_client(&vault, "vault-x");
+        Coffer__V1__SyncDigestRequest dr =
+            COFFER__V1__SYNC_DIGEST_REQUEST__INIT;
+        ProtobufCMessage *out = NULL;
+        struct cfr_err err;
+        int st = -1;
+        Coffer__V1__ListSnapshotsResponse *ls;
+        assert_non_null(cli);
+        assert_int_equal(vc_health(cli, NULL), CFR_RPC_OK);
+        ls = vc_list_snapshots(cli, false, &st);
+        assert_int_equal(st, CFR_RPC_PERMISSION_DENIED);
+        assert_null(ls);
+        dr.tenant = (char *)"acme";
+        cfr_err_clear(&err);
+        assert_int_equal(vs_unary(cli, "SyncDigest", &dr.base,
+                                  &coffer__v1__sync_digest_response__descriptor,
+                                  &out, &err),
+                         CFR_RPC_PERMISSION_DENIED);
+        assert_null(out);
+        cfr_rpc_client_free(cli);
+    }
+    /* A tenant certificate may not call Sync* for its own tenant either. */
+    {
+        struct cfr_rpc_client *cli = vs_client(&vault, "agent");
+        Coffer__V1__SyncDigestRequest dr =
+            COFFER__V1__SYNC_DIGEST_REQUEST__INIT;
+        ProtobufCMessage *out = NULL;
+        struct cfr_err err;
+        dr.tenant = (char *)"acme";
+        cfr_err_clear(&err);
+        assert_int_equal(vs_unary(cli, "SyncDigest", &dr.base,
+                                  &coffer__v1__sync_digest_response__descriptor,
+                                  &out, &err),
+                         CFR_RPC_PERMISSION_DENIED);
+        assert_null(out);
+        cfr_rpc_client_free(cli);
+    }
+    assert_true(vc_log_has(&vault, "vault.sync.denied identity="
+                                   "coffer://vault/vault-x tenant=acme"));
+    /* Audited: the SYNC op with its target, the peer's refusal. */
+    {
+        bool sync = false, denied = false;
+        resp = audit("");
+        for (size_t i = 0; i < resp->n_entries; i++) {
+            const Coffer__V1__AuditEntry *e = resp->entries[i];
+            sync |= strcmp(e->method, "System.sync") == 0 &&
+                    strstr(e->detail, "op=sync outcome=ok tenant=acme") != NULL;
+            denied |= strcmp(e->identity, "coffer://vault/vault-x") == 0 &&
+                      strcmp(e->decision, "denied") == 0 &&
+                      strstr(e->method, "SyncDigest") != NULL;
+        }
+        assert_true(sync);
+        assert_true(denied);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+}
+
+/*
+ * A damaged object found by Admin SCRUB goes to repair; with its only
+ * peer unreachable nobody can fix it: logged, counted and notified as
+ * vault.repair_failed, and never served as data meanwhile.
+ */
+static void
+test_vault_system_scrub_repair_failed(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct cfr_buf buf;
+    int64_t end;
+
+    assert_true(have_acme_root);
+    assert_int_equal(vs_vault_stop(&vault, SIGTERM, 20000), 0);
+    {
+        struct cfr_kv_env *ke = cfr_kv_env_new(8u << 20, &err);
+        struct cfr_kv *kv;
+        assert_non_null(ke);
+        kv = scn_vault_db(ke, &vault);
+        cfr_buf_init(&buf, 1u << 20);
+        assert_int_equal(cfr_kv_get(kv, 0, acme_root, 32, &buf, &err), 0);
+        assert_true(buf.len > 0);
+        buf.data[buf.len / 2] ^= 0x20;
+        assert_int_equal(
+            cfr_kv_put(kv, 0, acme_root, 32, buf.data, buf.len, &err), 0);
+        cfr_buf_fini(&buf);
+        cfr_kv_close(kv);
+        cfr_kv_env_free(ke);
+    }
+    assert_int_equal(vs_vault_start(&vault, 30000), 0);
+    {
+        struct cfr_rpc_client *cli = vs_client(&vault, "acme-admin");
+        Coffer__V1__AdminRequest req = COFFER__V1__ADMIN_REQUEST__INIT;
+        ProtobufCMessage *out = NULL;
+        assert_non_null(cli);
+        req.op = COFFER__V1__ADMIN_OP__ADMIN_OP_SCRUB;
+        cfr_err_clear(&err);
+        assert_int_equal(vs_unary(cli, "Admin", &req.base,
+                                  &coffer__v1__admin_response__descriptor, &out,
+                                  &err),
+                         CFR_RPC_OK);
+        assert_int_equal(((Coffer__V1__AdminResponse *)out)->bad_objects, 1);
+        protobuf_c_message_free_unpacked(out, NULL);
+        cfr_rpc_client_free(cli);
+    }
+    assert_true(vc_log_has(&vault, "vault.scrub.bad tenant=acme"));
+    if (!hook_wait(&hook, "vault.repair_failed", "acme", 20000)) {
+        fail_msg("no repair_failed notification; webhook got:\n%s", hook.body);
+    }
+    assert_true(vc_log_has(&vault, "vault.repair_failed tenant=acme"));
+    end = vc_now_ms() + 10000;
+    while (
+        !stats_has("coffer_vault_repair_failures_total{tenant=\"acme\"} 1") ||
+        !stats_has("coffer_vault_scrub_bad_objects_total 1")) {
+        if (vc_now_ms() > end) {
+            fail_msg("the failed repair is not counted in the stats file");
+        }
+        vc_sleep_ms(50);
+    }
+    {
+        Coffer__V1__SystemResponse *resp = NULL;
+        assert_int_equal(sync_op("operator",
+                                 COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS,
+                                 "acme", &resp, NULL, 0),
+                         CFR_RPC_OK);
+        assert_true(resp->n_sync >= 1);
+        assert_string_equal(resp->sync[0]->peer, "");
+        assert_int_equal(resp->sync[0]->repair_failures, 1);
+        assert_int_equal(resp->sync[0]->repairs, 0);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+}
+
 /* ---- setup ------------------------------------------------------------- */
 
 static int
@@ -717,10 +1193,18 @@ setup(void **state)
         return -1;
     }
     vault.no_register = true;
+    /* One peer, vault-b, at an address where nothing listens; rounds
+     * only on demand, so the other tests see no sync traffic. */
     snprintf(vault.extra_cfg, sizeof(vault.extra_cfg),
              "limits = { max_failures = 64; };\n"
-             "notify = { webhook = \"http://127.0.0.1:%d/hook\"; };\n",
-             hook.port);
+             "notify = { webhook = \"http://127.0.0.1:%d/hook\"; };\n"
+             "name = \"vault-a\";\n"
+             "peers = ({ name = \"vault-b\"; address = \"127.0.0.1:1\";\n"
+             "           region = \"far-1\"; });\n"
+             "sync = { interval = \"0\"; timeout = \"2s\";\n"
+             "         cert = \"%s/vault-a.pem\"; key = \"%s/vault-a.key\";\n"
+             "         ca = \"%s/ca.pem\"; };\n",
+             hook.port, env.dir, env.dir, env.dir);
     return vs_vault_start(&vault, 30000);
 }
 
@@ -750,6 +1234,8 @@ main(void)
         cmocka_unit_test(test_vault_system_second_factor),
         cmocka_unit_test(test_vault_system_enrols_admin_totp),
         cmocka_unit_test(test_vault_system_audit_and_identity_new),
+        cmocka_unit_test(test_vault_system_replication),
+        cmocka_unit_test(test_vault_system_scrub_repair_failed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -37,9 +37,8 @@ static const struct {
 /*
  * x = allowed, . = denied; columns none agent restore auditor admin vault
  * operator.
- * OpenLease is allowed to the peer vault as in docs/VAULT.md and authz.c:
- * PutObjects needs a lease, so a peer that may put must be able to open
- * one (the proto comment lists only A there).
+ * The peer vault only pulls: Health and the three Sync methods (issue 6);
+ * it lost every tenant method it had before replication existed.
  */
 static const struct {
     enum vault_method m;
@@ -47,19 +46,23 @@ static const struct {
     const char *name;
     const char allowed[N_ROLES + 1];
 } methods[VAULT_M_COUNT] = {
-    {VAULT_M_MISSING, "/coffer.v1.Vault/Missing", "Missing", ".xx..x."},
-    {VAULT_M_OPEN_LEASE, "/coffer.v1.Vault/OpenLease", "OpenLease", ".x...x."},
+    {VAULT_M_MISSING, "/coffer.v1.Vault/Missing", "Missing", ".xx...."},
+    {VAULT_M_OPEN_LEASE, "/coffer.v1.Vault/OpenLease", "OpenLease", ".x....."},
     {VAULT_M_PUT_OBJECTS, "/coffer.v1.Vault/PutObjects", "PutObjects",
-     ".x...x."},
+     ".x....."},
     {VAULT_M_GET_OBJECTS, "/coffer.v1.Vault/GetObjects", "GetObjects",
-     "..x..x."},
-    {VAULT_M_COMMIT, "/coffer.v1.Vault/Commit", "Commit", ".x...x."},
+     "..x...."},
+    {VAULT_M_COMMIT, "/coffer.v1.Vault/Commit", "Commit", ".x....."},
     {VAULT_M_LIST_SNAPSHOTS, "/coffer.v1.Vault/ListSnapshots", "ListSnapshots",
-     ".xxxxx."},
+     ".xxxx.."},
     {VAULT_M_ADMIN, "/coffer.v1.Vault/Admin", "Admin", "....x.."},
     {VAULT_M_AUDIT, "/coffer.v1.Vault/Audit", "Audit", "...xx.."},
     {VAULT_M_HEALTH, "/coffer.v1.Vault/Health", "Health", ".xxxxxx"},
     {VAULT_M_SYSTEM, "/coffer.v1.Vault/System", "System", "......x"},
+    {VAULT_M_SYNC_DIGEST, "/coffer.v1.Vault/SyncDigest", "SyncDigest",
+     ".....x."},
+    {VAULT_M_SYNC_LIST, "/coffer.v1.Vault/SyncList", "SyncList", ".....x."},
+    {VAULT_M_SYNC_GET, "/coffer.v1.Vault/SyncGet", "SyncGet", ".....x."},
 };
 
 static void
@@ -177,16 +180,55 @@ test_vault_authz_is_not_allow_all(void **state)
             }
         }
     }
-    /* 26 of 70 cells; the none column is all denied. */
-    assert_int_equal(allowed, 26);
+    /* 23 of 91 cells; the none column is all denied. */
+    assert_int_equal(allowed, 23);
     assert_int_equal(denied_per_role[VAULT_ROLE_NONE], VAULT_M_COUNT);
     /* Every real role is refused something, and most things. */
-    assert_int_equal(denied_per_role[VAULT_ROLE_AGENT], 4);
-    assert_int_equal(denied_per_role[VAULT_ROLE_RESTORE], 6);
-    assert_int_equal(denied_per_role[VAULT_ROLE_AUDITOR], 7);
-    assert_int_equal(denied_per_role[VAULT_ROLE_ADMIN], 6);
-    assert_int_equal(denied_per_role[VAULT_ROLE_VAULT], 3);
-    assert_int_equal(denied_per_role[VAULT_ROLE_OPERATOR], 8);
+    assert_int_equal(denied_per_role[VAULT_ROLE_AGENT], 7);
+    assert_int_equal(denied_per_role[VAULT_ROLE_RESTORE], 9);
+    assert_int_equal(denied_per_role[VAULT_ROLE_AUDITOR], 10);
+    assert_int_equal(denied_per_role[VAULT_ROLE_ADMIN], 9);
+    assert_int_equal(denied_per_role[VAULT_ROLE_VAULT], 9);
+    assert_int_equal(denied_per_role[VAULT_ROLE_OPERATOR], 11);
+}
+
+/*
+ * Invariant 5 of authz.c: a peer vault pulls through Sync* and Health
+ * only, and nobody else reaches Sync*: a stolen tenant certificate must
+ * not read another tenant's data by naming it in a Sync request.
+ */
+static void
+test_vault_authz_sync_only_for_peer_vaults(void **state)
+{
+    (void)state;
+    static const char *const sync_paths[] = {"/coffer.v1.Vault/SyncDigest",
+                                             "/coffer.v1.Vault/SyncList",
+                                             "/coffer.v1.Vault/SyncGet"};
+    for (size_t i = 0; i < 3; i++) {
+        enum vault_method m = vault_authz_method(sync_paths[i]);
+        assert_int_not_equal(m, VAULT_M_COUNT);
+        assert_true(vault_authz_tenant_in_request(m));
+        assert_true(vault_authz_is_data(m));
+        for (size_t r = 0; r < N_ROLES; r++) {
+            assert_true(vault_authz_allowed(roles[r].role, m) ==
+                        (roles[r].role == VAULT_ROLE_VAULT));
+        }
+    }
+    for (int m = 0; m < VAULT_M_COUNT; m++) {
+        bool sync = m == VAULT_M_SYNC_DIGEST || m == VAULT_M_SYNC_LIST ||
+                    m == VAULT_M_SYNC_GET;
+        assert_true(vault_authz_tenant_in_request((enum vault_method)m) ==
+                    sync);
+        assert_true(vault_authz_allowed(vault_authz_role("vault"),
+                                        (enum vault_method)m) ==
+                    (sync || m == VAULT_M_HEALTH));
+    }
+    /* The writes and reads it once had are gone. */
+    assert_false(vault_authz_allowed(VAULT_ROLE_VAULT, VAULT_M_PUT_OBJECTS));
+    assert_false(vault_authz_allowed(VAULT_ROLE_VAULT, VAULT_M_COMMIT));
+    assert_false(vault_authz_allowed(VAULT_ROLE_VAULT, VAULT_M_GET_OBJECTS));
+    assert_false(vault_authz_allowed(VAULT_ROLE_VAULT, VAULT_M_LIST_SNAPSHOTS));
+    assert_false(vault_authz_tenant_in_request(VAULT_M_COUNT));
 }
 
 /*
@@ -216,7 +258,7 @@ static void
 test_vault_authz_registration_and_data(void **state)
 {
     (void)state;
-    static const char want_data[VAULT_M_COUNT + 1] = "xxxxx.....";
+    static const char want_data[VAULT_M_COUNT + 1] = "xxxxx.....xxx";
     for (int m = 0; m < VAULT_M_COUNT; m++) {
         assert_true(vault_authz_needs_registration((enum vault_method)m) ==
                     (m != VAULT_M_HEALTH));
@@ -321,6 +363,7 @@ main(void)
         cmocka_unit_test(test_vault_authz_full_matrix),
         cmocka_unit_test(test_vault_authz_agent_cannot_read_or_administer),
         cmocka_unit_test(test_vault_authz_is_not_allow_all),
+        cmocka_unit_test(test_vault_authz_sync_only_for_peer_vaults),
         cmocka_unit_test(test_vault_authz_operator_only_system),
         cmocka_unit_test(test_vault_authz_registration_and_data),
         cmocka_unit_test(test_vault_authz_unknown_roles_denied),

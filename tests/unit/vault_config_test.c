@@ -35,6 +35,17 @@
     "tls = { cert = \"v.pem\"; key = \"v.key\"; client_ca = \"ca.pem\"; };\n"
 #define MINIMAL L_LISTEN L_DATA L_TLS
 
+/* Replication pieces: own name, two peers, sixteen peers. */
+#define NAME_A "name = \"vault-a\";\n"
+#define PEER_B                                                                 \
+    "peers = ({ name = \"vault-b\"; address = \"b:7443\"; region = \"r2\"; }"
+#define PEER_C "{ name = \"vault-c\"; address = \"c:7443\"; region = \"r3\"; }"
+#define P(n)   "{ name = \"p" #n "\"; address = \"h:" #n "\"; region = \"r\"; }"
+#define PEERS_16                                                               \
+    P(1)                                                                       \
+    "," P(2) "," P(3) "," P(4) "," P(5) "," P(6) "," P(7) "," P(8) "," P(      \
+        9) "," P(10) "," P(11) "," P(12) "," P(13) "," P(14) "," P(15) "," P(16)
+
 /* Every setting the module knows, none at its default. */
 static const char full_config[] =
     "listen    = \"[::1]:7443\";\n"
@@ -79,7 +90,22 @@ static const char full_config[] =
     "  file     = \"/var/lib/node_exporter/textfile/coffer_vault.prom\";\n"
     "  interval = \"250ms\";\n"
     "};\n"
-    "test_clock_offset = \"31d\";\n";
+    "test_clock_offset = \"31d\";\n"
+    "name = \"vault-a\";\n"
+    "peers = (\n"
+    "  { name = \"vault-b\"; address = \"10.77.0.2:7443\"; region = \"r2\";\n"
+    "    tls_name = \"vault-b.example.org\"; },\n"
+    "  { name = \"vault-c\"; address = \"[fd00::3]:7444\"; region = \"r3\"; }\n"
+    ");\n"
+    "sync = {\n"
+    "  interval  = \"90s\";\n"
+    "  bandwidth = \"10M\";\n"
+    "  timeout   = \"20s\";\n"
+    "  cert      = \"/etc/coffer/sync.pem\";\n"
+    "  key       = \"/etc/coffer/sync.key\";\n"
+    "  ca        = \"/etc/coffer/peers-ca.pem\";\n"
+    "};\n"
+    "scrub = { interval = \"3d\"; };\n";
 
 static void
 test_vault_config_full_file_read_as_written(void **state)
@@ -137,6 +163,26 @@ test_vault_config_full_file_read_as_written(void **state)
     assert_int_equal(c.test_clock_offset_ms, 31 * DAY);
     assert_non_null(c.cfg);
 
+    /* Replication, in the order written. */
+    assert_string_equal(c.name, "vault-a");
+    assert_int_equal(c.n_peers, 2);
+    assert_string_equal(c.peers[0].name, "vault-b");
+    assert_string_equal(c.peers[0].address, "10.77.0.2:7443");
+    assert_string_equal(c.peers[0].region, "r2");
+    assert_string_equal(c.peers[0].tls_name, "vault-b.example.org");
+    assert_string_equal(c.peers[1].name, "vault-c");
+    assert_string_equal(c.peers[1].address, "[fd00::3]:7444");
+    assert_string_equal(c.peers[1].region, "r3");
+    assert_null(c.peers[1].tls_name);
+    assert_null(c.peers[2].name);
+    assert_int_equal(c.sync_interval_ms, 90 * SEC);
+    assert_int_equal(c.sync_bandwidth, 10 * MIB);
+    assert_int_equal(c.sync_timeout_ms, 20 * SEC);
+    assert_string_equal(c.sync_tls_cert, "/etc/coffer/sync.pem");
+    assert_string_equal(c.sync_tls_key, "/etc/coffer/sync.key");
+    assert_string_equal(c.sync_tls_ca, "/etc/coffer/peers-ca.pem");
+    assert_int_equal(c.scrub_interval_ms, 3 * DAY);
+
     vault_config_fini(&c);
     /* fini leaves nothing dangling: a second fini is harmless. */
     assert_null(c.cfg);
@@ -190,6 +236,16 @@ test_vault_config_defaults_when_absent(void **state)
     assert_null(c.notify_smtp_user);
     assert_null(c.notify_smtp_password);
     assert_null(c.notify_ca_file);
+    /* No replication unless asked; its TLS files default to tls.*. */
+    assert_null(c.name);
+    assert_int_equal(c.n_peers, 0);
+    assert_int_equal(c.sync_interval_ms, 5 * MIN);
+    assert_int_equal(c.sync_bandwidth, 0);
+    assert_int_equal(c.sync_timeout_ms, 60 * SEC);
+    assert_string_equal(c.sync_tls_cert, "v.pem");
+    assert_string_equal(c.sync_tls_key, "v.key");
+    assert_string_equal(c.sync_tls_ca, "ca.pem");
+    assert_int_equal(c.scrub_interval_ms, 7 * DAY);
     vault_config_fini(&c);
 
     /* Test mode alone moves nothing: the offset stays 0 until set. */
@@ -294,6 +350,17 @@ static const struct bound_case bounds[] = {
     {MINIMAL "stats = { interval = \"100ms\"; };", FIELD(stats_interval_ms),
      100},
     {MINIMAL "shutdown_grace = \"10m\";", FIELD(shutdown_grace_ms), 10 * MIN},
+    {MINIMAL "sync = { interval = \"0\"; };", FIELD(sync_interval_ms), 0},
+    {MINIMAL "sync = { interval = \"30d\"; };", FIELD(sync_interval_ms),
+     30 * DAY},
+    {MINIMAL "sync = { bandwidth = \"1K\"; };", FIELD(sync_bandwidth), 1024},
+    {MINIMAL "sync = { bandwidth = \"1T\"; };", FIELD(sync_bandwidth),
+     UINT64_C(1) << 40},
+    {MINIMAL "sync = { timeout = \"1s\"; };", FIELD(sync_timeout_ms), SEC},
+    {MINIMAL "sync = { timeout = \"1h\"; };", FIELD(sync_timeout_ms), HOUR},
+    {MINIMAL "scrub = { interval = \"0\"; };", FIELD(scrub_interval_ms), 0},
+    {MINIMAL "scrub = { interval = \"365d\"; };", FIELD(scrub_interval_ms),
+     365 * DAY},
 };
 
 static void
@@ -540,6 +607,73 @@ static const struct bad_case bad[] = {
              " \"5@b\", \"6@b\", \"7@b\", \"8@b\", \"9@b\"];"
              " smtp_url = \"smtp://m\"; smtp_from = \"v@b\"; };",
      false, "notify.mail_to", "at most 8 addresses"},
+    /* Replication: peers, their names, addresses and regions. */
+    {MINIMAL "sync = { intervl = \"5m\"; };", false, "sync.intervl",
+     "unknown setting"},
+    {MINIMAL "scrub = { every = \"1d\"; };", false, "scrub.every",
+     "unknown setting"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:1\";"
+                    " region = \"r2\"; zone = \"x\"; });",
+     false, "peers.[0].zone", "unknown setting"},
+    {MINIMAL NAME_A "peers = ({ address = \"b:1\"; region = \"r2\"; });", false,
+     "required setting peers.[0].name is missing", "<string>"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; region = \"r2\"; });",
+     false, "required setting peers.[0].address is missing", "<string>"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:1\"; });",
+     false, "required setting peers.[0].region is missing", "<string>"},
+    {MINIMAL "peers = ({ name = \"vault-b\"; address = \"b:1\";"
+             " region = \"r2\"; });",
+     false, "peers", "need this vault's own name"},
+    {MINIMAL NAME_A PEER_B "," PEER_C ", { name = \"vault-b\";"
+                           " address = \"d:4\"; region = \"r4\"; });",
+     false, "peers.[2].name", "\"vault-b\" names two peers"},
+    {MINIMAL NAME_A PEER_B ", { name = \"vault-d\"; address = \"b:7443\";"
+                           " region = \"r4\"; });",
+     false, "peers.[1].address", "\"b:7443\" is listed for two peers"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-a\"; address = \"b:1\";"
+                    " region = \"r2\"; });",
+     false, "peers.[0].name", "this vault's own name"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b\";"
+                    " region = \"r2\"; });",
+     false, "peers.[0].address", "\"b\" is not host:port"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:0\";"
+                    " region = \"r2\"; });",
+     false, "peers.[0].address", "port is not a number in 1..65535"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:1,c:2\";"
+                    " region = \"r2\"; });",
+     false, "peers.[0].address", "is not one host:port"},
+    {MINIMAL NAME_A "peers = ({ name = \"Vault-B\"; address = \"b:1\";"
+                    " region = \"r2\"; });",
+     false, "peers.[0].name", "may hold only a-z"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:1\";"
+                    " region = \"r 2\"; });",
+     false, "peers.[0].region", "may hold only a-z"},
+    {MINIMAL NAME_A "peers = ({ name = \"vault-b\"; address = \"b:1\";"
+                    " region = \"r2\"; tls_name = \"\"; });",
+     false, "peers.[0].tls_name", "must not be empty"},
+    {MINIMAL "name = \"vault/a\";", false, "name", "may hold only a-z"},
+    {MINIMAL "name = \"-vault\";", false, "name",
+     "may not start with '.', '-' or '_'"},
+    {MINIMAL "region = \"EU\";", false, "region", "may hold only a-z"},
+    {MINIMAL "name = \"v123456789012345678901234567890123456789012345678901"
+             "234567890123\";",
+     false, "name", "is longer than 63 bytes"},
+    {MINIMAL NAME_A "peers = {};", false, "peers", "must be a list"},
+    {MINIMAL NAME_A "peers = (" PEERS_16 ", { name = \"p17\";"
+                    " address = \"h:17\"; region = \"r\"; });",
+     false, "peers", "17 peers; at most 16"},
+    {MINIMAL "sync = { interval = \"31d\"; };", false, "sync.interval",
+     "ms is out of range"},
+    {MINIMAL "sync = { timeout = \"999ms\"; };", false, "sync.timeout",
+     "ms is out of range"},
+    {MINIMAL "sync = { bandwidth = \"1023\"; };", false, "sync.bandwidth",
+     "1023 bytes/s is below 1K"},
+    {MINIMAL "sync = { bandwidth = \"10Mbit\"; };", false, "sync.bandwidth",
+     "is not valid here"},
+    {MINIMAL "sync = { cert = \"\"; };", false, "sync.cert",
+     "must not be empty"},
+    {MINIMAL "scrub = { interval = \"366d\"; };", false, "scrub.interval",
+     "ms is out of range"},
     /* Not libconfig at all: the parser's message, with the line. */
     {MINIMAL "workers = ;", false, "<string>:4:", "syntax error"},
 };
@@ -573,6 +707,35 @@ test_vault_config_refuses_each_mistake(void **state)
         assert_false(c.test_mode);
         vault_config_fini(&c);
     }
+}
+
+/* Sixteen peers are the most, and a peer set is read in order. */
+static void
+test_vault_config_sixteen_peers(void **state)
+{
+    (void)state;
+    struct vault_config c;
+    struct cfr_err err;
+    cfr_err_clear(&err);
+    if (vault_config_parse(MINIMAL NAME_A "peers = (" PEERS_16 ");", false, &c,
+                           &err) != 0) {
+        fail_msg("%s", err.msg);
+    }
+    assert_int_equal(c.n_peers, 16);
+    for (size_t i = 0; i < 16; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "p%zu", i + 1);
+        assert_string_equal(c.peers[i].name, want);
+        snprintf(want, sizeof(want), "h:%zu", i + 1);
+        assert_string_equal(c.peers[i].address, want);
+        assert_string_equal(c.peers[i].region, "r");
+    }
+    vault_config_fini(&c);
+    /* A name alone (no peers yet) is fine: the vault serves its peers. */
+    assert_int_equal(vault_config_parse(MINIMAL NAME_A, false, &c, &err), 0);
+    assert_string_equal(c.name, "vault-a");
+    assert_int_equal(c.n_peers, 0);
+    vault_config_fini(&c);
 }
 
 /* The same checks still pass with at most 8 recipients. */
@@ -683,6 +846,7 @@ main(void)
         cmocka_unit_test(test_vault_config_listen_forms_accepted),
         cmocka_unit_test(test_vault_config_refuses_each_mistake),
         cmocka_unit_test(test_vault_config_eight_recipients),
+        cmocka_unit_test(test_vault_config_sixteen_peers),
         cmocka_unit_test(test_vault_config_load_names_file_and_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

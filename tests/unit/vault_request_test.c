@@ -763,6 +763,18 @@ test_vault_request_system(void **state)
     r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_AUDIT;
     r.tenant_name = (char *)"globex";
     assert_int_equal(sys_decode(&r, &err), 0);
+    /* Replication: a tenant or "" (all), nothing else. */
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.tenant_name = (char *)"";
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC;
+    assert_int_equal(sys_decode(&r, &err), 0);
+    r.tenant_name = (char *)"../acme";
+    expect_sys_refused(&r, "tenant_name: bad tenant name");
+    r.tenant_name = (char *)"globex";
     r.op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_UNSPECIFIED;
     expect_sys_refused(&r, "unknown system op");
     r.op = (Coffer__V1__SystemOp)42;
@@ -771,6 +783,188 @@ test_vault_request_system(void **state)
     rc = vault_request_decode_system(garbage, sizeof(garbage), &out, &err);
     expect_refused(rc, out, &err, CFR_ECORRUPT,
                    "SystemRequest: malformed protobuf");
+}
+
+/* Tenant names a peer may send: the same rule as a certificate's. */
+static const char *const bad_tenants[] = {
+    "",
+    "Acme",
+    "../acme",
+    "acme/x",
+    "_system",
+    ".acme",
+    "-acme",
+    "acme corp",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+
+static void
+test_vault_request_sync_digest(void **state)
+{
+    (void)state;
+    Coffer__V1__SyncDigestRequest m = COFFER__V1__SYNC_DIGEST_REQUEST__INIT;
+    Coffer__V1__SyncDigestRequest *out = NULL;
+    struct cfr_err err = {0};
+    struct enc e;
+    int rc;
+
+    m.tenant = (char *)"acme";
+    e = pack(&m.base);
+    assert_int_equal(vault_request_decode_sync_digest(e.p, e.n, &out, &err), 0);
+    assert_string_equal(out->tenant, "acme");
+    vault_request_free_sync_digest(out);
+    free(e.p);
+    for (size_t i = 0; i < sizeof(bad_tenants) / sizeof(bad_tenants[0]); i++) {
+        m.tenant = (char *)bad_tenants[i];
+        e = pack(&m.base);
+        rc = vault_request_decode_sync_digest(e.p, e.n, &out, &err);
+        expect_refused(rc, out, &err, CFR_EINVAL,
+                       "SyncDigestRequest: tenant: bad tenant name");
+        free(e.p);
+    }
+    rc = vault_request_decode_sync_digest(garbage, sizeof(garbage), &out, &err);
+    expect_refused(rc, out, &err, CFR_ECORRUPT,
+                   "SyncDigestRequest: malformed protobuf");
+    /* Nothing at all is a request without a tenant. */
+    rc = vault_request_decode_sync_digest(NULL, 0, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncDigestRequest: tenant: bad tenant name");
+}
+
+static void
+test_vault_request_sync_list(void **state)
+{
+    (void)state;
+    Coffer__V1__SyncListRequest m = COFFER__V1__SYNC_LIST_REQUEST__INIT;
+    Coffer__V1__SyncListRequest *out = NULL;
+    uint32_t buckets[257];
+    struct cfr_err err = {0};
+    struct enc e;
+    int rc;
+
+    for (uint32_t i = 0; i < 257; i++) {
+        buckets[i] = 255 - (i % 256);
+    }
+    m.tenant = (char *)"acme";
+    m.buckets = buckets;
+    /* All 256 buckets, in any order, are the most one request lists. */
+    m.n_buckets = 256;
+    e = pack(&m.base);
+    assert_int_equal(vault_request_decode_sync_list(e.p, e.n, &out, &err), 0);
+    assert_string_equal(out->tenant, "acme");
+    assert_int_equal(out->n_buckets, 256);
+    assert_int_equal(out->buckets[0], 255);
+    assert_int_equal(out->buckets[255], 0);
+    vault_request_free_sync_list(out);
+    free(e.p);
+    /* None is a valid (empty) question. */
+    m.n_buckets = 0;
+    e = pack(&m.base);
+    assert_int_equal(vault_request_decode_sync_list(e.p, e.n, &out, &err), 0);
+    assert_int_equal(out->n_buckets, 0);
+    vault_request_free_sync_list(out);
+    free(e.p);
+
+    m.n_buckets = 257;
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_list(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncListRequest: more than 256 buckets");
+    free(e.p);
+    m.n_buckets = 2;
+    buckets[1] = 256;
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_list(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncListRequest: bucket 256 is not 0..255");
+    free(e.p);
+    buckets[1] = UINT32_MAX;
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_list(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncListRequest: bucket 4294967295 is not 0..255");
+    free(e.p);
+    buckets[1] = 7;
+    for (size_t i = 0; i < sizeof(bad_tenants) / sizeof(bad_tenants[0]); i++) {
+        m.tenant = (char *)bad_tenants[i];
+        e = pack(&m.base);
+        rc = vault_request_decode_sync_list(e.p, e.n, &out, &err);
+        expect_refused(rc, out, &err, CFR_EINVAL,
+                       "SyncListRequest: tenant: bad tenant name");
+        free(e.p);
+    }
+    rc = vault_request_decode_sync_list(garbage, sizeof(garbage), &out, &err);
+    expect_refused(rc, out, &err, CFR_ECORRUPT,
+                   "SyncListRequest: malformed protobuf");
+}
+
+static void
+test_vault_request_sync_get(void **state)
+{
+    (void)state;
+    Coffer__V1__SyncGetRequest m = COFFER__V1__SYNC_GET_REQUEST__INIT;
+    Coffer__V1__SyncGetRequest *out = NULL;
+    ProtobufCBinaryData ids[2] = {{VAULT_ID_LEN, g_id[0]},
+                                  {VAULT_ID_LEN, g_id[1]}};
+    ProtobufCBinaryData *many;
+    struct cfr_err err = {0};
+    struct enc e;
+    int rc;
+
+    m.tenant = (char *)"acme.eu";
+    m.n_ids = 2;
+    m.ids = ids;
+    e = pack(&m.base);
+    assert_int_equal(vault_request_decode_sync_get(e.p, e.n, &out, &err), 0);
+    assert_string_equal(out->tenant, "acme.eu");
+    assert_int_equal(out->n_ids, 2);
+    assert_memory_equal(out->ids[0].data, g_id[0], VAULT_ID_LEN);
+    assert_memory_equal(out->ids[1].data, g_id[1], VAULT_ID_LEN);
+    vault_request_free_sync_get(out);
+    rc = vault_request_decode_sync_get(e.p, e.n - 1, &out, &err);
+    expect_refused(rc, out, &err, CFR_ECORRUPT,
+                   "SyncGetRequest: malformed protobuf");
+    free(e.p);
+
+    ids[1].len = VAULT_ID_LEN - 1;
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_get(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL, "id: 31 bytes, want 32");
+    free(e.p);
+    ids[1].len = VAULT_ID_LEN;
+
+    /* 4096 ids are the most; one more is refused before any is read. */
+    many = calloc(VAULT_IDS_MAX + 1, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i <= VAULT_IDS_MAX; i++) {
+        many[i].len = VAULT_ID_LEN;
+        many[i].data = g_id[i % 2];
+    }
+    m.ids = many;
+    m.n_ids = VAULT_IDS_MAX;
+    e = pack(&m.base);
+    assert_int_equal(vault_request_decode_sync_get(e.p, e.n, &out, &err), 0);
+    assert_int_equal(out->n_ids, VAULT_IDS_MAX);
+    assert_memory_equal(out->ids[VAULT_IDS_MAX - 1].data, g_id[1],
+                        VAULT_ID_LEN);
+    vault_request_free_sync_get(out);
+    free(e.p);
+    m.n_ids = VAULT_IDS_MAX + 1;
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_get(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncGetRequest: more than 4096 ids");
+    free(e.p);
+    free(many);
+
+    /* The tenant is checked first: a bad one is refused whatever else. */
+    m.ids = ids;
+    m.n_ids = 2;
+    m.tenant = (char *)"ACME";
+    e = pack(&m.base);
+    rc = vault_request_decode_sync_get(e.p, e.n, &out, &err);
+    expect_refused(rc, out, &err, CFR_EINVAL,
+                   "SyncGetRequest: tenant: bad tenant name");
+    free(e.p);
 }
 
 int
@@ -787,6 +981,9 @@ main(void)
         cmocka_unit_test(test_vault_request_admin),
         cmocka_unit_test(test_vault_request_audit_and_health),
         cmocka_unit_test(test_vault_request_system),
+        cmocka_unit_test(test_vault_request_sync_digest),
+        cmocka_unit_test(test_vault_request_sync_list),
+        cmocka_unit_test(test_vault_request_sync_get),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -1,6 +1,7 @@
 /*
  * admin_client.c - connection settings, the System call and the argument
- * checks of coffer-admin's vault operations (admin_client.h).
+ * checks of coffer-admin's vault operations, and the aggregation of the
+ * vaults' replication status into one view (admin_client.h).
  *
  * Invariants:
  *  1. The checks here mirror the vault's own (sysdb.c, request.c) so that
@@ -15,7 +16,7 @@
 #include "admin_client.h"
 
 #include <errno.h>  /* errno */
-#include <stdlib.h> /* strtoll */
+#include <stdlib.h> /* strtoll, qsort */
 #include <string.h> /* strlen, memcpy, strncmp */
 #include <time.h>   /* gmtime_r, strftime */
 
@@ -338,6 +339,10 @@ vault_admin_identity_check(const char *uri, bool *is_vault_r,
     }
     if (n > 0 && n < CFR_RPC_NAME_MAX &&
         cfr_rpc_identity_parse(uri, t, r) == 0) {
+        /* The parser knows vault identities too (replication peers). */
+        if (is_vault_r != NULL) {
+            *is_vault_r = strcmp(r, CFR_RPC_ROLE_VAULT) == 0;
+        }
         return 0;
     }
     if (n > sizeof(vault_pre) - 1 &&
@@ -715,4 +720,195 @@ vault_admin_duration_text(int64_t ms, char *out, size_t size)
     }
     snprintf(out, size, "%lldms", (long long)ms);
     return out;
+}
+
+/* ---- replication status ----------------------------------------------- */
+
+static int
+cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Adds name to the sorted-later list unless it is there already. */
+static void
+name_add(const char **names, size_t *n, const char *name)
+{
+    for (size_t i = 0; i < *n; i++) {
+        if (strcmp(names[i], name) == 0) {
+            return;
+        }
+    }
+    names[(*n)++] = name;
+}
+
+/* Folds one vault's lines about tenant into row. */
+static void
+row_fill(struct vault_admin_sync_row *row,
+         const struct vault_admin_sync_reply *rep, const char *tenant)
+{
+    bool own = false;
+    int64_t err_at = 0;
+
+    row->vault = rep->vault;
+    row->region = "";
+    row->lag_ms = -1;
+    row->last_sync_ms = -1;
+    if (!rep->answered) {
+        row->state = VAULT_ADMIN_SYNC_NO_ANSWER;
+        row->failure = rep->failure != NULL ? rep->failure : "no answer";
+        return;
+    }
+    row->state = VAULT_ADMIN_SYNC_ABSENT;
+    for (size_t i = 0; i < rep->n_lines; i++) {
+        const Coffer__V1__SyncStatus *l = rep->lines[i];
+        if (l == NULL || l->tenant == NULL || strcmp(l->tenant, tenant) != 0) {
+            continue;
+        }
+        row->state = VAULT_ADMIN_SYNC_OK;
+        if (l->peer == NULL || l->peer[0] == '\0') {
+            if (own) {
+                continue; /* only the first own line counts */
+            }
+            own = true;
+            row->region = l->region != NULL ? l->region : "";
+            row->snapshots = l->snapshots;
+            row->newest_ms = l->newest_ms > 0 ? l->newest_ms : 0;
+            row->repairs = l->repairs;
+            row->repair_failures = l->repair_failures;
+            row->last_repair_ms = l->last_repair_ms;
+            continue;
+        }
+        /* The least recently synced peer decides: one peer never synced
+         * makes the row "never", however fresh the others are. */
+        int64_t ok = l->last_ok_ms > 0 ? l->last_ok_ms : 0;
+        if (row->n_peers++ == 0 || ok < row->last_sync_ms) {
+            row->last_sync_ms = ok;
+        }
+        row->behind += l->behind;
+        bool current = l->last_ok_ms <= 0 || l->last_ok_ms < l->last_attempt_ms;
+        if (l->last_error != NULL && l->last_error[0] != '\0' && current &&
+            (row->last_error == NULL || l->last_attempt_ms > err_at)) {
+            row->last_error = l->last_error;
+            row->error_peer = l->peer;
+            err_at = l->last_attempt_ms;
+        }
+    }
+}
+
+int
+vault_admin_sync_view_build(const struct vault_admin_sync_reply *replies,
+                            size_t n, const char *tenant,
+                            struct vault_admin_sync_view *v_r,
+                            struct cfr_err *err)
+{
+    size_t max = tenant != NULL ? 1 : 0, nt = 0;
+    const char **names = NULL;
+
+    memset(v_r, 0, sizeof(*v_r));
+    v_r->n_vaults = n;
+    if (tenant == NULL) {
+        for (size_t i = 0; i < n; i++) {
+            max += replies[i].answered ? replies[i].n_lines : 0;
+        }
+    }
+    if (max == 0) {
+        return 0;
+    }
+    if ((names = cfr_calloc(max, sizeof(*names))) == NULL) {
+        return CFR_ERR(err, CFR_ENOMEM, "out of memory");
+    }
+    if (tenant != NULL) {
+        names[nt++] = tenant;
+    }
+    for (size_t i = 0; tenant == NULL && i < n; i++) {
+        for (size_t k = 0; replies[i].answered && k < replies[i].n_lines; k++) {
+            const Coffer__V1__SyncStatus *l = replies[i].lines[k];
+            if (l != NULL && l->tenant != NULL && l->tenant[0] != '\0') {
+                name_add(names, &nt, l->tenant);
+            }
+        }
+    }
+    if (nt > 1) {
+        qsort(names, nt, sizeof(*names), cmp_name);
+    }
+    if (nt == 0 ||
+        (v_r->tenants = cfr_calloc(nt, sizeof(*v_r->tenants))) == NULL) {
+        cfr_free(names);
+        return nt == 0 ? 0 : CFR_ERR(err, CFR_ENOMEM, "out of memory");
+    }
+    v_r->n_tenants = nt;
+    for (size_t t = 0; t < nt; t++) {
+        struct vault_admin_sync_tenant *vt = &v_r->tenants[t];
+        vt->name = names[t];
+        if (n > 0 && (vt->rows = cfr_calloc(n, sizeof(*vt->rows))) == NULL) {
+            cfr_free(names);
+            vault_admin_sync_view_fini(v_r);
+            return CFR_ERR(err, CFR_ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++) {
+            row_fill(&vt->rows[i], &replies[i], vt->name);
+            if (vt->rows[i].newest_ms > vt->newest_ms) {
+                vt->newest_ms = vt->rows[i].newest_ms;
+            }
+        }
+        /* Lag needs the newest of all replicas, so a second pass. */
+        for (size_t i = 0; i < n; i++) {
+            struct vault_admin_sync_row *r = &vt->rows[i];
+            if (r->newest_ms > 0) {
+                r->lag_ms = vt->newest_ms - r->newest_ms;
+            }
+            v_r->alert = v_r->alert || vault_admin_sync_row_alert(r);
+        }
+    }
+    cfr_free(names);
+    return 0;
+}
+
+void
+vault_admin_sync_view_fini(struct vault_admin_sync_view *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    for (size_t t = 0; t < v->n_tenants && v->tenants != NULL; t++) {
+        cfr_free(v->tenants[t].rows);
+    }
+    cfr_free(v->tenants);
+    memset(v, 0, sizeof(*v));
+}
+
+bool
+vault_admin_sync_row_alert(const struct vault_admin_sync_row *r)
+{
+    return r->state == VAULT_ADMIN_SYNC_OK &&
+           (r->behind > 0 || r->last_error != NULL);
+}
+
+const char *
+vault_admin_span_text(int64_t ms, char *out, size_t size)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    size_t n = sizeof(units) / sizeof(units[0]);
+    int64_t s = ms > 0 ? ms / 1000 * 1000 : 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (s < units[i].ms && i + 1 < n) {
+            continue;
+        }
+        long long big = (long long)(s / units[i].ms);
+        long long small =
+            i + 1 < n ? (long long)(s % units[i].ms / units[i + 1].ms) : 0;
+        if (small > 0) {
+            snprintf(out, size, "%lld%s%lld%s", big, units[i].unit, small,
+                     units[i + 1].unit);
+        } else {
+            snprintf(out, size, "%lld%s", big, units[i].unit);
+        }
+        return out;
+    }
+    return out; /* not reached: the last unit always matches */
 }

@@ -202,4 +202,91 @@ const char *vault_admin_time_text(int64_t ms, char *out, size_t size);
  */
 const char *vault_admin_duration_text(int64_t ms, char *out, size_t size);
 
+/* ---- replication status ------------------------------------------------
+ *
+ * `coffer-admin replication status` asks every vault for its SYNC_STATUS
+ * lines (proto SyncStatus: per tenant, the vault's own line with peer ""
+ * and one line per peer it pulls from) and shows one table per tenant
+ * with one row per vault. The aggregation is a pure function over the
+ * answers so that it is tested without vaults.
+ */
+
+/* What one vault answered to SYSTEM_OP_SYNC_STATUS, or that it did not. */
+struct vault_admin_sync_reply {
+    const char *vault; /* "host:port" as given */
+    bool answered;
+    const char *failure; /* !answered: e.g. "unreachable: UNAVAILABLE" */
+    Coffer__V1__SyncStatus *const *lines; /* answered: borrowed */
+    size_t n_lines;
+};
+
+enum vault_admin_sync_state {
+    VAULT_ADMIN_SYNC_OK = 0,        /* the vault has lines for the tenant */
+    VAULT_ADMIN_SYNC_ABSENT = 1,    /* answered, but does not sync it */
+    VAULT_ADMIN_SYNC_NO_ANSWER = 2, /* the vault did not answer */
+};
+
+/* One tenant on one vault. Strings are borrowed from the replies. */
+struct vault_admin_sync_row {
+    enum vault_admin_sync_state state;
+    const char *vault;
+    const char *failure; /* NO_ANSWER: the reply's failure text */
+    const char *region;  /* the own line's; "" when there is none */
+    uint64_t snapshots;
+    int64_t newest_ms; /* newest snapshot's received_ms; 0: none */
+    /* The newest replica's newest_ms minus this one's; -1 when this one
+     * has no snapshot (shown "-"). */
+    int64_t lag_ms;
+    size_t n_peers; /* peer lines */
+    /* The oldest last_ok_ms over the peer lines: how stale the least
+     * recently synced peer is. 0: some peer never synced; -1: no peers. */
+    int64_t last_sync_ms;
+    uint64_t behind; /* sum over the peer lines */
+    uint64_t repairs, repair_failures;
+    int64_t last_repair_ms;
+    /* The error of the most recent failed attempt of any peer line, and
+     * that peer; NULL when none. An error text of a peer whose last
+     * attempt succeeded (last_ok_ms >= last_attempt_ms) is old news and
+     * not shown. */
+    const char *last_error;
+    const char *error_peer;
+};
+
+struct vault_admin_sync_tenant {
+    const char *name;
+    int64_t newest_ms;                 /* over the replicas; 0: none */
+    struct vault_admin_sync_row *rows; /* one per reply, in reply order */
+};
+
+struct vault_admin_sync_view {
+    size_t n_tenants; /* sorted by name */
+    struct vault_admin_sync_tenant *tenants;
+    size_t n_vaults; /* rows per tenant */
+    bool alert;      /* some answered row is behind or has a peer error */
+};
+
+/*
+ * Builds the view of n replies. tenant (may be NULL) keeps only that
+ * tenant, and shows it even when no vault lists it (every row ABSENT or
+ * NO_ANSWER); otherwise the tenants are the union of all answers. Lines
+ * with an empty tenant are ignored; a vault's second own line for a
+ * tenant is ignored. The view borrows from replies: keep them until
+ * vault_admin_sync_view_fini. CFR_ENOMEM.
+ */
+int vault_admin_sync_view_build(const struct vault_admin_sync_reply *replies,
+                                size_t n, const char *tenant,
+                                struct vault_admin_sync_view *v_r,
+                                struct cfr_err *err);
+void vault_admin_sync_view_fini(struct vault_admin_sync_view *v);
+
+/* True when row should raise the alarm: answered and behind > 0, or a
+ * current peer error. */
+bool vault_admin_sync_row_alert(const struct vault_admin_sync_row *r);
+
+/*
+ * A span of time, at most two units: "0s" (also for anything under a
+ * second or negative), "45s", "4m10s", "3h12m", "2d4h", "12d".
+ */
+const char *vault_admin_span_text(int64_t ms, char *out, size_t size);
+
 #endif /* VAULT_ADMIN_CLIENT_H */

@@ -3,14 +3,16 @@
  * certificates that identify agents, restore hosts, auditors, admins,
  * operators and vaults (vault/pki.c does that work), and the operations on
  * running vaults over their System RPC (vault/admin_client.c): tenants,
- * revocation, the deny list, the audit log, approvals and admins' TOTP
- * enrolment. This file parses, prints and maps outcomes to exit codes.
+ * revocation, the deny list, the audit log, approvals, admins' TOTP
+ * enrolment and the replication between vaults. This file parses, prints and
+ * maps outcomes to exit codes.
  *
  * Invariants:
  *  1. Exit codes are fixed (docs/ADMIN.md, and the EXIT STATUS section of
  *     the usage text): 0 ok, 1 failure, 2 usage, 3 exists, 4 file missing
  *     or I/O, 5 unreadable or inconsistent input, 6 unsafe permissions,
- *     7 a vault unreachable, 8 refused by a vault, 9 pending approval.
+ *     7 a vault unreachable, 8 refused by a vault, 9 pending approval,
+ *     10 replication status found a replica behind or failing.
  *  2. Nothing secret is printed: only public certificate data goes to
  *     stdout, and errors name files, never their contents. The one
  *     exception is deliberate: `totp enroll` prints the new TOTP secret
@@ -21,7 +23,8 @@
  *  4. A vault operation runs on each vault given, in order, whatever
  *     happened on the previous ones, and reports each vault's outcome on
  *     its own line; the exit code is that of the first vault that failed,
- *     else 9 if any is waiting for an approval, else 0.
+ *     else 9 if any is waiting for an approval, else 0 (replication
+ *     status: else 10 if a replica is behind or failing).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -57,6 +60,7 @@ enum exit_code {
     EXIT_UNREACHABLE = 7,
     EXIT_REFUSED = 8,
     EXIT_PENDING = 9,
+    EXIT_BEHIND = 10, /* replication status: a replica behind or failing */
 };
 
 static const char usage_text[] =
@@ -89,6 +93,8 @@ static const char usage_text[] =
     "    coffer-admin totp enroll [--tenant T] --principal CN\n"
     "                 [--totp CODE | --approval ID] [--reason TEXT]\n"
     "                 CONNECTION\n"
+    "    coffer-admin replication status [--tenant T] [--json] CONNECTION\n"
+    "    coffer-admin replication sync [--tenant T] CONNECTION\n"
     "    coffer-admin help | --help\n"
     "\n"
     "    CONNECTION is --vault HOST:PORT... --cert FILE --key FILE\n"
@@ -103,9 +109,10 @@ static const char usage_text[] =
     "\n"
     "    It also manages running vaults through their System RPC, as an\n"
     "    operator (a certificate of role operator): the tenant registry,\n"
-    "    revocation (the deny list), the vault-wide audit log, approvals\n"
-    "    and admins' TOTP enrolment. A running vault holds its system\n"
-    "    database locked, so these operations always go over its port.\n"
+    "    revocation (the deny list), the vault-wide audit log, approvals,\n"
+    "    admins' TOTP enrolment and replication between vaults. A running\n"
+    "    vault holds its system database locked, so these operations\n"
+    "    always go over its port.\n"
     "\n"
     "COMMANDS\n"
     "    ca init\n"
@@ -208,6 +215,22 @@ static const char usage_text[] =
     "        the authenticator app. Nothing else ever shows it. Replacing\n"
     "        a registered secret needs a second factor.\n"
     "\n"
+    "    replication status\n"
+    "        Asks every vault for its replication state and prints one\n"
+    "        table per tenant (--tenant: only T), one row per vault:\n"
+    "        region, snapshots, newest snapshot, lag (the newest\n"
+    "        replica's newest snapshot minus this one's; - when it has\n"
+    "        none), last sync (the least recently synced of its peers,\n"
+    "        as an age, or never), behind (snapshots its peers had that\n"
+    "        it lacked at the last compare), repairs/repair failures,\n"
+    "        last repair and the latest peer error. A vault that did not\n"
+    "        answer is a row \"unreachable: STATUS\". Exit 10 when every\n"
+    "        vault answered but a replica is behind or a peer failed.\n"
+    "\n"
+    "    replication sync\n"
+    "        Starts a sync round on every vault now (--tenant: only T)\n"
+    "        and returns at once; replication status shows the result.\n"
+    "\n"
     "CONNECTION\n"
     "    --vault HOST:PORT    a vault; repeat for several ([ADDR]:PORT for\n"
     "                         IPv6). The operation runs on each in order.\n"
@@ -234,7 +257,10 @@ static const char usage_text[] =
     "    a table per vault, or with --json one object:\n"
     "    {\"vaults\":[{\"vault\":..., \"ok\":true, \"tenants\"|\"denied\"|\n"
     "    \"entries\":[...]}, {\"vault\":..., \"ok\":false, \"status\":...,\n"
-    "    \"error\":...}]}. Errors go to stderr.\n"
+    "    \"error\":...}]}. replication status --json adds, after the\n"
+    "    vaults' raw \"sync\" lines, \"tenants\":[{\"tenant\":...,\n"
+    "    \"replicas\":[...one per vault...]}] and \"alert\". Errors go to\n"
+    "    stderr.\n"
     "\n"
     "EXIT STATUS\n"
     "    0  success (on every vault)\n"
@@ -251,8 +277,10 @@ static const char usage_text[] =
     "    8  a vault refused the operation (not an operator, revoked, bad\n"
     "       argument, unknown tenant or entry, approval not valid)\n"
     "    9  pending: a vault waits for a second operator's approval\n"
+    "    10 replication status: every vault answered, but a replica is\n"
+    "       behind its peers or its last sync with a peer failed\n"
     "    With several vaults: the code of the first vault that failed,\n"
-    "    else 9 if one is pending, else 0.\n"
+    "    else 9 if one is pending, else 10 as above, else 0.\n"
     "\n"
     "EXAMPLES\n"
     "    coffer-admin ca init --dir /etc/coffer/ca --name \"Example CA\"\n"
@@ -272,6 +300,8 @@ static const char usage_text[] =
     "    coffer-admin revoke --cert lost-laptop.pem --reason stolen \\\n"
     "        --connect /etc/coffer/ops.conf\n"
     "    coffer-admin audit --tenant acme --since 1h --json \\\n"
+    "        --connect /etc/coffer/ops.conf\n"
+    "    coffer-admin replication status --tenant acme \\\n"
     "        --connect /etc/coffer/ops.conf\n"
     "\n"
     "SEE ALSO\n"
@@ -567,6 +597,7 @@ enum {
     O_AUDIT = 1 << 7,       /* --tenant, --since, --since-ms, --limit */
     O_TOTP_ENROLL = 1 << 8, /* --tenant, --principal */
     O_CLEAR = 1 << 9,       /* --no-regions, --no-notify */
+    O_SYNC = 1 << 10,       /* replication: --tenant */
 };
 
 enum vkind { V_ONE, V_LIST, V_FLAG };
@@ -609,7 +640,7 @@ static const struct vspec vspecs[] = {
     VONE("reason", O_REASON, reason),
     VONE("identity", O_TARGET, identity),
     VONE("fingerprint", O_TARGET, fingerprint),
-    VONE("tenant", O_AUDIT | O_TOTP_ENROLL, tenant),
+    VONE("tenant", O_AUDIT | O_TOTP_ENROLL | O_SYNC, tenant),
     VONE("principal", O_TOTP_ENROLL, principal),
     VONE("since", O_AUDIT, since),
     VONE("since-ms", O_AUDIT, since_ms),
@@ -892,6 +923,7 @@ struct op {
     bool json;
     size_t json_n; /* vault objects written so far */
     bool any_done; /* some vault did it (totp enroll prints then) */
+    void *ctx;     /* the command's own state (replication status) */
 };
 
 /* The result of a failed call, with one line on stderr. */
@@ -1342,6 +1374,15 @@ op_action(struct op *o, struct vault_admin_client *cli, const char *vault)
         break;
     case COFFER__V1__SYSTEM_OP__SYSTEM_OP_APPROVE:
         printf("%s: approved %s\n", vault, o->a->positional);
+        break;
+    case COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC:
+        /* The vault starts the round and answers at once: "started" is
+         * all this can say; replication status shows how it went. */
+        if (q->tenant_name[0] != '\0') {
+            printf("%s: sync started for tenant %s\n", vault, q->tenant_name);
+        } else {
+            printf("%s: sync started for all tenants\n", vault);
+        }
         break;
     default:
         if (q->tenant_name[0] != '\0') {
@@ -1951,6 +1992,389 @@ out:
     return rc;
 }
 
+/* ---- replication -------------------------------------------------------- */
+
+#define FAILURE_MAX 64  /* "unreachable: DEADLINE_EXCEEDED" */
+#define ERROR_MAX   512 /* a vault's error message, for --json */
+
+/* What replication status gathers from the vaults before printing. */
+struct sync_collect {
+    struct vault_admin_sync_reply rep[VAULT_ADMIN_VAULTS_MAX];
+    Coffer__V1__SystemResponse *resp[VAULT_ADMIN_VAULTS_MAX];
+    char failure[VAULT_ADMIN_VAULTS_MAX][FAILURE_MAX];
+    const char *status[VAULT_ADMIN_VAULTS_MAX]; /* gRPC status name */
+    char error[VAULT_ADMIN_VAULTS_MAX][ERROR_MAX];
+};
+
+static int
+build_sync(const struct vargs *a, Coffer__V1__SystemRequest *req, void *scratch)
+{
+    struct cfr_err err;
+    req->op = *(const Coffer__V1__SystemOp *)scratch;
+    if (a->tenant != NULL) {
+        if (vault_admin_tenant_check(a->tenant, &err) != 0) {
+            return usage_error("--tenant: %s", err.msg);
+        }
+        req->tenant_name = (char *)a->tenant;
+    }
+    return 0;
+}
+
+/* Which slot of the session's vault list vault is (run_on_vaults passes
+ * the list's own strings). */
+static size_t
+vault_slot(const struct op *o, const char *vault)
+{
+    for (size_t i = 0; i < o->s->conn.n_vaults; i++) {
+        if (o->s->conn.vaults[i] == vault) {
+            return i;
+        }
+    }
+    return 0; /* not reached: vault is always one of the list */
+}
+
+/* SYNC_STATUS on one vault: keeps the answer; prints nothing but errors
+ * (the tables need every vault's answer first). */
+static enum result
+op_sync_status(struct op *o, struct vault_admin_client *cli, const char *vault)
+{
+    struct sync_collect *c = o->ctx;
+    size_t i = vault_slot(o, vault);
+    struct cfr_err err;
+    int status = 0;
+    enum result res;
+
+    cfr_err_clear(&err);
+    if (vault_admin_system(cli, o->req, &c->resp[i], &status, &err) == 0) {
+        c->rep[i].answered = true;
+        c->rep[i].lines = c->resp[i]->sync;
+        c->rep[i].n_lines = c->resp[i]->n_sync;
+        return R_DONE;
+    }
+    res = call_failed(vault, status, &err);
+    snprintf(c->failure[i], sizeof(c->failure[i]), "%s: %s",
+             res == R_UNREACHABLE ? "unreachable"
+             : res == R_REFUSED   ? "refused"
+                                  : "failed",
+             cfr_rpc_status_name(status));
+    c->status[i] = cfr_rpc_status_name(status);
+    snprintf(c->error[i], sizeof(c->error[i]), "%s", err.msg);
+    return res;
+}
+
+static void
+json_i64_or_null(const char *key, int64_t v, bool null)
+{
+    if (null) {
+        printf(",\"%s\":null", key);
+    } else {
+        printf(",\"%s\":%lld", key, (long long)v);
+    }
+}
+
+static void
+json_sync_line(const Coffer__V1__SyncStatus *l)
+{
+    printf("{\"tenant\":");
+    cfr_json_fput(stdout, l->tenant);
+    printf(",\"peer\":");
+    cfr_json_fput(stdout, l->peer);
+    printf(",\"region\":");
+    cfr_json_fput(stdout, l->region);
+    printf(",\"snapshots\":%llu,\"newest_ms\":%lld,\"last_attempt_ms\":%lld,"
+           "\"last_ok_ms\":%lld,\"last_error\":",
+           (unsigned long long)l->snapshots, (long long)l->newest_ms,
+           (long long)l->last_attempt_ms, (long long)l->last_ok_ms);
+    cfr_json_fput(stdout, l->last_error);
+    printf(",\"snapshots_pulled\":%llu,\"objects_pulled\":%llu,"
+           "\"bytes_pulled\":%llu,\"tombstones_applied\":%llu,\"repairs\":%llu,"
+           "\"last_repair_ms\":%lld,\"repair_failures\":%llu,\"behind\":%llu}",
+           (unsigned long long)l->snapshots_pulled,
+           (unsigned long long)l->objects_pulled,
+           (unsigned long long)l->bytes_pulled,
+           (unsigned long long)l->tombstones_applied,
+           (unsigned long long)l->repairs, (long long)l->last_repair_ms,
+           (unsigned long long)l->repair_failures,
+           (unsigned long long)l->behind);
+}
+
+/* {"vaults":[...raw lines per vault...],"tenants":[...rows...],
+ *  "alert":bool} */
+static void
+json_sync_status(const struct sync_collect *c, size_t n,
+                 const struct vault_admin_sync_view *v)
+{
+    static const char *const states[] = {"ok", "absent", "no_answer"};
+    printf("{\"vaults\":[");
+    for (size_t i = 0; i < n; i++) {
+        printf("%s{\"vault\":", i ? "," : "");
+        cfr_json_fput(stdout, c->rep[i].vault);
+        if (!c->rep[i].answered) {
+            printf(",\"ok\":false,\"status\":");
+            cfr_json_fput(stdout,
+                          c->status[i] != NULL ? c->status[i] : "INTERNAL");
+            printf(",\"error\":");
+            cfr_json_fput(stdout, c->error[i]);
+            printf("}");
+            continue;
+        }
+        printf(",\"ok\":true,\"sync\":[");
+        for (size_t k = 0; k < c->rep[i].n_lines; k++) {
+            printf("%s", k ? "," : "");
+            json_sync_line(c->rep[i].lines[k]);
+        }
+        printf("]}");
+    }
+    printf("],\"tenants\":[");
+    for (size_t t = 0; t < v->n_tenants; t++) {
+        const struct vault_admin_sync_tenant *vt = &v->tenants[t];
+        printf("%s{\"tenant\":", t ? "," : "");
+        cfr_json_fput(stdout, vt->name);
+        printf(",\"newest_ms\":%lld,\"replicas\":[", (long long)vt->newest_ms);
+        for (size_t i = 0; i < v->n_vaults; i++) {
+            const struct vault_admin_sync_row *r = &vt->rows[i];
+            printf("%s{\"vault\":", i ? "," : "");
+            cfr_json_fput(stdout, r->vault);
+            printf(",\"state\":\"%s\"", states[r->state]);
+            if (r->state == VAULT_ADMIN_SYNC_NO_ANSWER) {
+                printf(",\"failure\":");
+                cfr_json_fput(stdout, r->failure);
+            }
+            if (r->state != VAULT_ADMIN_SYNC_OK) {
+                printf("}");
+                continue;
+            }
+            printf(",\"region\":");
+            cfr_json_fput(stdout, r->region);
+            printf(",\"snapshots\":%llu,\"newest_ms\":%lld",
+                   (unsigned long long)r->snapshots, (long long)r->newest_ms);
+            json_i64_or_null("lag_ms", r->lag_ms, r->lag_ms < 0);
+            printf(",\"peers\":%zu", r->n_peers);
+            json_i64_or_null("last_sync_ms", r->last_sync_ms,
+                             r->last_sync_ms < 0);
+            printf(",\"behind\":%llu,\"repairs\":%llu,\"repair_failures\":%llu,"
+                   "\"last_repair_ms\":%lld,\"last_error\":",
+                   (unsigned long long)r->behind,
+                   (unsigned long long)r->repairs,
+                   (unsigned long long)r->repair_failures,
+                   (long long)r->last_repair_ms);
+            cfr_json_fput(stdout, r->last_error);
+            printf(",\"error_peer\":");
+            cfr_json_fput(stdout, r->error_peer);
+            printf(",\"alert\":%s}",
+                   vault_admin_sync_row_alert(r) ? "true" : "false");
+        }
+        printf("]}");
+    }
+    printf("],\"alert\":%s}\n", v->alert ? "true" : "false");
+}
+
+/* s with every byte outside printable ASCII as '?', cut to fit out. */
+static const char *
+safe_text(const char *s, char *out, size_t size)
+{
+    size_t k = 0;
+    for (; s[k] != '\0' && k + 1 < size; k++) {
+        unsigned char ch = (unsigned char)s[k];
+        out[k] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    out[k] = '\0';
+    return out;
+}
+
+/* The tables: one per tenant, one row per vault. */
+static void
+print_sync_status(const struct sync_collect *c, size_t n,
+                  const struct vault_admin_sync_view *v, int64_t now)
+{
+    /* Two times in one printf: each needs its own buffer. */
+    char when[40], repaired[40], span[32], ago[48], rep[48], region[64];
+    if (v->n_tenants == 0) {
+        for (size_t i = 0; i < n; i++) {
+            printf("%s: %s\n", c->rep[i].vault,
+                   c->rep[i].answered ? "no tenant replicated here"
+                                      : c->rep[i].failure);
+        }
+        return;
+    }
+    for (size_t t = 0; t < v->n_tenants; t++) {
+        const struct vault_admin_sync_tenant *vt = &v->tenants[t];
+        printf("%stenant ", t ? "\n" : "");
+        vault_admin_print_safe(stdout, vt->name);
+        printf(" (newest %s)\n",
+               vault_admin_time_text(vt->newest_ms, when, sizeof(when)));
+        printf("  %-21s %-10s %9s %-24s %-7s %-11s %6s %-9s %-24s %s\n",
+               "VAULT", "REGION", "SNAPSHOTS", "NEWEST", "LAG", "LAST SYNC",
+               "BEHIND", "REPAIRS", "LAST REPAIR", "LAST ERROR");
+        for (size_t i = 0; i < v->n_vaults; i++) {
+            const struct vault_admin_sync_row *r = &vt->rows[i];
+            printf("  %-21s ", r->vault);
+            if (r->state == VAULT_ADMIN_SYNC_NO_ANSWER) {
+                printf("%s\n", r->failure);
+                continue;
+            }
+            if (r->state == VAULT_ADMIN_SYNC_ABSENT) {
+                printf("not synced here (tenant not registered, or this "
+                       "vault is outside its regions)\n");
+                continue;
+            }
+            if (r->last_sync_ms < 0) {
+                snprintf(ago, sizeof(ago), "-");
+            } else if (r->last_sync_ms == 0) {
+                snprintf(ago, sizeof(ago), "never");
+            } else {
+                snprintf(ago, sizeof(ago), "%s ago",
+                         vault_admin_span_text(now - r->last_sync_ms, span,
+                                               sizeof(span)));
+            }
+            snprintf(rep, sizeof(rep), "%llu/%llu",
+                     (unsigned long long)r->repairs,
+                     (unsigned long long)r->repair_failures);
+            printf("%-10s %9llu %-24s %-7s %-11s %6llu %-9s %-24s ",
+                   safe_text(r->region[0] ? r->region : "-", region,
+                             sizeof(region)),
+                   (unsigned long long)r->snapshots,
+                   vault_admin_time_text(r->newest_ms, when, sizeof(when)),
+                   r->lag_ms < 0
+                       ? "-"
+                       : vault_admin_span_text(r->lag_ms, span, sizeof(span)),
+                   ago, (unsigned long long)r->behind, rep,
+                   vault_admin_time_text(r->last_repair_ms, repaired,
+                                         sizeof(repaired)));
+            if (r->last_error != NULL) {
+                vault_admin_print_safe(stdout, r->error_peer);
+                fputs(": ", stdout);
+                vault_admin_print_safe(stdout, r->last_error);
+            } else {
+                fputs("-", stdout);
+            }
+            putchar('\n');
+        }
+    }
+}
+
+/* One stderr line per replica a cron job should hear about. */
+static void
+warn_sync_alerts(const struct vault_admin_sync_view *v)
+{
+    for (size_t t = 0; t < v->n_tenants; t++) {
+        for (size_t i = 0; i < v->n_vaults; i++) {
+            const struct vault_admin_sync_row *r = &v->tenants[t].rows[i];
+            if (!vault_admin_sync_row_alert(r)) {
+                continue;
+            }
+            fprintf(stderr, "coffer-admin: %s: tenant ", r->vault);
+            vault_admin_print_safe(stderr, v->tenants[t].name);
+            if (r->behind > 0) {
+                fprintf(stderr, ": behind by %llu snapshot%s",
+                        (unsigned long long)r->behind,
+                        r->behind == 1 ? "" : "s");
+            }
+            if (r->last_error != NULL) {
+                fputs(": peer ", stderr);
+                vault_admin_print_safe(stderr, r->error_peer);
+                fputs(" failed: ", stderr);
+                vault_admin_print_safe(stderr, r->last_error);
+            }
+            fputc('\n', stderr);
+        }
+    }
+}
+
+static int
+cmd_replication_status(int argc, char **argv)
+{
+    struct vargs a;
+    struct session s;
+    struct cfr_err err;
+    struct vault_admin_sync_view view;
+    Coffer__V1__SystemRequest req = COFFER__V1__SYSTEM_REQUEST__INIT;
+    Coffer__V1__SystemOp op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC_STATUS;
+    struct sync_collect *c = NULL;
+    struct timespec ts;
+    int rc = parse_vargs(argc, argv, O_SYNC | O_JSON, false, &a);
+
+    if (rc != 0 || a.help) {
+        return finish_help(&a, rc);
+    }
+    if ((rc = build_sync(&a, &req, &op)) != 0 ||
+        (rc = session_open(&s, &a)) != 0) {
+        return rc;
+    }
+    cfr_err_clear(&err);
+    memset(&view, 0, sizeof(view));
+    if ((c = cfr_calloc(1, sizeof(*c))) == NULL) {
+        session_fini(&s);
+        fprintf(stderr, "coffer-admin: out of memory\n");
+        return EXIT_FAIL;
+    }
+    /* A vault whose client cannot even be set up never reaches the op:
+     * its row says so rather than staying empty. */
+    for (size_t i = 0; i < s.conn.n_vaults; i++) {
+        c->rep[i].vault = s.conn.vaults[i];
+        c->rep[i].failure = c->failure[i];
+        snprintf(c->failure[i], sizeof(c->failure[i]), "failed: INTERNAL");
+        snprintf(c->error[i], sizeof(c->error[i]), "no client");
+    }
+    struct op o = {
+        .a = &a,
+        .s = &s,
+        .req = &req,
+        .fn = op_sync_status,
+        .what = "replication status",
+        .argc = argc,
+        .argv = argv,
+        .ctx = c,
+    };
+    rc = run_on_vaults(&o);
+    if (vault_admin_sync_view_build(c->rep, s.conn.n_vaults, a.tenant, &view,
+                                    &err) != 0) {
+        rc = exit_for(&err);
+        goto out;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (a.json) {
+        json_sync_status(c, s.conn.n_vaults, &view);
+    } else {
+        print_sync_status(c, s.conn.n_vaults, &view,
+                          (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    }
+    fflush(stdout);
+    warn_sync_alerts(&view);
+    /* A vault that did not answer is the first thing to fix; otherwise a
+     * lagging or failing replica gets its own code for monitoring. */
+    if (rc == EXIT_OK && view.alert) {
+        rc = EXIT_BEHIND;
+    }
+out:
+    vault_admin_sync_view_fini(&view);
+    for (size_t i = 0; i < s.conn.n_vaults; i++) {
+        if (c->resp[i] != NULL) {
+            coffer__v1__system_response__free_unpacked(c->resp[i], NULL);
+        }
+    }
+    cfr_free(c);
+    session_fini(&s);
+    return rc;
+}
+
+static int
+cmd_replication(const char *sub, int argc, char **argv)
+{
+    if (strcmp(sub, "sync") == 0) {
+        Coffer__V1__SystemOp op = COFFER__V1__SYSTEM_OP__SYSTEM_OP_SYNC;
+        return vault_command("replication sync", argc, argv, O_SYNC, false,
+                             NULL, build_sync, &op, op_action, false);
+    }
+    if (strcmp(sub, "status") == 0) {
+        return cmd_replication_status(argc, argv);
+    }
+    if (sub[0] == '\0') {
+        return usage_error("replication needs a subcommand: status or sync");
+    }
+    return usage_error("unknown subcommand 'replication %s'", sub);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2004,6 +2428,9 @@ main(int argc, char **argv)
         return vault_command("approve", argc - 2, argv + 2, O_REASON, true,
                              "an approval ID", build_approve, id, op_action,
                              false);
+    }
+    if (strcmp(c1, "replication") == 0) {
+        return cmd_replication(c2, argc - 3, argv + 3);
     }
     if (strcmp(c1, "totp") == 0) {
         if (strcmp(c2, "enroll") != 0) {

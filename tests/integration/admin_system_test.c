@@ -24,6 +24,12 @@
  *     secret never reaches the vault's log.
  *  6. Several vaults: the operation runs on each in order, each reported,
  *     and the exit code is the first failure's.
+ *  7. replication status shows a vault's own replication line for a
+ *     tenant (snapshot count as the agent lists it, newest commit time)
+ *     in text and JSON, an unreachable vault as its own row (exit 7);
+ *     replication sync starts a round (an empty one without peers); a
+ *     vault whose peer is down shows that peer's error and "never", and
+ *     exits 10.
  */
 #include <setjmp.h> /* cmocka */
 #include <stdarg.h> /* cmocka */
@@ -44,10 +50,13 @@
 #include <time.h>       /* clock_gettime, time */
 #include <unistd.h>     /* close */
 
-#include "coffer_vault.pb-c.h" /* wire messages */
-#include "mem.h"               /* cfr_malloc */
-#include "totp.h"              /* codes from the printed secret */
-#include "vault_support.h"     /* the harness */
+#include "coffer_vault.pb-c.h"    /* wire messages */
+#include "env.h"                  /* a sealing session */
+#include "keys.h"                 /* the tenant keyring */
+#include "mem.h"                  /* cfr_malloc */
+#include "totp.h"                 /* codes from the printed secret */
+#include "vault_client_support.h" /* snapshots to commit */
+#include "vault_support.h"        /* the harness */
 
 #define OUT_MAX  (4 * 1024 * 1024)
 #define CMD_MAX  8192
@@ -900,6 +909,243 @@ test_admin_system_several_vaults(void **state)
     assert_non_null(strstr(out, "hooli"));
 }
 
+/* ---- replication -------------------------------------------------------- */
+
+/* Commits one snapshot of acme (two chunks) as its agent. */
+static void
+commit_snapshot(struct cfr_keyring *kr, struct cfr_session *ses, uint64_t seed)
+{
+    struct cfr_rpc_client *agent = vs_client(&vault, "agent");
+    struct vc_objset chunks = {0};
+    struct vc_snapshot sn;
+    uint8_t lease[16];
+    bool already = true;
+
+    assert_non_null(agent);
+    memset(&sn, 0, sizeof(sn));
+    vc_make_chunk(kr, ses, &chunks, seed * 10, 3000);
+    vc_make_chunk(kr, ses, &chunks, seed * 10 + 1, 5000);
+    vc_make_snapshot(kr, ses, &sn, &chunks, "INBOX", seed);
+    assert_int_equal(vc_open_lease(ses, agent, lease, NULL), CFR_RPC_OK);
+    assert_int_equal(
+        vc_put_objects(agent, lease, &chunks, 0, chunks.n, 4, NULL, NULL),
+        CFR_RPC_OK);
+    assert_int_equal(
+        vc_put_objects(agent, lease, &sn.pages, 0, sn.pages.n, 16, NULL, NULL),
+        CFR_RPC_OK);
+    assert_int_equal(vc_commit(agent, lease, &sn, &already, NULL), CFR_RPC_OK);
+    assert_false(already);
+    vc_snapshot_fini(&sn);
+    vc_objset_fini(&chunks);
+    cfr_rpc_client_free(agent);
+}
+
+/* acme's snapshots as its agent lists them. */
+static size_t
+acme_snapshots(void)
+{
+    struct cfr_rpc_client *agent = vs_client(&vault, "agent");
+    int st = CFR_RPC_UNKNOWN;
+    assert_non_null(agent);
+    Coffer__V1__ListSnapshotsResponse *ls =
+        vc_list_snapshots(agent, false, &st);
+    assert_int_equal(st, CFR_RPC_OK);
+    size_t n = ls->n_snapshots;
+    protobuf_c_message_free_unpacked(&ls->base, NULL);
+    cfr_rpc_client_free(agent);
+    return n;
+}
+
+/*
+ * replication status shows this vault's own line for acme with the
+ * snapshot count the agent sees and the newest commit's time; a second,
+ * unreachable vault is its own row and exit 7. The vault has no peers:
+ * no peer lines, nothing behind, exit 0; replication sync succeeds
+ * (an empty round).
+ */
+static void
+test_admin_system_replication_status_and_sync(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct cfr_keyring *kr = cfr_keyring_generate(1700000000000, &err);
+    struct cfr_session *ses = kr != NULL ? cfr_session_new(kr, 0, &err) : NULL;
+    struct json *j = cfr_calloc(1, sizeof(*j));
+    char row[64];
+
+    assert_non_null(ses);
+    assert_non_null(j);
+    int64_t before = (int64_t)time(NULL) * 1000 - 1000;
+    commit_snapshot(kr, ses, 71);
+    commit_snapshot(kr, ses, 72);
+    int64_t after = (int64_t)time(NULL) * 1000 + 1000;
+    size_t want = acme_snapshots();
+    assert_true(want >= 2);
+
+    EXPECT_EXIT(0, admin("replication status --tenant acme --json %s", conn));
+    json_parse(j, out);
+    assert_false(j->bad);
+    assert_string_equal(json_get(j, "vaults.0.ok"), "true");
+    assert_string_equal(json_get(j, "tenants.0.tenant"), "acme");
+    assert_null(json_get(j, "tenants.1.tenant"));
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.state"), "ok");
+    assert_int_equal(
+        strtoll(json_get(j, "tenants.0.replicas.0.snapshots"), NULL, 10),
+        (long long)want);
+    int64_t newest =
+        strtoll(json_get(j, "tenants.0.replicas.0.newest_ms"), NULL, 10);
+    assert_true(newest >= before && newest <= after);
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.lag_ms"), "0");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.peers"), "0");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.last_sync_ms"),
+                        "null");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.behind"), "0");
+    assert_string_equal(json_get(j, "alert"), "false");
+    /* The raw own line is there too, peer "". */
+    assert_string_equal(json_get(j, "vaults.0.sync.0.tenant"), "acme");
+    assert_string_equal(json_get(j, "vaults.0.sync.0.peer"), "");
+
+    /* Text: a table for acme with one row for this vault. */
+    EXPECT_EXIT(0, admin("replication status --tenant acme %s", conn));
+    assert_non_null(strstr(out, "tenant acme (newest "));
+    snprintf(row, sizeof(row), "  127.0.0.1:%d ", vault.port);
+    const char *r = strstr(out, row);
+    assert_non_null(r);
+    char count[32];
+    snprintf(count, sizeof(count), " %zu ", want);
+    const char *eol = strchr(r, '\n');
+    const char *c = strstr(r, count);
+    assert_true(c != NULL && eol != NULL && c < eol);
+    assert_null(strstr(out, "never"));
+    /* One time in the row, the newest snapshot's: nothing was repaired,
+     * so LAST REPAIR is "-", not a copy of another column. */
+    int times = 0;
+    for (const char *z = r; z != NULL && z < eol; z = strstr(z + 1, "Z ")) {
+        times += z != r;
+    }
+    assert_int_equal(times, 1);
+
+    /* Without --tenant: every tenant; acme and globex are registered. */
+    EXPECT_EXIT(0, admin("replication status --json %s", conn));
+    json_parse(j, out);
+    bool acme = false;
+    for (int i = 0; i < 64 && json_get(j, "tenants.%d.tenant", i) != NULL;
+         i++) {
+        acme = acme || strcmp(json_get(j, "tenants.%d.tenant", i), "acme") == 0;
+    }
+    assert_true(acme);
+
+    /* A second vault down: its row says so, exit 7 (partial failure). */
+    EXPECT_EXIT(7, admin("replication status --tenant acme %s --vault "
+                         "127.0.0.1:%d",
+                         conn, closed_port));
+    snprintf(row, sizeof(row), "  127.0.0.1:%d ", closed_port);
+    r = strstr(out, row);
+    assert_non_null(r);
+    eol = strchr(r, '\n');
+    c = strstr(r, "unreachable: UNAVAILABLE");
+    assert_true(c != NULL && eol != NULL && c < eol);
+    snprintf(row, sizeof(row), "  127.0.0.1:%d ", vault.port);
+    assert_non_null(strstr(out, row));
+
+    /* Refused before any vault is contacted (the closed port would be 7). */
+    EXPECT_EXIT(2, admin("replication status --tenant Bad --vault 127.0.0.1:%d "
+                         "--tls-cert %s/operator.pem --tls-key %s/operator.key "
+                         "--ca-cert %s/ca.pem",
+                         closed_port, env.dir, env.dir, env.dir));
+    EXPECT_EXIT(2, admin("replication resync %s", conn));
+    EXPECT_EXIT(2, admin("replication sync --json %s", conn));
+
+    /* No peers: an empty round, still a success (fan-out includes
+     * peerless vaults). */
+    EXPECT_EXIT(0, admin("replication sync %s", conn));
+    snprintf(row, sizeof(row), "127.0.0.1:%d: sync started for all tenants",
+             vault.port);
+    assert_non_null(strstr(out, row));
+    /* A tenant not registered there: refused, named. */
+    EXPECT_EXIT(8, admin("replication status --tenant nosuch %s", conn));
+    assert_non_null(strstr(out, "refused: NOT_FOUND"));
+
+    cfr_free(j);
+    cfr_session_free(ses);
+    cfr_keyring_free(kr);
+}
+
+/*
+ * A vault with a peer that is down: after a round, replication status
+ * shows the peer's error and "never" for the last sync, warns on stderr
+ * and exits 10, the code a cron job alerts on.
+ */
+static void
+test_admin_system_replication_peer_down_is_exit_10(void **state)
+{
+    (void)state;
+    struct vs_vault va;
+    struct json *j = cfr_calloc(1, sizeof(*j));
+    char c2[2048];
+    int rc = -1;
+
+    assert_non_null(j);
+    assert_int_equal(vs_vault_init(&va, &env, "va"), 0);
+    snprintf(va.extra_cfg, sizeof(va.extra_cfg),
+             "name = \"vault-a\";\n"
+             "peers = ( { name = \"vault-b\"; address = \"127.0.0.1:%d\";\n"
+             "            region = \"test-2\"; tls_name = \"localhost\"; } );\n"
+             "sync = { interval = \"0\"; timeout = \"2s\";\n"
+             "         cert = \"%s/vault-a.pem\"; key = \"%s/vault-a.key\"; "
+             "};\n",
+             closed_port, env.dir, env.dir);
+    assert_int_equal(vs_vault_start(&va, 30000), 0);
+    snprintf(c2, sizeof(c2),
+             "--vault 127.0.0.1:%d --tls-cert %s/operator.pem --tls-key "
+             "%s/operator.key --ca-cert %s/ca.pem --tls-name localhost",
+             va.port, env.dir, env.dir, env.dir);
+    EXPECT_EXIT(0, admin("replication sync --tenant acme %s", c2));
+    assert_non_null(strstr(out, "sync started for tenant acme"));
+    /* The round runs in the vault: poll until the peer line records its
+     * attempt (bounded). */
+    int64_t end = mono_ms() + 20000;
+    while (mono_ms() < end) {
+        rc = admin("replication status --tenant acme --json %s", c2);
+        json_parse(j, out);
+        const char *e = json_get(j, "tenants.0.replicas.0.last_error");
+        if (rc == 10 && e != NULL && strcmp(e, "null") != 0) {
+            break;
+        }
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc != 10) {
+        fail_msg("exit %d, want 10\nstdout: %s\nstderr: %s", rc, out, errs);
+    }
+    assert_string_equal(json_get(j, "alert"), "true");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.state"), "ok");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.peers"), "1");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.last_sync_ms"), "0");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.error_peer"),
+                        "vault-b");
+    assert_string_equal(json_get(j, "tenants.0.replicas.0.alert"), "true");
+    assert_string_equal(json_get(j, "vaults.0.sync.1.peer"), "vault-b");
+    assert_string_equal(json_get(j, "vaults.0.sync.1.region"), "test-2");
+    assert_non_null(strstr(errs, "tenant acme"));
+    assert_non_null(strstr(errs, "peer vault-b failed: "));
+    /* The text table says the same. */
+    EXPECT_EXIT(10, admin("replication status --tenant acme %s", c2));
+    assert_non_null(strstr(out, " never "));
+    assert_non_null(strstr(out, "vault-b: "));
+    /* With the other vault too: still 10 (both answered). */
+    EXPECT_EXIT(10, admin("replication status --tenant acme %s --vault "
+                          "127.0.0.1:%d",
+                          c2, vault.port));
+    /* All tenants at once. */
+    EXPECT_EXIT(0, admin("replication sync %s", c2));
+    snprintf(c2, sizeof(c2), "127.0.0.1:%d: sync started for all tenants",
+             va.port);
+    assert_non_null(strstr(out, c2));
+    assert_int_equal(vs_vault_stop(&va, SIGKILL, 10000), 128 + SIGKILL);
+    cfr_free(j);
+}
+
 /* ---- setup ------------------------------------------------------------- */
 
 /* A port nothing listens on: bound, never listened, closed. */
@@ -973,6 +1219,8 @@ main(void)
         cmocka_unit_test(test_admin_system_vault_revocation_needs_bob),
         cmocka_unit_test(test_admin_system_totp_enroll),
         cmocka_unit_test(test_admin_system_several_vaults),
+        cmocka_unit_test(test_admin_system_replication_status_and_sync),
+        cmocka_unit_test(test_admin_system_replication_peer_down_is_exit_10),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

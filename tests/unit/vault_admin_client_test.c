@@ -2,8 +2,10 @@
  * vault_admin_client_test.c - the checks and helpers of coffer-admin's
  * vault operations (vault/admin_client.h): what is refused before any
  * vault is contacted, connection files, tenant comparison, JSON strings,
- * and the System call against a local stand-in server (pending answers,
- * refusals, undecodable answers, the wiped request).
+ * the replication status view (lag, last sync, behind, errors, vaults
+ * missing a tenant or not answering), and the System call against a local
+ * stand-in server (pending answers, refusals, undecodable answers, the wiped
+ * request).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -257,6 +259,265 @@ test_admin_client_text_helpers(void **state)
                      VAULT_ADMIN_REFUSED);
     assert_int_equal(vault_admin_outcome_of(CFR_RPC_INTERNAL),
                      VAULT_ADMIN_FAILED);
+}
+
+/* ---- replication status ------------------------------------------------ */
+
+#define T0      INT64_C(1795000000000) /* a Unix time in ms */
+#define HOUR_MS INT64_C(3600000)
+#define MIN_MS  INT64_C(60000)
+
+/* An own line (peer "") of tenant. */
+static Coffer__V1__SyncStatus
+own_line(const char *tenant, const char *region, uint64_t snapshots,
+         int64_t newest_ms)
+{
+    Coffer__V1__SyncStatus l = COFFER__V1__SYNC_STATUS__INIT;
+    l.tenant = (char *)tenant;
+    l.region = (char *)region;
+    l.snapshots = snapshots;
+    l.newest_ms = newest_ms;
+    return l;
+}
+
+/* A peer line of tenant. */
+static Coffer__V1__SyncStatus
+peer_line(const char *tenant, const char *peer, int64_t attempt_ms,
+          int64_t ok_ms, const char *error, uint64_t behind)
+{
+    Coffer__V1__SyncStatus l = COFFER__V1__SYNC_STATUS__INIT;
+    l.tenant = (char *)tenant;
+    l.peer = (char *)peer;
+    l.last_attempt_ms = attempt_ms;
+    l.last_ok_ms = ok_ms;
+    l.last_error = (char *)error;
+    l.behind = behind;
+    return l;
+}
+
+static void
+test_admin_client_sync_view_lag(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct vault_admin_sync_view v;
+    /* a has acme's newest; b is 3h12m behind it; c has acme registered
+     * but no snapshot yet. globex only on a and b. */
+    Coffer__V1__SyncStatus a[] = {
+        own_line("globex", "r1", 4, T0 - HOUR_MS),
+        own_line("acme", "r1", 10, T0),
+    };
+    Coffer__V1__SyncStatus b[] = {
+        own_line("acme", "r2", 9, T0 - 3 * HOUR_MS - 12 * MIN_MS),
+        own_line("globex", "r2", 4, T0 - HOUR_MS),
+    };
+    Coffer__V1__SyncStatus c[] = {own_line("acme", "r3", 0, 0)};
+    Coffer__V1__SyncStatus *pa[] = {&a[0], &a[1]}, *pb[] = {&b[0], &b[1]},
+                           *pc[] = {&c[0]};
+    struct vault_admin_sync_reply r[] = {
+        {.vault = "a:1", .answered = true, .lines = pa, .n_lines = 2},
+        {.vault = "b:1", .answered = true, .lines = pb, .n_lines = 2},
+        {.vault = "c:1", .answered = true, .lines = pc, .n_lines = 1},
+    };
+    char buf[32];
+
+    assert_int_equal(vault_admin_sync_view_build(r, 3, NULL, &v, &err), 0);
+    assert_int_equal(v.n_vaults, 3);
+    assert_int_equal(v.n_tenants, 2);
+    /* Sorted by name, whatever order the vaults answered in. */
+    assert_string_equal(v.tenants[0].name, "acme");
+    assert_string_equal(v.tenants[1].name, "globex");
+    const struct vault_admin_sync_tenant *t = &v.tenants[0];
+    assert_int_equal(t->newest_ms, T0);
+    assert_string_equal(t->rows[0].vault, "a:1");
+    assert_int_equal(t->rows[0].state, VAULT_ADMIN_SYNC_OK);
+    assert_string_equal(t->rows[0].region, "r1");
+    assert_int_equal(t->rows[0].snapshots, 10);
+    assert_int_equal(t->rows[0].lag_ms, 0);
+    assert_int_equal(t->rows[1].snapshots, 9);
+    assert_string_equal(t->rows[1].region, "r2");
+    assert_int_equal(t->rows[1].lag_ms, 3 * HOUR_MS + 12 * MIN_MS);
+    assert_string_equal(vault_admin_span_text(t->rows[1].lag_ms, buf, 32),
+                        "3h12m");
+    assert_string_equal(vault_admin_span_text(t->rows[0].lag_ms, buf, 32),
+                        "0s");
+    /* No snapshot: no lag to speak of ("-"), not "3 days behind". */
+    assert_int_equal(t->rows[2].state, VAULT_ADMIN_SYNC_OK);
+    assert_int_equal(t->rows[2].lag_ms, -1);
+    /* No peer lines anywhere: last sync is "-", nothing to alert on. */
+    assert_int_equal(t->rows[0].last_sync_ms, -1);
+    assert_int_equal(t->rows[0].n_peers, 0);
+    assert_null(t->rows[0].last_error);
+    assert_false(v.alert);
+    /* globex: c does not list it. */
+    t = &v.tenants[1];
+    assert_int_equal(t->rows[0].lag_ms, 0);
+    assert_int_equal(t->rows[1].lag_ms, 0);
+    assert_int_equal(t->rows[2].state, VAULT_ADMIN_SYNC_ABSENT);
+    assert_int_equal(t->rows[2].lag_ms, -1);
+    vault_admin_sync_view_fini(&v);
+    assert_int_equal(v.n_tenants, 0);
+    assert_null(v.tenants);
+
+    /* Only acme asked for: globex is left out. */
+    assert_int_equal(vault_admin_sync_view_build(r, 3, "acme", &v, &err), 0);
+    assert_int_equal(v.n_tenants, 1);
+    assert_string_equal(v.tenants[0].name, "acme");
+    assert_int_equal(v.tenants[0].rows[1].snapshots, 9);
+    vault_admin_sync_view_fini(&v);
+
+    /* Spans: two units at most, seconds dropped below a minute's unit. */
+    assert_string_equal(vault_admin_span_text(999, buf, 32), "0s");
+    assert_string_equal(vault_admin_span_text(-5000, buf, 32), "0s");
+    assert_string_equal(vault_admin_span_text(45000, buf, 32), "45s");
+    assert_string_equal(vault_admin_span_text(4 * MIN_MS + 10000, buf, 32),
+                        "4m10s");
+    assert_string_equal(vault_admin_span_text(4 * MIN_MS, buf, 32), "4m");
+    assert_string_equal(vault_admin_span_text(HOUR_MS + 59000, buf, 32), "1h");
+    assert_string_equal(
+        vault_admin_span_text(2 * DAY_MS + 4 * HOUR_MS + 7 * MIN_MS, buf, 32),
+        "2d4h");
+    assert_string_equal(vault_admin_span_text(12 * DAY_MS, buf, 32), "12d");
+}
+
+static void
+test_admin_client_sync_view_last_sync_and_errors(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct vault_admin_sync_view v;
+    /* a pulls from b (ok 5 min ago, 2 snapshots behind) and c (ok 1 h
+     * ago, then failed 1 min ago); b from a (never succeeded: failing)
+     * and from c (failed long ago, ok since: the old error is stale). */
+    Coffer__V1__SyncStatus a[] = {
+        own_line("acme", "r1", 7, T0 - 10 * MIN_MS),
+        peer_line("acme", "vault-b", T0 - 5 * MIN_MS, T0 - 5 * MIN_MS, "", 2),
+        peer_line("acme", "vault-c", T0 - MIN_MS, T0 - HOUR_MS,
+                  "SyncDigest: UNAVAILABLE: connection refused", 0),
+    };
+    Coffer__V1__SyncStatus b[] = {
+        own_line("acme", "r2", 7, T0 - 10 * MIN_MS),
+        peer_line("acme", "vault-a", T0 - 2 * MIN_MS, 0,
+                  "tenant acme is not allowed in region r2\x1b[31m", 0),
+        peer_line("acme", "vault-c", T0 - 3 * MIN_MS, T0 - 3 * MIN_MS,
+                  "old failure", 0),
+        /* A second own line is ignored, whatever it says. */
+        own_line("acme", "bogus", 99, T0 + DAY_MS),
+    };
+    Coffer__V1__SyncStatus c[] = {
+        own_line("acme", "r3", 7, T0 - 10 * MIN_MS),
+        peer_line("acme", "vault-a", T0 - 3 * MIN_MS, T0 - 3 * MIN_MS, "", 0),
+        peer_line("acme", "vault-b", T0 - 4 * MIN_MS, T0 - 4 * MIN_MS, "", 0),
+        /* An empty tenant is nobody's: ignored. */
+        own_line("", "r3", 1, T0),
+    };
+    Coffer__V1__SyncStatus *pa[] = {&a[0], &a[1], &a[2]},
+                           *pb[] = {&b[0], &b[1], &b[2], &b[3]},
+                           *pc[] = {&c[0], &c[1], &c[2], &c[3]};
+    struct vault_admin_sync_reply r[] = {
+        {.vault = "a:1", .answered = true, .lines = pa, .n_lines = 3},
+        {.vault = "b:1", .answered = true, .lines = pb, .n_lines = 4},
+        {.vault = "c:1", .answered = true, .lines = pc, .n_lines = 4},
+    };
+
+    assert_int_equal(vault_admin_sync_view_build(r, 3, NULL, &v, &err), 0);
+    assert_int_equal(v.n_tenants, 1);
+    const struct vault_admin_sync_row *ra = &v.tenants[0].rows[0],
+                                      *rb = &v.tenants[0].rows[1],
+                                      *rc = &v.tenants[0].rows[2];
+    /* a: the oldest peer success decides; behind sums; the current
+     * error is c's. */
+    assert_int_equal(ra->n_peers, 2);
+    assert_int_equal(ra->last_sync_ms, T0 - HOUR_MS);
+    assert_int_equal(ra->behind, 2);
+    assert_non_null(ra->last_error);
+    assert_string_equal(ra->error_peer, "vault-c");
+    assert_string_equal(ra->last_error,
+                        "SyncDigest: UNAVAILABLE: connection refused");
+    assert_true(vault_admin_sync_row_alert(ra));
+    /* b: one peer never synced makes the row "never"; its error text
+     * is passed on as is (the printer makes it terminal-safe); the
+     * stale error of c is not shown; the second own line is ignored. */
+    assert_int_equal(rb->last_sync_ms, 0);
+    assert_string_equal(rb->error_peer, "vault-a");
+    assert_string_equal(rb->last_error,
+                        "tenant acme is not allowed in region r2\x1b[31m");
+    assert_string_equal(rb->region, "r2");
+    assert_int_equal(rb->snapshots, 7);
+    assert_int_equal(rb->lag_ms, 0);
+    assert_true(vault_admin_sync_row_alert(rb));
+    /* c: everything fine. */
+    assert_int_equal(rc->last_sync_ms, T0 - 4 * MIN_MS);
+    assert_int_equal(rc->behind, 0);
+    assert_null(rc->last_error);
+    assert_false(vault_admin_sync_row_alert(rc));
+    assert_true(v.alert);
+    assert_int_equal(v.tenants[0].newest_ms, T0 - 10 * MIN_MS);
+    vault_admin_sync_view_fini(&v);
+
+    /* A stale error alone and nothing behind: no alert. */
+    Coffer__V1__SyncStatus *pb2[] = {&b[0], &b[2]};
+    r[1].lines = pb2;
+    r[1].n_lines = 2;
+    assert_int_equal(vault_admin_sync_view_build(&r[1], 1, NULL, &v, &err), 0);
+    assert_null(v.tenants[0].rows[0].last_error);
+    assert_false(v.alert);
+    vault_admin_sync_view_fini(&v);
+}
+
+static void
+test_admin_client_sync_view_missing(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct vault_admin_sync_view v;
+    Coffer__V1__SyncStatus a[] = {
+        own_line("acme", "r1", 3, T0),
+        peer_line("acme", "vault-b", T0, 0, "", 5),
+    };
+    Coffer__V1__SyncStatus *pa[] = {&a[0], &a[1]};
+    struct vault_admin_sync_reply r[] = {
+        {.vault = "a:1", .answered = true, .lines = pa, .n_lines = 2},
+        {.vault = "b:1",
+         .answered = false,
+         .failure = "unreachable: UNAVAILABLE"},
+        {.vault = "c:1", .answered = true, .lines = NULL, .n_lines = 0},
+    };
+
+    assert_int_equal(vault_admin_sync_view_build(r, 3, NULL, &v, &err), 0);
+    assert_int_equal(v.n_tenants, 1);
+    const struct vault_admin_sync_tenant *t = &v.tenants[0];
+    assert_int_equal(t->rows[0].state, VAULT_ADMIN_SYNC_OK);
+    assert_int_equal(t->rows[0].behind, 5);
+    assert_int_equal(t->rows[0].last_sync_ms, 0);
+    assert_int_equal(t->rows[1].state, VAULT_ADMIN_SYNC_NO_ANSWER);
+    assert_string_equal(t->rows[1].failure, "unreachable: UNAVAILABLE");
+    assert_string_equal(t->rows[1].vault, "b:1");
+    assert_int_equal(t->rows[1].lag_ms, -1);
+    assert_false(vault_admin_sync_row_alert(&t->rows[1]));
+    assert_int_equal(t->rows[2].state, VAULT_ADMIN_SYNC_ABSENT);
+    assert_int_equal(t->rows[2].snapshots, 0);
+    /* Behind by 5 at a: an alert, even without an error text. */
+    assert_true(v.alert);
+    vault_admin_sync_view_fini(&v);
+
+    /* A tenant nobody lists still gets its rows when asked for. */
+    assert_int_equal(vault_admin_sync_view_build(r, 3, "initech", &v, &err), 0);
+    assert_int_equal(v.n_tenants, 1);
+    assert_string_equal(v.tenants[0].name, "initech");
+    assert_int_equal(v.tenants[0].rows[0].state, VAULT_ADMIN_SYNC_ABSENT);
+    assert_int_equal(v.tenants[0].rows[1].state, VAULT_ADMIN_SYNC_NO_ANSWER);
+    assert_int_equal(v.tenants[0].rows[2].state, VAULT_ADMIN_SYNC_ABSENT);
+    assert_int_equal(v.tenants[0].newest_ms, 0);
+    assert_false(v.alert);
+    vault_admin_sync_view_fini(&v);
+
+    /* No vault answered anything: no tenant, no alert. */
+    assert_int_equal(vault_admin_sync_view_build(&r[1], 2, NULL, &v, &err), 0);
+    assert_int_equal(v.n_tenants, 0);
+    assert_int_equal(v.n_vaults, 2);
+    assert_false(v.alert);
+    vault_admin_sync_view_fini(&v);
 }
 
 /* ---- connection files ---------------------------------------------------- */
@@ -549,6 +810,9 @@ main(void)
         cmocka_unit_test(test_admin_client_fingerprint_and_approval),
         cmocka_unit_test(test_admin_client_tenant_same),
         cmocka_unit_test(test_admin_client_text_helpers),
+        cmocka_unit_test(test_admin_client_sync_view_lag),
+        cmocka_unit_test(test_admin_client_sync_view_last_sync_and_errors),
+        cmocka_unit_test(test_admin_client_sync_view_missing),
         cmocka_unit_test(test_admin_client_connection_file),
         cmocka_unit_test(test_admin_client_system_call),
     };

@@ -136,6 +136,15 @@ out:
     return r;
 }
 
+enum vault_role
+vault_authz_peer_role(const char *tenant, const char *name)
+{
+    enum vault_role r = vault_authz_role(name);
+    bool tenantless = r == VAULT_ROLE_OPERATOR || r == VAULT_ROLE_VAULT;
+    bool has_tenant = tenant != NULL && tenant[0] != '\0';
+    return tenantless == has_tenant ? VAULT_ROLE_NONE : r;
+}
+
 bool
 vault_authz_allowed(enum vault_role role, enum vault_method m)
 {

@@ -62,6 +62,15 @@ const char *vault_authz_name(enum vault_method m);
 /* "agent" -> VAULT_ROLE_AGENT; VAULT_ROLE_NONE for anything else. */
 enum vault_role vault_authz_role(const char *name);
 
+/*
+ * The role of a caller whose certificate named tenant (empty for the
+ * coffer://operator/ and coffer://vault/ forms) and role name: operator
+ * and vault only without a tenant, the tenant roles only with one, so a
+ * tenant certificate that says "role/vault" or "role/operator" is allowed
+ * nothing. VAULT_ROLE_NONE otherwise.
+ */
+enum vault_role vault_authz_peer_role(const char *tenant, const char *name);
+
 /* Whether role may call m at all (the tenant is checked by scoping). */
 bool vault_authz_allowed(enum vault_role role, enum vault_method m);
 

@@ -184,7 +184,7 @@ call_init(struct call *c, struct cfr_rpc_ctx *ctx, void *arg)
     c->srv = arg;
     c->ctx = ctx;
     c->peer = cfr_rpc_ctx_peer(ctx);
-    c->role = vault_authz_role(c->peer->role);
+    c->role = vault_authz_peer_role(c->peer->tenant, c->peer->role);
 }
 
 static int
@@ -2783,7 +2783,8 @@ authz_hook(void *ctx, const struct cfr_rpc_peer *peer, const char *method)
         denied) {
         return CFR_RPC_PERMISSION_DENIED;
     }
-    return vault_authz_allowed(vault_authz_role(peer->role), m)
+    return vault_authz_allowed(vault_authz_peer_role(peer->tenant, peer->role),
+                               m)
                ? CFR_RPC_OK
                : CFR_RPC_PERMISSION_DENIED;
 }

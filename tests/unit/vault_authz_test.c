@@ -107,6 +107,29 @@ test_vault_authz_role_names(void **state)
     assert_int_equal(vault_authz_role(NULL), VAULT_ROLE_NONE);
 }
 
+/*
+ * Operators and peer vaults act for no tenant, tenant roles for one: a
+ * tenant certificate claiming role vault (coffer://tenant/t/role/vault)
+ * must reach nothing, in particular not the Sync* methods.
+ */
+static void
+test_vault_authz_peer_role_needs_matching_tenant(void **state)
+{
+    (void)state;
+    assert_int_equal(vault_authz_peer_role("", "vault"), VAULT_ROLE_VAULT);
+    assert_int_equal(vault_authz_peer_role("", "operator"),
+                     VAULT_ROLE_OPERATOR);
+    assert_int_equal(vault_authz_peer_role("acme", "agent"), VAULT_ROLE_AGENT);
+    assert_int_equal(vault_authz_peer_role("acme", "vault"), VAULT_ROLE_NONE);
+    assert_int_equal(vault_authz_peer_role("acme", "operator"),
+                     VAULT_ROLE_NONE);
+    assert_int_equal(vault_authz_peer_role("", "agent"), VAULT_ROLE_NONE);
+    assert_int_equal(vault_authz_peer_role(NULL, "admin"), VAULT_ROLE_NONE);
+    assert_int_equal(vault_authz_peer_role(NULL, "vault"), VAULT_ROLE_VAULT);
+    assert_false(vault_authz_allowed(vault_authz_peer_role("acme", "vault"),
+                                     VAULT_M_SYNC_DIGEST));
+}
+
 /* Every cell of the matrix, both ways, by enum and by name and path. */
 static void
 test_vault_authz_full_matrix(void **state)
@@ -360,6 +383,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vault_authz_method_paths_and_names),
         cmocka_unit_test(test_vault_authz_role_names),
+        cmocka_unit_test(test_vault_authz_peer_role_needs_matching_tenant),
         cmocka_unit_test(test_vault_authz_full_matrix),
         cmocka_unit_test(test_vault_authz_agent_cannot_read_or_administer),
         cmocka_unit_test(test_vault_authz_is_not_allow_all),

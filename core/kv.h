@@ -289,7 +289,10 @@ int cfr_kv_chunk_has_many(struct cfr_kv *kv, size_t n,
  * whether it wrote. The stored bytes verifying: 0, *repaired_r false,
  * nothing written. data not matching the index: CFR_ECORRUPT, nothing
  * written. No index record: CFR_ENOTFOUND. Serialised with the ID's puts
- * and deletes.
+ * and deletes made through the cfr_kv_chunk_* calls only: a caller that
+ * deletes chunks through a plain batch (vault/store.c's GC) must hold its
+ * own lock around both, or a repair could write back a value whose index
+ * record the batch just removed.
  */
 int cfr_kv_chunk_repair(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
                         const void *data, size_t len, bool *repaired_r,

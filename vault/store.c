@@ -1285,8 +1285,15 @@ vault_store_commit(struct vault_tenant *t, const struct vault_commit *c,
     }
     memcpy(s.header_id, c->header_id, VAULT_ID_LEN);
     memcpy(s.mailbox_id, c->mailbox_id, VAULT_ID_LEN);
-    /* Invariant 4 of store.h: the vault's clock, not the client's. */
-    s.received_ms = now_ms(t);
+    /*
+     * Invariant 4 of store.h: the vault's clock, not the client's. A
+     * replica's pull passes the peer's age of the snapshot mapped onto
+     * this clock, so the mailbox order (which retention reads) stays the
+     * order in which the snapshots were taken; never later than now.
+     */
+    int64_t now = now_ms(t);
+    s.received_ms =
+        c->received_ms > 0 && c->received_ms < now ? c->received_ms : now;
     memcpy(s.refs.id, c->refs.id, VAULT_ID_LEN);
     s.refs.height = c->refs.height;
     s.refs.entries = c->refs.entries;
@@ -1405,8 +1412,8 @@ out:
  */
 static int
 snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
-          const int64_t *cutoff, bool tomb_absent, bool *dropped_r,
-          struct corrupt_note *bad, struct cfr_err *err)
+          const int64_t *cutoff, bool tomb_absent, int64_t tomb_ms,
+          bool *dropped_r, struct corrupt_note *bad, struct cfr_err *err)
 {
     int rc;
     struct ref_walk w = {.t = t};
@@ -1422,6 +1429,13 @@ snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
         goto out_unlocked;
     }
     pthread_mutex_lock(&t->lock);
+    /* A peer's deletion keeps the peer's age (never in the future), so a
+     * tombstone expires everywhere about when it expires where it was
+     * made instead of being re-stamped on every hop. */
+    int64_t now = now_ms(t);
+    if (tomb_ms <= 0 || tomb_ms > now) {
+        tomb_ms = now;
+    }
     rc = snap_read(t, header_id, &v, &r, err);
     if (rc == CFR_ENOTFOUND) {
         bool has = false;
@@ -1429,7 +1443,7 @@ snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
         if (tomb_absent && (rc = tomb_has(t, header_id, &has, err)) == 0 &&
             !has) {
             tomb[0] = TOMB_REC_VERSION;
-            cfr_put_le64(tomb + 1, (uint64_t)now_ms(t));
+            cfr_put_le64(tomb + 1, (uint64_t)tomb_ms);
             rc = cfr_kv_put(t->kv, CF_TOMBS, header_id, VAULT_ID_LEN, tomb,
                             sizeof(tomb), err);
         }
@@ -1445,7 +1459,7 @@ snap_drop(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
     }
     mbox_key(key, r.s.mailbox_id, r.s.received_ms, header_id);
     tomb[0] = TOMB_REC_VERSION;
-    cfr_put_le64(tomb + 1, (uint64_t)now_ms(t));
+    cfr_put_le64(tomb + 1, (uint64_t)tomb_ms);
     if ((rc = walk_queue(&w, b, err)) != 0 ||
         (rc = cfr_kv_batch_delete(b, CF_SNAPS, header_id, VAULT_ID_LEN, err)) !=
             0 ||
@@ -1504,7 +1518,7 @@ drop_list(struct vault_tenant *t, const struct id_list *l,
     int rc = 0;
     for (size_t i = 0; i < l->n && rc == 0; i++) {
         bool dropped;
-        rc = snap_drop(t, l->v[i], cutoff, false, &dropped, bad, err);
+        rc = snap_drop(t, l->v[i], cutoff, false, 0, &dropped, bad, err);
         if (rc == 0 && dropped) {
             stats->snapshots_removed++;
         }
@@ -2280,28 +2294,75 @@ vault_store_has_tombstone(struct vault_tenant *t,
     return tomb_has(t, header_id, has_r, err);
 }
 
+/*
+ * The seeding marker lives in the refcount family under a key no count
+ * can have (counts are 33-byte 'P'|'O' || ID keys, only ever read by key).
+ */
+static const uint8_t seed_key[] = {'M', 's', 'e', 'e', 'd', 'i', 'n', 'g'};
+
+int
+vault_store_seed_get(struct vault_tenant *t, bool *seeding_r,
+                     struct cfr_err *err)
+{
+    struct cfr_buf v;
+    cfr_buf_init(&v, 8);
+    int rc = cfr_kv_get(t->kv, CF_REFS, seed_key, sizeof(seed_key), &v, err);
+    *seeding_r = rc == 0;
+    if (rc == CFR_ENOTFOUND) {
+        rc = 0;
+    }
+    cfr_buf_fini(&v);
+    return rc;
+}
+
+int
+vault_store_seed_set(struct vault_tenant *t, bool seeding, struct cfr_err *err)
+{
+    struct cfr_kv_batch *b = cfr_kv_batch_new(t->kv, err);
+    int rc;
+    if (b == NULL) {
+        return err != NULL && err->code != 0 ? err->code : CFR_ENOMEM;
+    }
+    /* Synced: a seed interrupted by kill -9 must still be one after. */
+    if (seeding) {
+        rc = cfr_kv_batch_put(b, CF_REFS, seed_key, sizeof(seed_key), "\x01", 1,
+                              err);
+    } else {
+        rc = cfr_kv_batch_delete(b, CF_REFS, seed_key, sizeof(seed_key), err);
+    }
+    if (rc == 0) {
+        rc = cfr_kv_batch_commit(b, true, err);
+    }
+    cfr_kv_batch_free(b);
+    return rc;
+}
+
 int
 vault_store_drop_synced(struct vault_tenant *t,
-                        const uint8_t header_id[VAULT_ID_LEN], bool *dropped_r,
+                        const uint8_t header_id[VAULT_ID_LEN],
+                        int64_t dropped_ms, bool *dropped_r,
                         struct cfr_err *err)
 {
-    char hex[2 * VAULT_ID_LEN + 1];
     /*
      * With the maint lock, as retention and purge: retention relies on
      * nothing else removing snapshots while it decides which are
-     * superseded.
+     * superseded. Not waited for: GC holds it for its whole run,
+     * compaction included, and a sync round should not block that long
+     * (store.h).
      */
     struct corrupt_note bad = {0};
-    pthread_mutex_lock(&t->maint);
-    int rc = snap_drop(t, header_id, NULL, true, dropped_r, &bad, err);
+    *dropped_r = false;
+    if (pthread_mutex_trylock(&t->maint) != 0) {
+        return CFR_ERR(err, CFR_EUNAVAIL, "tenant %s: maintenance running",
+                       t->name);
+    }
+    int rc =
+        snap_drop(t, header_id, NULL, true, dropped_ms, dropped_r, &bad, err);
     pthread_mutex_unlock(&t->maint);
     if (bad.seen) {
         corrupt_seen(t, bad.id);
     }
-    if (rc == 0 && *dropped_r) {
-        cfr_log(CFR_LOG_INFO, "vault.sync_drop", "tenant=%s snapshot=%s",
-                t->name, hex_id(header_id, hex));
-    }
+    /* Logged by the caller (vault/sync.c), which knows the peer. */
     return rc;
 }
 
@@ -2398,8 +2459,17 @@ vault_store_repair(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
     if ((rc = object_check(&o, err)) != 0) {
         return rc;
     }
-    if ((rc = cfr_kv_chunk_repair(t->kv, id, data, len, repaired_r, err)) !=
-        0) {
+    /*
+     * Under the tenant lock, as GC's deletes: kv serialises a repair only
+     * against other chunk calls (its stripe lock), and GC deletes value
+     * and index through a plain batch, so a repair racing it could put
+     * back bytes whose index record GC just removed. Lock order: tenant,
+     * then kv's stripe (docs/FORMAT.md).
+     */
+    pthread_mutex_lock(&t->lock);
+    rc = cfr_kv_chunk_repair(t->kv, id, data, len, repaired_r, err);
+    pthread_mutex_unlock(&t->lock);
+    if (rc != 0) {
         return rc;
     }
     if (*repaired_r) {

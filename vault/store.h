@@ -17,7 +17,10 @@
  *     tombstone), then GC removes what became unreferenced, then
  *     compaction removes the bytes from disk.
  *  4. Times that retention depends on are this vault's clock at commit
- *     (received_ms), never a time a client sent.
+ *     (received_ms), never a time a client sent. A replica pulling a
+ *     snapshot passes the peer's age of it mapped onto this clock
+ *     (vault_commit.received_ms, never later than now), so each mailbox
+ *     keeps the order in which its snapshots were taken.
  *  5. Writes are acknowledged only after a synced WAL write. Any write I/O
  *     error leaves the tenant failed (kv.h); the vault then stops.
  *
@@ -203,14 +206,17 @@ struct vault_commit {
     size_t header_len;     /* <= VAULT_HEADER_MAX */
     struct vault_tree_root refs;
     uint32_t flags;
-    bool hold_previous; /* hold the mailbox's newest snapshot first */
+    bool hold_previous;  /* hold the mailbox's newest snapshot first */
+    int64_t received_ms; /* 0: now; else the record's time (replication),
+                            clamped to now */
 };
 
 /*
  * Commits a snapshot: walks the reference tree from refs (pages and the
  * objects they name must all be present, else CFR_ENOTFOUND naming the
  * first missing ID and nothing changes), counts references, writes the
- * record with received_ms = now, in one synced batch. Committing the same
+ * record with received_ms = c->received_ms when set and earlier than now,
+ * else now, in one synced batch. Committing the same
  * header_id again returns the existing record with *already_r = true
  * (CFR_EEXIST if the mailbox, root or header bytes differ). When
  * c->lease_id is not NULL the lease must be live (CFR_ENOTFOUND
@@ -310,11 +316,28 @@ int vault_store_has_tombstone(struct vault_tenant *t,
  * Applies a peer's tombstone: drops the snapshot, held or not (a deletion
  * made anywhere is final), leaving a tombstone here; an absent snapshot
  * still gets the tombstone, so a third replica cannot bring it back
- * through this one. *dropped_r when a snapshot was removed.
+ * through this one. *dropped_r when a snapshot was removed. The tombstone
+ * is stamped dropped_ms (the peer's deletion time mapped onto this clock;
+ * 0 or later than now: now), so it expires with the original. Does not
+ * wait for the tenant's retention, purge or GC (a GC run may take
+ * minutes): CFR_EUNAVAIL while one runs, nothing changed; try again.
  */
 int vault_store_drop_synced(struct vault_tenant *t,
                             const uint8_t header_id[VAULT_ID_LEN],
-                            bool *dropped_r, struct cfr_err *err);
+                            int64_t dropped_ms, bool *dropped_r,
+                            struct cfr_err *err);
+
+/*
+ * The tenant's seeding marker: set by replication when it finds the tenant
+ * holding nothing (no snapshots, no tombstones), cleared after a round that
+ * pulled everything a peer offered. While set, the tombstone-keep guard
+ * does not apply (a new replica takes every snapshot). Persisted, so a
+ * seed spanning several passes or a restart stays one.
+ */
+int vault_store_seed_get(struct vault_tenant *t, bool *seeding_r,
+                         struct cfr_err *err);
+int vault_store_seed_set(struct vault_tenant *t, bool seeding,
+                         struct cfr_err *err);
 
 /*
  * Adopts a peer's hold state when its change is newer than this vault's

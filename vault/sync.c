@@ -37,6 +37,7 @@
 #include <errno.h>
 #include <inttypes.h> /* PRIu64 */
 #include <pthread.h>
+#include <stdio.h>  /* snprintf */
 #include <stdlib.h> /* qsort, bsearch */
 #include <string.h>
 #include <time.h>
@@ -56,6 +57,25 @@
 
 /* Listed snapshots kept for pulling per pass (headers <= 8 KiB each). */
 #define PULL_RECORDS_MAX 4096
+/*
+ * A peer whose clock differs from this vault's by more than this is not
+ * synced with (recorded error): its times decide which snapshots the
+ * tombstone-keep guard lets through and how old adopted tombstones and
+ * pulled snapshots are, and a clock a day off is a misconfiguration, not
+ * drift (docs/REPLICATION.md).
+ */
+#define CLOCK_SKEW_MAX_MS (24LL * 60 * 60 * 1000)
+/*
+ * Reference pages one pull may expand (and remember, 32 bytes each at
+ * most half load): a tree of distinct pages this large names far more
+ * than any mailbox holds; a peer offering more is hostile or broken
+ * (CFR_ELIMIT). (refs.entries would bound it tighter, but no vault
+ * checks it against the tree, so an honest snapshot may carry a wrong
+ * count.)
+ */
+#define PULL_PAGES_MAX (1u << 19)
+/* Between tries of a peer tombstone while the tenant's maintenance runs. */
+#define TOMB_RETRY_MS 200
 /* Passes per (tenant, peer) in a round when the list was cut. */
 #define PASSES_MAX 16
 /* Tenants vault_sync_trigger remembers; more means "every tenant". */
@@ -188,6 +208,42 @@ cv_wait_until(struct vault_sync *s, int64_t deadline_ms)
     ts.tv_sec = (time_t)(deadline_ms / 1000);
     ts.tv_nsec = (long)(deadline_ms % 1000) * 1000000L;
     (void)pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+}
+
+/* a - b, saturating: peer times are untrusted 64-bit values. */
+static int64_t
+sat_sub(int64_t a, int64_t b)
+{
+    if (b < 0 && a > INT64_MAX + b) {
+        return INT64_MAX;
+    }
+    if (b > 0 && a < INT64_MIN + b) {
+        return INT64_MIN;
+    }
+    return a - b;
+}
+
+/*
+ * A peer's time peer_ms mapped onto this vault's clock: the age it has on
+ * the peer (peer_now - peer_ms, at least 0), subtracted from local_now;
+ * never later than local_now, never below 1 (0 means "now" to the store).
+ * *age_r gets the age.
+ */
+static int64_t
+peer_time_map(int64_t local_now, int64_t peer_now, int64_t peer_ms,
+              int64_t *age_r)
+{
+    int64_t age = sat_sub(peer_now, peer_ms);
+    if (age < 0) {
+        age = 0;
+    }
+    if (age_r != NULL) {
+        *age_r = age;
+    }
+    if (local_now <= 1 || age >= local_now - 1) {
+        return 1;
+    }
+    return local_now - age;
 }
 
 static bool
@@ -710,7 +766,70 @@ struct pull {
     struct idvec lvl[CFR_TREE_HEIGHT_MAX]; /* pages waiting, per level */
     struct idvec leaves;                   /* objects waiting */
     struct get_counts gc;
+    /* Pages queued for expansion in this pull, an open-addressed set: a
+     * page named twice (by a hostile tree, or shared subtrees) is fetched
+     * and expanded once, so the work is bounded by the distinct pages. */
+    uint8_t (*seen)[VAULT_ID_LEN];
+    size_t n_seen, cap_seen; /* cap: a power of two, or 0 */
 };
+
+static size_t
+seen_slot(const struct pull *pl, const uint8_t *id)
+{
+    uint64_t h;
+    /* IDs are BLAKE2b-256 outputs (a page is stored only if its ID
+     * hashes its bytes), so their first bytes spread evenly. */
+    memcpy(&h, id, sizeof(h));
+    size_t i = (size_t)h & (pl->cap_seen - 1);
+    static const uint8_t zero[VAULT_ID_LEN];
+    while (memcmp(pl->seen[i], zero, VAULT_ID_LEN) != 0 &&
+           memcmp(pl->seen[i], id, VAULT_ID_LEN) != 0) {
+        i = (i + 1) & (pl->cap_seen - 1);
+    }
+    return i;
+}
+
+/* Adds id to the pull's page set: *fresh_r false when it was there. The
+ * all-zero ID is not a BLAKE2b output anyone can find a page for; it is
+ * the empty slot and counts as seen. */
+static int
+seen_add(struct pull *pl, const uint8_t *id, bool *fresh_r, struct cfr_err *err)
+{
+    static const uint8_t zero[VAULT_ID_LEN];
+    *fresh_r = false;
+    if (memcmp(id, zero, VAULT_ID_LEN) == 0) {
+        return 0;
+    }
+    if (pl->n_seen >= PULL_PAGES_MAX) {
+        return CFR_ERR(err, CFR_ELIMIT,
+                       "sync: snapshot tree of more than %u pages",
+                       PULL_PAGES_MAX);
+    }
+    if (2 * (pl->n_seen + 1) > pl->cap_seen) {
+        size_t cap = pl->cap_seen == 0 ? 256 : 2 * pl->cap_seen;
+        uint8_t(*old)[VAULT_ID_LEN] = pl->seen;
+        size_t old_cap = pl->cap_seen;
+        if ((pl->seen = cfr_calloc(cap, VAULT_ID_LEN)) == NULL) {
+            pl->seen = old;
+            return CFR_ERR(err, CFR_ENOMEM, "sync: page set");
+        }
+        pl->cap_seen = cap;
+        for (size_t i = 0; i < old_cap; i++) {
+            if (memcmp(old[i], zero, VAULT_ID_LEN) != 0) {
+                memcpy(pl->seen[seen_slot(pl, old[i])], old[i], VAULT_ID_LEN);
+            }
+        }
+        cfr_free(old);
+    }
+    size_t i = seen_slot(pl, id);
+    if (memcmp(pl->seen[i], id, VAULT_ID_LEN) == 0) {
+        return 0;
+    }
+    memcpy(pl->seen[i], id, VAULT_ID_LEN);
+    pl->n_seen++;
+    *fresh_r = true;
+    return 0;
+}
 
 static int
 pull_put(void *ctx, const struct vault_object *objs, size_t n,
@@ -893,12 +1012,18 @@ flush_level(struct pull *pl, uint32_t level, struct cfr_err *err)
             k = VAULT_IDS_MAX;
         }
         for (size_t i = 0; i < k; i++) {
-            bool counted = false;
+            bool counted = false, fresh = false;
             if ((rc = vault_store_page_counted(pl->t, v->v[at + i], &counted,
                                                err)) != 0) {
                 goto out;
             }
-            if (!counted) {
+            if (counted) {
+                continue;
+            }
+            if ((rc = seen_add(pl, v->v[at + i], &fresh, err)) != 0) {
+                goto out;
+            }
+            if (fresh) {
                 memcpy(todo[n_todo++], v->v[at + i], VAULT_ID_LEN);
             }
         }
@@ -924,7 +1049,8 @@ out:
 struct cand {
     uint8_t header_id[VAULT_ID_LEN];
     uint8_t mailbox_id[VAULT_ID_LEN];
-    int64_t received_ms;
+    int64_t received_ms; /* the peer's clock */
+    int64_t local_ms;    /* its age on the peer, mapped onto this clock */
     int64_t hold_changed_ms;
     struct vault_tree_root refs;
     uint32_t flags;
@@ -942,7 +1068,7 @@ pull_snapshot(struct vault_sync *s, struct vault_tenant *t, const char *tenant,
     int rc;
     bool lease_open = false;
     struct pull pl;
-    int64_t expires;
+    int64_t expires = INT64_MAX; /* until the lease is open */
     *pulled_r = false;
     memset(&pl, 0, sizeof(pl));
     pl.s = s;
@@ -976,6 +1102,11 @@ pull_snapshot(struct vault_sync *s, struct vault_tenant *t, const char *tenant,
     cm.refs = c->refs;
     cm.flags = c->flags;
     cm.hold_previous = false;
+    /* The peer's age of the snapshot, not the time of this pull: a
+     * snapshot taken before one that reached this vault directly must
+     * stay older in its mailbox, or retention here would drop the newer
+     * one as superseded and the tombstone would travel. */
+    cm.received_ms = c->local_ms;
     struct vault_snapshot snap;
     bool already = false;
     if ((rc = vault_store_commit(t, &cm, &snap, &already, err)) != 0) {
@@ -991,6 +1122,20 @@ pull_snapshot(struct vault_sync *s, struct vault_tenant *t, const char *tenant,
         }
     }
 out:
+    /*
+     * The lease (lease_max_ms, 12 h by default) is not renewed: a pull
+     * that outlives it (a huge snapshot over a throttled link) fails
+     * here, with the objects it stored kept for the next round (they are
+     * present then, and protected again by that round's lease). Its
+     * CFR_ENOTFOUND is this vault's, not the peer's: reported as a limit
+     * so the round does not read it as "this peer cannot supply".
+     */
+    if (rc == CFR_ENOTFOUND && cfr_clock_now_ms(s->clock) >= expires) {
+        rc = CFR_ERR(err, CFR_ELIMIT,
+                     "sync: pull from %s outlived its lease; resumed next "
+                     "round",
+                     p->name);
+    }
     gc->objects += pl.gc.objects;
     gc->bytes += pl.gc.bytes;
     if (lease_open) {
@@ -1002,6 +1147,7 @@ out:
         idvec_fini(&pl.lvl[i]);
     }
     idvec_fini(&pl.leaves);
+    cfr_free(pl.seen);
     return rc;
 }
 
@@ -1030,6 +1176,19 @@ struct round {
     uint64_t n_cut; /* records left for a later pass */
     int64_t cut_ms;
     uint8_t cut_id[VAULT_ID_LEN];
+    /* The peer's clock at its digest and this vault's just after: peer
+     * times are mapped onto this clock as ages (peer_time_map). */
+    int64_t peer_now, local_now;
+    bool seeding; /* the tenant's seeding marker, at this pass */
+    /* The peer's tombstones to adopt, with their mapped times: applied
+     * once the SyncList stream is closed, because a drop waits for the
+     * tenant's maintenance (a GC run, compaction included) and the
+     * stream's deadline must not run meanwhile. */
+    struct tomb_in {
+        uint8_t id[VAULT_ID_LEN];
+        int64_t ms;
+    } * tv;
+    size_t n_tv, cap_tv;
     /* outcome */
     uint64_t tombstones, holds, pulled, behind, skipped;
     bool compared; /* behind is known */
@@ -1154,7 +1313,6 @@ list_apply(struct round *r, const Coffer__V1__SyncListResponse *m,
            struct cfr_err *err)
 {
     int rc = 0;
-    char hex[2 * VAULT_ID_LEN + 1];
     for (size_t i = 0; i < m->n_tombstones; i++) {
         const Coffer__V1__Tombstone *tb = m->tombstones[i];
         if (tb->header_id.len != VAULT_ID_LEN ||
@@ -1166,17 +1324,29 @@ list_apply(struct round *r, const Coffer__V1__SyncListResponse *m,
                                    VAULT_ID_LEN, id_cmp) != NULL) {
             continue;
         }
-        bool dropped = false;
-        if ((rc = vault_store_drop_synced(r->t, tb->header_id.data, &dropped,
-                                          err)) != 0) {
-            return rc;
+        /* A tombstone past the keep time on the peer is one this vault
+         * forgot (or is about to): adopting it with a fresh time would
+         * bounce it between replicas forever. The snapshot it deleted is
+         * older still, so the guard in peer_pass keeps it from coming
+         * back. */
+        int64_t age = 0;
+        int64_t dropped_ms =
+            peer_time_map(r->local_now, r->peer_now, tb->dropped_ms, &age);
+        if (age > r->s->tombstone_keep_ms) {
+            continue;
         }
-        r->tombstones++;
-        if (dropped) {
-            cfr_log(CFR_LOG_INFO, "vault.sync.drop",
-                    "tenant=%s peer=%s snapshot=%s", r->tenant, r->p->name,
-                    hex_id(tb->header_id.data, hex));
+        if (r->n_tv == r->cap_tv) {
+            size_t cap = r->cap_tv == 0 ? 64 : 2 * r->cap_tv;
+            void *p = cfr_realloc(r->tv, cap * sizeof(*r->tv));
+            if (p == NULL) {
+                return CFR_ERR(err, CFR_ENOMEM, "sync: tombstone list");
+            }
+            r->tv = p;
+            r->cap_tv = cap;
         }
+        memcpy(r->tv[r->n_tv].id, tb->header_id.data, VAULT_ID_LEN);
+        r->tv[r->n_tv].ms = dropped_ms;
+        r->n_tv++;
     }
     for (size_t i = 0; i < m->n_snapshots; i++) {
         const Coffer__V1__SnapshotRecord *rec = m->snapshots[i];
@@ -1213,6 +1383,55 @@ list_apply(struct round *r, const Coffer__V1__SyncListResponse *m,
     return 0;
 }
 
+/*
+ * Applies the peer's tombstones gathered by list_apply. A drop does not
+ * wait for the tenant's maintenance lock (store.h): while a GC or
+ * retention run holds it, this waits here, in short steps that a stop
+ * ends, with no call open to any peer.
+ */
+static int
+tombs_apply(struct round *r, struct cfr_err *err)
+{
+    int rc = 0;
+    char hex[2 * VAULT_ID_LEN + 1];
+    bool waited = false;
+    for (size_t i = 0; i < r->n_tv; i++) {
+        bool dropped = false;
+        for (;;) {
+            rc = vault_store_drop_synced(r->t, r->tv[i].id, r->tv[i].ms,
+                                         &dropped, err);
+            if (rc != CFR_EUNAVAIL) {
+                break;
+            }
+            if (!waited) {
+                waited = true;
+                cfr_log(CFR_LOG_INFO, "vault.sync.wait_maintenance",
+                        "tenant=%s peer=%s", r->tenant, r->p->name);
+            }
+            pthread_mutex_lock(&r->s->mu);
+            if (!r->s->stopping) {
+                cv_wait_until(r->s, mono_ms() + TOMB_RETRY_MS);
+            }
+            bool st = r->s->stopping;
+            pthread_mutex_unlock(&r->s->mu);
+            if (st) {
+                return CFR_ERR(err, CFR_EUNAVAIL, "sync: stopping");
+            }
+        }
+        if (rc != 0) {
+            return rc;
+        }
+        r->tombstones++;
+        if (dropped) {
+            cfr_log(CFR_LOG_INFO, "vault.sync.drop",
+                    "tenant=%s peer=%s snapshot=%s", r->tenant, r->p->name,
+                    hex_id(r->tv[i].id, hex));
+        }
+    }
+    r->n_tv = 0;
+    return 0;
+}
+
 static void
 round_fini(struct round *r)
 {
@@ -1224,6 +1443,7 @@ round_fini(struct round *r)
     r->n_cut = 0;
     r->n_ls = 0;
     r->lt.n = 0;
+    r->n_tv = 0;
 }
 
 /* SyncDigest of tenant from p into buckets. */
@@ -1366,6 +1586,16 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
     if ((rc = peer_digest(r, theirs, &peer_time, err)) != 0) {
         goto out;
     }
+    r->peer_now = peer_time;
+    r->local_now = cfr_clock_now_ms(s->clock);
+    int64_t skew = sat_sub(peer_time, r->local_now);
+    if (skew > CLOCK_SKEW_MAX_MS || skew < -CLOCK_SKEW_MAX_MS) {
+        rc = CFR_ERR(err, CFR_ECONFIG,
+                     "sync: peer %s clock differs by %" PRId64
+                     " s (more than %lld s): not synced",
+                     r->p->name, skew / 1000, CLOCK_SKEW_MAX_MS / 1000);
+        goto out;
+    }
     if (r->t == NULL) {
         struct cfr_err e2;
         cfr_err_clear(&e2);
@@ -1387,8 +1617,11 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
     }
     r->compared = true;
     if (!any) {
+        /* Equal: this vault holds all the peer has, so a seed that an
+         * earlier round left unfinished is complete (peer_round clears
+         * the marker). */
         r->behind = 0;
-        rc = 0;
+        rc = r->t != NULL ? vault_store_seed_get(r->t, &r->seeding, err) : 0;
         goto out;
     }
     /* The peer holds something this vault lacks or the other way round;
@@ -1398,7 +1631,19 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
         rc = err->code != 0 ? err->code : CFR_EINTERNAL;
         goto out;
     }
-    bool seeding = n_snap == 0 && n_tomb == 0;
+    /*
+     * A replica holding nothing is being seeded: the marker persists
+     * until a round took everything (peer_round), so a seed needing
+     * several passes, or cut by a restart, keeps pulling old snapshots.
+     */
+    if (n_snap == 0 && n_tomb == 0 &&
+        (rc = vault_store_seed_set(r->t, true, err)) != 0) {
+        goto out;
+    }
+    if ((rc = vault_store_seed_get(r->t, &r->seeding, err)) != 0) {
+        goto out;
+    }
+    bool seeding = r->seeding;
     rc = vault_store_sync_list(r->t, r->want, local_snap_fn, local_tomb_fn, r,
                                err);
     if (rc == CFR_ENOMEM) {
@@ -1419,7 +1664,7 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
         rc = CFR_ERR(err, CFR_ENOMEM, "sync: pull list");
         goto out;
     }
-    if ((rc = peer_list(r, err)) != 0) {
+    if ((rc = peer_list(r, err)) != 0 || (rc = tombs_apply(r, err)) != 0) {
         goto out;
     }
     if (r->n_cv > 1) {
@@ -1427,7 +1672,6 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
     }
     /* What is to pull, counted first so that behind is right even when
      * a pull below fails. */
-    int64_t oldest = peer_time - s->tombstone_keep_ms;
     uint64_t skipped = 0;
     r->behind = r->n_cut;
     for (size_t i = 0; i < r->n_cv; i++) {
@@ -1440,7 +1684,10 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
         /* Older than the tombstone keep time on the peer: its tombstone
          * may be forgotten here already, and pulling it could resurrect
          * a deletion (docs/REPLICATION.md), unless this is a new replica. */
-        c->skip = tomb || (!seeding && c->received_ms < oldest);
+        int64_t age = 0;
+        c->local_ms =
+            peer_time_map(r->local_now, peer_time, c->received_ms, &age);
+        c->skip = tomb || (!seeding && age > s->tombstone_keep_ms);
         if (!tomb && c->skip) {
             char hex[2 * VAULT_ID_LEN + 1];
             skipped++;
@@ -1450,7 +1697,9 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
                     r->tenant, r->p->name, hex_id(c->header_id, hex),
                     c->received_ms, s->tombstone_keep_ms);
         }
-        r->behind += c->skip ? 0 : 1;
+        /* A guarded one stays counted: the peer has it and this vault
+         * will not take it, which status must show (re-seed). */
+        r->behind += tomb ? 0 : 1;
     }
     r->skipped += skipped;
     int first_rc = 0;
@@ -1505,10 +1754,25 @@ peer_round(struct vault_sync *s, const char *tenant, size_t pi,
     r.s = s;
     r.tenant = tenant;
     r.p = p;
+    bool again = false;
     for (int pass = 0; pass < PASSES_MAX; pass++) {
-        bool again = false;
         if ((rc = peer_pass(&r, &again, err)) != 0 || !again) {
             break;
+        }
+    }
+    /*
+     * The seed is over once a round with a peer took everything it
+     * offered: nothing left for another pass, no failed pull (those fail
+     * the pass) and nothing held back by the guard.
+     */
+    if (rc == 0 && !again && r.seeding && r.skipped == 0 && r.t != NULL) {
+        struct cfr_err e2;
+        cfr_err_clear(&e2);
+        if (vault_store_seed_set(r.t, false, &e2) != 0) {
+            cfr_log_err(CFR_LOG_WARN, "vault.sync.seed", &e2);
+        } else {
+            cfr_log(CFR_LOG_INFO, "vault.sync.seeded", "tenant=%s peer=%s",
+                    tenant, p->name);
         }
     }
     bool notify = false;
@@ -1534,6 +1798,14 @@ peer_round(struct vault_sync *s, const char *tenant, size_t pi,
             ps->last_attempt_ms = started;
             ps->last_ok_ms = cfr_clock_now_ms(s->clock);
             ps->last_error[0] = '\0';
+            if (r.skipped > 0) {
+                /* Not a failure of the round, but not to be missed:
+                 * these stay in BEHIND until the replica is re-seeded. */
+                (void)snprintf(ps->last_error, sizeof(ps->last_error),
+                               "%" PRIu64 " snapshot(s) older than the "
+                               "tombstone keep time not pulled (guard)",
+                               r.skipped);
+            }
             ps->was_ok = true;
         } else {
             ps->last_attempt_ms = started;
@@ -1563,6 +1835,7 @@ peer_round(struct vault_sync *s, const char *tenant, size_t pi,
     round_fini(&r);
     cfr_free(r.cv);
     cfr_free(r.ls);
+    cfr_free(r.tv);
     idvec_fini(&r.lt);
     return rc;
 }

@@ -957,9 +957,10 @@ test_sync_tombstone_keep_guard(void **state)
     vc_make_snapshot(acme_kr, acme_ses, &sn, &chunks, "Old", 12);
     push(A, "agent", acme_ses, &chunks, &sn);
 
-    /* Two days later on A, C keeping tombstones one day: A's snapshot is
-     * older than C's keep time, so C, which holds data already, must not
-     * pull it (its tombstone could have been forgotten here). */
+    /* Two days later on A and C (clocks a day apart are refused), C
+     * keeping tombstones one day: A's snapshot is two days old there, older
+     * than C's keep time, so C, which holds data already, must not pull it
+     * (its tombstone could have been forgotten here). */
     assert_int_equal(vs_vault_stop(A, SIGTERM, 20000), 0);
     A->test_mode = true;
     snprintf(A->clock_offset, sizeof(A->clock_offset), "2d");
@@ -967,6 +968,8 @@ test_sync_tombstone_keep_guard(void **state)
     assert_true(list_set(A, "acme-restore", &on_a));
     assert_true(set_has(&on_a, sn.header_id, NULL));
     assert_int_equal(vs_vault_stop(C, SIGTERM, 20000), 0);
+    C->test_mode = true;
+    snprintf(C->clock_offset, sizeof(C->clock_offset), "2d");
     replication_cfg(2, "0", "retention = { tombstones = \"1d\"; };\n");
     assert_int_equal(vs_vault_start(C, 30000), 0);
     sync_and_wait(C, "acme", from_a);
@@ -974,21 +977,56 @@ test_sync_tombstone_keep_guard(void **state)
     assert_false(set_has(&on_c, sn.header_id, NULL));
     assert_int_equal(on_c.n + 1, on_a.n);
     assert_true(vc_log_has(C, "skipped=1"));
+    /* Held back, not forgotten: it stays BEHIND, with the reason. */
     Coffer__V1__SyncStatus pa = COFFER__V1__SYNC_STATUS__INIT;
-    assert_true(status_line(C, "acme", "vault-a", &pa, NULL, 0));
-    assert_int_equal(pa.behind, 0);
+    char why[256] = "";
+    assert_true(status_line(C, "acme", "vault-a", &pa, why, sizeof(why)));
+    assert_int_equal(pa.behind, 1);
+    assert_non_null(strstr(why, "tombstone keep time"));
+    assert_true(pa.last_ok_ms >= pa.last_attempt_ms);
+    /* B's clock is two days behind C's now: C refuses to sync with it
+     * (peer times decide the guard) and says why. */
+    Coffer__V1__SyncStatus pb = COFFER__V1__SYNC_STATUS__INIT;
+    assert_true(status_line(C, "acme", "vault-b", &pb, why, sizeof(why)));
+    assert_true(pb.last_ok_ms < pb.last_attempt_ms);
+    assert_non_null(strstr(why, "clock differs by"));
 
     /* Re-seeded (its tenant directory removed, the registry kept), C
-     * holds nothing, so it takes everything, old snapshot included. */
+     * holds nothing, so it takes everything, old snapshot included; the
+     * seed is killed (-9) halfway, after C committed some snapshots: it
+     * stays a seed across the restart (a persisted marker), else C, no
+     * longer empty, would hold back the rest as too old. Throttled so
+     * that the pull of test 7's archive can be caught under way. */
+    struct vc_objset big = {0};
+    for (uint64_t i = 0; i < BIG_CHUNKS; i++) {
+        vc_make_chunk_ex(acme_kr, acme_ses, &big, 7000 + i, BIG_CHUNK, 4096,
+                         1000000);
+    }
     assert_int_equal(vs_vault_stop(C, SIGTERM, 20000), 0);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s/data/acme'", C->dir);
     assert_int_equal(system(cmd), 0);
+    replication_cfg(2, "256K", "retention = { tombstones = \"1d\"; };\n");
     assert_int_equal(vs_vault_start(C, 30000), 0);
     assert_true(!list_set(C, "acme-restore", &on_c) || on_c.n == 0);
+    (void)start_pull_on_c(&big, 0);
+    assert_int_equal(vs_vault_stop(C, SIGKILL, 20000), 128 + SIGKILL);
+    replication_cfg(2, "0", "retention = { tombstones = \"1d\"; };\n");
+    assert_int_equal(vs_vault_start(C, 30000), 0);
+    assert_true(list_set(C, "acme-restore", &on_c));
+    print_message("C holds %zu of %zu snapshots after the kill\n", on_c.n,
+                  on_a.n);
+    assert_true(on_c.n > 0 && on_c.n < on_a.n);
+    assert_false(set_has(&on_c, sn.header_id, NULL));
     sync_and_wait(C, "acme", from_a);
     wait_set(C, &on_a);
     check_acme_objects(C, &chunks, &sn);
     check_acme_objects(C, &sent_chunks, &sn_sent);
+    assert_true(status_line(C, "acme", "vault-a", &pa, why, sizeof(why)));
+    assert_int_equal(pa.behind, 0);
+    assert_string_equal(why, "");
+    /* Seeded now: a later stale snapshot would be held back again. */
+    assert_true(vc_log_has(C, "vault.sync.seeded"));
+    vc_objset_fini(&big);
     vc_objset_fini(&chunks);
     vc_snapshot_fini(&sn);
 }

@@ -318,10 +318,10 @@ build_fini(struct build *b)
 }
 
 /* Puts the build's objects and pages under a lease (as sync pulls them),
- * then commits (hold_previous as given). */
+ * then commits (hold_previous as given; received_ms 0 = now). */
 static void
-upload(struct vault_tenant *t, const struct build *b, bool hold_previous,
-       struct vault_snapshot *s_r)
+upload_at(struct vault_tenant *t, const struct build *b, bool hold_previous,
+          int64_t received_ms, struct vault_snapshot *s_r)
 {
     struct cfr_err err;
     uint8_t lease[VAULT_LEASE_LEN];
@@ -354,6 +354,7 @@ upload(struct vault_tenant *t, const struct build *b, bool hold_previous,
         .header_len = strlen(b->header),
         .refs = b->root,
         .hold_previous = hold_previous,
+        .received_ms = received_ms,
     };
     bool already = true;
     if (vault_store_commit(t, &c, s_r, &already, &err) != 0) {
@@ -361,6 +362,13 @@ upload(struct vault_tenant *t, const struct build *b, bool hold_previous,
     }
     assert_false(already);
     assert_int_equal(vault_lease_close(t, lease, &err), 0);
+}
+
+static void
+upload(struct vault_tenant *t, const struct build *b, bool hold_previous,
+       struct vault_snapshot *s_r)
+{
+    upload_at(t, b, hold_previous, 0, s_r);
 }
 
 static void
@@ -464,10 +472,11 @@ test_sync_digest_order_independent(void **state)
         assert_int_equal(
             vault_store_hold(f->r[r].t, b[1].header_id, true, &err), 0);
         assert_int_equal(
-            vault_store_drop_synced(f->r[r].t, b[4].header_id, &done, &err), 0);
+            vault_store_drop_synced(f->r[r].t, b[4].header_id, 0, &done, &err),
+            0);
         assert_true(done);
-        assert_int_equal(vault_store_drop_synced(f->r[r].t, ghost, &done, &err),
-                         0);
+        assert_int_equal(
+            vault_store_drop_synced(f->r[r].t, ghost, 0, &done, &err), 0);
         assert_false(done);
     }
     uint8_t d0[VAULT_SYNC_BUCKETS][VAULT_ID_LEN];
@@ -575,8 +584,8 @@ test_sync_digest_one_bucket_changes(void **state)
     digest_ok(t, before, &ns, &nt);
 
     bool dropped;
-    assert_int_equal(vault_store_drop_synced(t, b[5].header_id, &dropped, &err),
-                     0);
+    assert_int_equal(
+        vault_store_drop_synced(t, b[5].header_id, 0, &dropped, &err), 0);
     assert_true(dropped);
     digest_ok(t, after, &ns, &nt);
     assert_int_equal(ns, N - 1);
@@ -589,7 +598,7 @@ test_sync_digest_one_bucket_changes(void **state)
     rand_id(&f->rng, ghost);
     ghost[0] = 0x01; /* no snapshot is in bucket 1 (i * 31 + 7) */
     memcpy(before, after, sizeof(before));
-    assert_int_equal(vault_store_drop_synced(t, ghost, &dropped, &err), 0);
+    assert_int_equal(vault_store_drop_synced(t, ghost, 0, &dropped, &err), 0);
     assert_false(dropped);
     digest_ok(t, after, &ns, &nt);
     assert_int_equal(nt, 2);
@@ -659,8 +668,8 @@ test_sync_list_filters_buckets(void **state)
     cfr_clock_advance(f->r[0].clock, 5000);
     int64_t drop_at = cfr_clock_now_ms(f->r[0].clock);
     bool dropped;
-    assert_int_equal(vault_store_drop_synced(t, b[4].header_id, &dropped, &err),
-                     0);
+    assert_int_equal(
+        vault_store_drop_synced(t, b[4].header_id, 0, &dropped, &err), 0);
     assert_true(dropped);
 
     bool want[VAULT_SYNC_BUCKETS] = {false};
@@ -787,8 +796,8 @@ test_sync_drop_synced(void **state)
     cfr_clock_advance(f->r[0].clock, 1000);
     int64_t drop_at = cfr_clock_now_ms(f->r[0].clock);
     bool dropped = false;
-    assert_int_equal(vault_store_drop_synced(t, gone.header_id, &dropped, &err),
-                     0);
+    assert_int_equal(
+        vault_store_drop_synced(t, gone.header_id, 0, &dropped, &err), 0);
     assert_true(dropped); /* held, and dropped all the same */
     assert_int_equal(vault_store_has_tombstone(t, gone.header_id, &has, &err),
                      0);
@@ -823,8 +832,8 @@ test_sync_drop_synced(void **state)
 
     /* Again, later: nothing to drop, and the tombstone keeps its time. */
     cfr_clock_advance(f->r[0].clock, 60000);
-    assert_int_equal(vault_store_drop_synced(t, gone.header_id, &dropped, &err),
-                     0);
+    assert_int_equal(
+        vault_store_drop_synced(t, gone.header_id, 0, &dropped, &err), 0);
     assert_false(dropped);
     struct tomb_find tf = {gone.header_id, 0, 0};
     assert_int_equal(vault_store_tombstones(t, tomb_find, &tf, &err), 0);
@@ -837,7 +846,7 @@ test_sync_drop_synced(void **state)
     build_init(&never, &f->rng, 2, NULL, 0, m, 0x13);
     int64_t never_at = cfr_clock_now_ms(f->r[0].clock);
     assert_int_equal(
-        vault_store_drop_synced(t, never.header_id, &dropped, &err), 0);
+        vault_store_drop_synced(t, never.header_id, 0, &dropped, &err), 0);
     assert_false(dropped);
     assert_int_equal(vault_store_has_tombstone(t, never.header_id, &has, &err),
                      0);
@@ -1008,7 +1017,7 @@ test_sync_page_counted(void **state)
 
     /* Dropped: no longer counted. */
     bool dropped;
-    assert_int_equal(vault_store_drop_synced(t, a.header_id, &dropped, &err),
+    assert_int_equal(vault_store_drop_synced(t, a.header_id, 0, &dropped, &err),
                      0);
     assert_true(dropped);
     counted = true;
@@ -1122,7 +1131,7 @@ test_sync_repair_and_on_corrupt(void **state)
 
     /* A drop walks the damaged page: it fails, names it, and reports it. */
     bool dropped = true;
-    assert_int_equal(vault_store_drop_synced(t, p.header_id, &dropped, &err),
+    assert_int_equal(vault_store_drop_synced(t, p.header_id, 0, &dropped, &err),
                      CFR_ECORRUPT);
     assert_false(dropped);
     assert_int_equal(r->corrupt.n, 3);
@@ -1187,7 +1196,7 @@ test_sync_repair_and_on_corrupt(void **state)
                      CFR_ENOTFOUND);
 
     /* Whole again: the drop goes through, GC compacts, scrub is clean. */
-    assert_int_equal(vault_store_drop_synced(t, p.header_id, &dropped, &err),
+    assert_int_equal(vault_store_drop_synced(t, p.header_id, 0, &dropped, &err),
                      0);
     assert_true(dropped);
     struct vault_maint_stats ms;
@@ -1278,9 +1287,197 @@ test_sync_v1_record_decodes(void **state)
     assert_string_equal(l.header[0], a.header);
     /* And it drops like any other. */
     bool dropped;
-    assert_int_equal(vault_store_drop_synced(r->t, a.header_id, &dropped, &err),
+    assert_int_equal(
+        vault_store_drop_synced(r->t, a.header_id, 0, &dropped, &err), 0);
+    assert_true(dropped);
+    build_fini(&a);
+}
+
+/* The mailbox's snapshots in order, as header IDs' first two bytes. */
+struct order {
+    size_t n;
+    uint8_t first[8][2];
+};
+
+static int
+order_fn(void *ctx, const struct vault_snapshot *s, const uint8_t *header,
+         size_t header_len)
+{
+    struct order *o = ctx;
+    (void)header;
+    (void)header_len;
+    assert_true(o->n < 8);
+    memcpy(o->first[o->n++], s->header_id, 2);
+    return 0;
+}
+
+/*
+ * Finding 1: a snapshot pulled late keeps its age. Quorum scenario: S1
+ * reached A and B only, S2 (newer) reached C directly; C pulls S1 later.
+ * With S1 filed at the pull time, C would order S2 before S1 and its
+ * retention would drop S2, the mailbox's real newest, as superseded.
+ */
+static void
+test_sync_commit_keeps_peer_age(void **state)
+{
+    struct fx *f = *state;
+    struct replica *c = &f->r[0];
+    struct cfr_err err;
+    struct vault_maint_stats ms;
+    uint8_t mbox[VAULT_ID_LEN];
+    struct build s1, s2;
+    struct vault_snapshot r1, r2;
+    rand_id(&f->rng, mbox);
+    build_init(&s1, &f->rng, 3, NULL, 0, mbox, 0x11);
+    build_init(&s2, &f->rng, 3, NULL, 0, mbox, 0x22);
+    /* S1 taken at T0 (on its peers); S2 arrives here at T0 + 1 h. */
+    cfr_clock_advance(c->clock, CFR_MS_PER_HOUR);
+    upload(c->t, &s2, false, &r2);
+    assert_int_equal(r2.received_ms, T0 + CFR_MS_PER_HOUR);
+    /* Two hours later, the pull of S1 with its age mapped here. */
+    cfr_clock_advance(c->clock, 2 * CFR_MS_PER_HOUR);
+    upload_at(c->t, &s1, false, T0, &r1);
+    assert_int_equal(r1.received_ms, T0);
+    struct order o = {0};
+    assert_int_equal(
+        vault_store_snapshots(c->t, mbox, false, order_fn, &o, &err), 0);
+    assert_int_equal(o.n, 2);
+    assert_memory_equal(o.first[0], s1.header_id, 2);
+    assert_memory_equal(o.first[1], s2.header_id, 2);
+    /* Retention past the window drops S1 (superseded), keeps S2. */
+    cfr_clock_advance(c->clock, CFR_MS_PER_DAY);
+    assert_int_equal(vault_store_retention(c->t, CFR_MS_PER_HOUR, &ms, &err),
+                     0);
+    assert_int_equal(ms.snapshots_removed, 1);
+    struct vault_snapshot kept = snap_of(c->t, &s2);
+    assert_memory_equal(kept.header_id, s2.header_id, VAULT_ID_LEN);
+    bool gone = false;
+    assert_int_equal(vault_store_has_tombstone(c->t, s1.header_id, &gone, &err),
+                     0);
+    assert_true(gone);
+    assert_int_equal(vault_store_has_tombstone(c->t, s2.header_id, &gone, &err),
+                     0);
+    assert_false(gone);
+
+    /* A time in the future is clamped to now: never newer than a commit
+     * made after it. */
+    struct build s3;
+    struct vault_snapshot r3;
+    build_init(&s3, &f->rng, 2, NULL, 0, mbox, 0x33);
+    int64_t now = cfr_clock_now_ms(c->clock);
+    upload_at(c->t, &s3, false, now + CFR_MS_PER_DAY, &r3);
+    assert_int_equal(r3.received_ms, now);
+    build_fini(&s1);
+    build_fini(&s2);
+    build_fini(&s3);
+}
+
+/* Finding 3: an adopted tombstone keeps the peer's age; never future. */
+static void
+test_sync_drop_synced_time(void **state)
+{
+    struct fx *f = *state;
+    struct replica *r = &f->r[0];
+    struct cfr_err err;
+    uint8_t mbox[VAULT_ID_LEN];
+    struct build a;
+    struct vault_snapshot sa;
+    uint8_t ghost[VAULT_ID_LEN], future[VAULT_ID_LEN];
+    rand_id(&f->rng, mbox);
+    build_init(&a, &f->rng, 2, NULL, 0, mbox, 0x44);
+    upload(r->t, &a, false, &sa);
+    cfr_clock_advance(r->clock, 10 * CFR_MS_PER_HOUR);
+    int64_t now = cfr_clock_now_ms(r->clock);
+    bool dropped = false;
+    assert_int_equal(vault_store_drop_synced(r->t, a.header_id,
+                                             now - 3 * CFR_MS_PER_HOUR,
+                                             &dropped, &err),
                      0);
     assert_true(dropped);
+    rand_id(&f->rng, ghost);
+    ghost[0] = 0x45;
+    assert_int_equal(vault_store_drop_synced(r->t, ghost,
+                                             now - 5 * CFR_MS_PER_HOUR,
+                                             &dropped, &err),
+                     0);
+    assert_false(dropped);
+    rand_id(&f->rng, future);
+    future[0] = 0x46;
+    assert_int_equal(vault_store_drop_synced(r->t, future,
+                                             now + 5 * CFR_MS_PER_HOUR,
+                                             &dropped, &err),
+                     0);
+    struct listed l;
+    memset(&l, 0, sizeof(l));
+    bool want[VAULT_SYNC_BUCKETS] = {false};
+    want[0x44] = want[0x45] = want[0x46] = true;
+    assert_int_equal(
+        vault_store_sync_list(r->t, want, NULL, list_tomb, &l, &err), 0);
+    assert_int_equal(l.n_tombs, 3);
+    assert_memory_equal(l.tomb[0], a.header_id, VAULT_ID_LEN);
+    assert_int_equal(l.dropped[0], now - 3 * CFR_MS_PER_HOUR);
+    assert_memory_equal(l.tomb[1], ghost, VAULT_ID_LEN);
+    assert_int_equal(l.dropped[1], now - 5 * CFR_MS_PER_HOUR);
+    assert_memory_equal(l.tomb[2], future, VAULT_ID_LEN);
+    assert_int_equal(l.dropped[2], now);
+    /* Re-applying keeps the first time (re-stamping would let a
+     * tombstone live forever). */
+    assert_int_equal(vault_store_drop_synced(r->t, ghost, now, &dropped, &err),
+                     0);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(
+        vault_store_sync_list(r->t, want, NULL, list_tomb, &l, &err), 0);
+    assert_int_equal(l.dropped[1], now - 5 * CFR_MS_PER_HOUR);
+    build_fini(&a);
+}
+
+/* Finding 2: the seeding marker is persisted and leaves the digest and
+ * listings alone. */
+static void
+test_sync_seed_marker(void **state)
+{
+    struct fx *f = *state;
+    struct replica *r = &f->r[0];
+    struct cfr_err err;
+    uint8_t d0[VAULT_SYNC_BUCKETS][VAULT_ID_LEN];
+    uint8_t d1[VAULT_SYNC_BUCKETS][VAULT_ID_LEN];
+    uint64_t ns = 9, nt = 9;
+    unsigned which = 0;
+    bool seeding = true;
+    assert_int_equal(vault_store_seed_get(r->t, &seeding, &err), 0);
+    assert_false(seeding);
+    digest_ok(r->t, d0, &ns, &nt);
+    assert_int_equal(vault_store_seed_set(r->t, true, &err), 0);
+    assert_int_equal(vault_store_seed_get(r->t, &seeding, &err), 0);
+    assert_true(seeding);
+    digest_ok(r->t, d1, &ns, &nt);
+    assert_int_equal(digest_diff(d0, d1, &which), 0);
+    assert_int_equal(ns, 0);
+    assert_int_equal(nt, 0);
+    /* Survives a restart (a seed cut by kill -9 is still one). */
+    vault_store_close(r->st);
+    replica_open(r);
+    assert_int_equal(vault_store_seed_get(r->t, &seeding, &err), 0);
+    assert_true(seeding);
+    /* A snapshot committed and collected around it does not disturb it,
+     * and GC leaves it alone. */
+    uint8_t mbox[VAULT_ID_LEN];
+    struct build a;
+    struct vault_snapshot sa;
+    struct vault_maint_stats ms;
+    rand_id(&f->rng, mbox);
+    build_init(&a, &f->rng, 2, NULL, 0, mbox, 0x51);
+    upload(r->t, &a, false, &sa);
+    assert_int_equal(vault_store_gc(r->t, &ms, &err), 0);
+    assert_int_equal(vault_store_seed_get(r->t, &seeding, &err), 0);
+    assert_true(seeding);
+    assert_int_equal(vault_store_seed_set(r->t, false, &err), 0);
+    vault_store_close(r->st);
+    replica_open(r);
+    assert_int_equal(vault_store_seed_get(r->t, &seeding, &err), 0);
+    assert_false(seeding);
+    /* Clearing twice is harmless. */
+    assert_int_equal(vault_store_seed_set(r->t, false, &err), 0);
     build_fini(&a);
 }
 
@@ -1305,6 +1502,12 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sync_repair_and_on_corrupt,
                                         fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_sync_v1_record_decodes, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_commit_keeps_peer_age,
+                                        fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_drop_synced_time, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_seed_marker, fx_setup,
                                         fx_teardown),
     };
     /* Warnings and errors only: drops and GC log every run. */

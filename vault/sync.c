@@ -15,8 +15,10 @@
  *  4. Memory of a round is bounded whatever the tenant's size: at most
  *     PULL_RECORDS_MAX listed snapshots are kept (the oldest: the rest
  *     waits for the next pass), the reference walk keeps at most about
- *     VAULT_IDS_MAX + one page's IDs per tree level, and one stream
- *     message (<= max_msg) is held at a time.
+ *     VAULT_IDS_MAX + one page's IDs per tree level and PULL_LEAVES_MAX
+ *     leaves (then fetches them and goes on), its page set at most
+ *     PULL_PAGES_MAX, and one stream message (<= max_msg) is held at a
+ *     time.
  *  5. One round at a time (round_mu). The status table, the trigger set,
  *     the repair queue and the call in flight live under mu, which is
  *     never held across a store or peer call.
@@ -29,8 +31,15 @@
  *   (cfr_rpc_call_cancel), waits end at once --> joined
  *
  * A round with one peer (peer_round) is: compare digests, list the
- * differing buckets, tombstones, holds, then pulls (pull_snapshot) in the
- * peer's receive order. Its outcome is recorded per (tenant, peer).
+ * differing buckets, tombstones, holds, then the pull (pull_group) of all
+ * the pass's snapshots together: their trees walked level by level at
+ * once, their objects fetched in large batches, the snapshots committed
+ * in the peer's receive order as each completes. A round trip costs the
+ * same for one snapshot as for hundreds, so a catch-up of many small
+ * snapshots takes a handful of calls, not a few per snapshot. When the
+ * peer cannot supply something of the group, the rest is pulled one
+ * snapshot at a time, so one bad snapshot holds back no other. Its
+ * outcome is recorded per (tenant, peer).
  */
 #include "sync.h"
 
@@ -71,9 +80,16 @@
  * than any mailbox holds; a peer offering more is hostile or broken
  * (CFR_ELIMIT). (refs.entries would bound it tighter, but no vault
  * checks it against the tree, so an honest snapshot may carry a wrong
- * count.)
+ * count.) A pull of a whole pass that reaches it is retried one snapshot
+ * at a time, each with this bound.
  */
 #define PULL_PAGES_MAX (1u << 19)
+/*
+ * Leaves (object IDs, 36 bytes each with their snapshot) a pull gathers
+ * before fetching them (about 4.5 MiB): beyond it the walk fetches what it
+ * has and goes on, and the group's commits wait for the end of the walk.
+ */
+#define PULL_LEAVES_MAX (1u << 17)
 /* Between tries of a peer tombstone while the tenant's maintenance runs. */
 #define TOMB_RETRY_MS 200
 /* Passes per (tenant, peer) in a round when the list was cut. */
@@ -143,7 +159,11 @@ struct vault_sync {
     /* Under round_mu: the bandwidth bucket and the batch size estimate. */
     double tokens;
     int64_t tokens_mono_ms;
-    size_t avg_obj;
+    /* Per kind: a batch of chunks sized by the pages seen (or the other
+     * way round) would be far too large (or small). */
+    size_t avg_obj;                 /* sealed objects */
+    size_t avg_page;                /* reference pages */
+    size_t last_n_obj, last_n_page; /* IDs of the last batch of each */
 
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
@@ -275,23 +295,6 @@ idvec_push(struct idvec *v, const uint8_t *id, struct cfr_err *err)
     }
     memcpy(v->v[v->n++], id, VAULT_ID_LEN);
     return 0;
-}
-
-/* Sorts and drops duplicates. */
-static void
-idvec_uniq(struct idvec *v)
-{
-    if (v->n < 2) {
-        return;
-    }
-    qsort(v->v, v->n, VAULT_ID_LEN, id_cmp);
-    size_t w = 1;
-    for (size_t i = 1; i < v->n; i++) {
-        if (memcmp(v->v[i], v->v[w - 1], VAULT_ID_LEN) != 0) {
-            memmove(v->v[w++], v->v[i], VAULT_ID_LEN);
-        }
-    }
-    v->n = w;
 }
 
 static void
@@ -555,11 +558,15 @@ bw_take(struct vault_sync *s, size_t n)
  * far. Under a bandwidth limit, about a quarter second's worth: gRPC reads
  * a stream ahead of the reader, so only small requests, each sent once
  * the budget allows (bw_wait), keep the bytes on the link near the limit
- * rather than bursting and then waiting.
+ * rather than bursting and then waiting. There the count also grows at
+ * most twofold from one batch of a kind to the next: an estimate made on
+ * small objects must not send for a pass's large ones all at once (a pull
+ * batches the objects of many snapshots together).
  */
 static size_t
-get_batch_n(const struct vault_sync *s)
+get_batch_n(const struct vault_sync *s, int kind)
 {
+    bool page = kind == COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
     size_t budget = s->max_msg / 2;
     size_t floor_n = 16;
     if (s->bandwidth_bps != 0) {
@@ -572,8 +579,13 @@ get_batch_n(const struct vault_sync *s)
         }
         floor_n = 1;
     }
-    size_t avg = s->avg_obj != 0 ? s->avg_obj : OBJ_SIZE_GUESS;
+    size_t known = page ? s->avg_page : s->avg_obj;
+    size_t avg = known != 0 ? known : OBJ_SIZE_GUESS;
     size_t n = budget / avg;
+    size_t last = page ? s->last_n_page : s->last_n_obj;
+    if (s->bandwidth_bps != 0 && last != 0 && n > 2 * last) {
+        n = 2 * last;
+    }
     if (n < floor_n) {
         n = floor_n;
     }
@@ -737,7 +749,10 @@ sync_get(struct vault_sync *s, struct peer *p, const char *tenant,
 out:
     if (got_n > 0) {
         size_t avg = (size_t)(got_bytes / got_n) + 1;
-        s->avg_obj = s->avg_obj == 0 ? avg : (s->avg_obj * 3 + avg) / 4;
+        size_t *est = expect == COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE
+                          ? &s->avg_page
+                          : &s->avg_obj;
+        *est = *est == 0 ? avg : (*est * 3 + avg) / 4;
     }
     if (gc != NULL) {
         gc->objects += got_n;
@@ -755,23 +770,140 @@ out:
     return rc;
 }
 
-/* ---- pulling one snapshot ---------------------------------------------- */
+/* ---- pulling the snapshots of a pass ------------------------------------ */
 
+/* A snapshot listed by the peer that this vault lacks. */
+struct cand {
+    uint8_t header_id[VAULT_ID_LEN];
+    uint8_t mailbox_id[VAULT_ID_LEN];
+    int64_t received_ms;     /* the peer's clock */
+    int64_t local_ms;        /* its age on the peer, mapped onto this clock */
+    int64_t hold_changed_ms; /* the peer's clock */
+    int64_t hold_local_ms;   /* mapped like local_ms; 0: never changed */
+    struct vault_tree_root refs;
+    uint32_t flags;
+    bool held;
+    bool skip; /* tombstoned here, or too old to pull */
+    bool done; /* committed, or failed for good, in this pass */
+    uint8_t *header;
+    size_t header_len;
+};
+
+/*
+ * A reference on the walk's frontier, with the first snapshot of the
+ * group (its index in the peer's receive order) that reaches it: leaves
+ * are fetched in that order, so the oldest snapshots complete, and are
+ * committed, first.
+ */
+struct fent {
+    uint8_t id[VAULT_ID_LEN];
+    uint32_t owner;
+};
+
+struct fvec {
+    struct fent *v;
+    size_t n, cap;
+};
+
+/*
+ * The pull of a group of listed snapshots (cv[from..to), the peer's
+ * receive order), all at once: their reference trees are walked together,
+ * level by level (one SyncGet per level for all their uncounted pages
+ * missing here, batched by IDs and bytes), then all their missing leaves
+ * are fetched in big batches, oldest snapshot's first, and each snapshot
+ * is committed in order as soon as everything up to it is here. The
+ * commit checks the whole tree under the store lock, so one whose objects
+ * are not all here yet simply waits (or fails at the end).
+ */
 struct pull {
     struct vault_sync *s;
     struct vault_tenant *t;
     const char *tenant;
     struct peer *p;
+    struct cand *cv;
+    size_t from, to;
+    size_t next; /* the first of cv[from..to) not yet done */
+    bool walked; /* the tree walk is over: commits may start */
     uint8_t lease[VAULT_LEASE_LEN];
-    struct idvec lvl[CFR_TREE_HEIGHT_MAX]; /* pages waiting, per level */
-    struct idvec leaves;                   /* objects waiting */
+    struct fvec lvl[CFR_TREE_HEIGHT_MAX]; /* pages waiting, per level */
+    struct fvec leaves;                   /* objects waiting */
     struct get_counts gc;
+    uint64_t pulled;    /* snapshots committed new */
+    uint64_t committed; /* snapshots committed, new or already there */
+    /* The first snapshot that failed for good (the caller's). */
+    int *first_rc;
+    struct cfr_err *first;
     /* Pages queued for expansion in this pull, an open-addressed set: a
-     * page named twice (by a hostile tree, or shared subtrees) is fetched
-     * and expanded once, so the work is bounded by the distinct pages. */
+     * page named twice (by a hostile tree, or subtrees shared within or
+     * across the group's snapshots) is fetched and expanded once, so the
+     * work is bounded by the distinct pages. */
     uint8_t (*seen)[VAULT_ID_LEN];
     size_t n_seen, cap_seen; /* cap: a power of two, or 0 */
 };
+
+static int
+fvec_push(struct fvec *v, const uint8_t *id, uint32_t owner,
+          struct cfr_err *err)
+{
+    if (v->n == v->cap) {
+        size_t cap = v->cap == 0 ? 256 : v->cap * 2;
+        void *p = cfr_realloc(v->v, cap * sizeof(*v->v));
+        if (p == NULL) {
+            return CFR_ERR(err, CFR_ENOMEM, "sync: frontier of %zu", cap);
+        }
+        v->v = p;
+        v->cap = cap;
+    }
+    memcpy(v->v[v->n].id, id, VAULT_ID_LEN);
+    v->v[v->n].owner = owner;
+    v->n++;
+    return 0;
+}
+
+static void
+fvec_fini(struct fvec *v)
+{
+    cfr_free_null(&v->v);
+    v->n = v->cap = 0;
+}
+
+static int
+fent_id_cmp(const void *a, const void *b)
+{
+    const struct fent *x = a, *y = b;
+    int c = memcmp(x->id, y->id, VAULT_ID_LEN);
+    if (c != 0) {
+        return c;
+    }
+    return x->owner < y->owner ? -1 : x->owner > y->owner ? 1 : 0;
+}
+
+static int
+fent_owner_cmp(const void *a, const void *b)
+{
+    const struct fent *x = a, *y = b;
+    if (x->owner != y->owner) {
+        return x->owner < y->owner ? -1 : 1;
+    }
+    return memcmp(x->id, y->id, VAULT_ID_LEN);
+}
+
+/* Sorts by ID and keeps each ID once, with its first owner. */
+static void
+fvec_uniq(struct fvec *v)
+{
+    if (v->n < 2) {
+        return;
+    }
+    qsort(v->v, v->n, sizeof(*v->v), fent_id_cmp);
+    size_t w = 1;
+    for (size_t i = 1; i < v->n; i++) {
+        if (memcmp(v->v[i].id, v->v[w - 1].id, VAULT_ID_LEN) != 0) {
+            v->v[w++] = v->v[i];
+        }
+    }
+    v->n = w;
+}
 
 static size_t
 seen_slot(const struct pull *pl, const uint8_t *id)
@@ -802,7 +934,7 @@ seen_add(struct pull *pl, const uint8_t *id, bool *fresh_r, struct cfr_err *err)
     }
     if (pl->n_seen >= PULL_PAGES_MAX) {
         return CFR_ERR(err, CFR_ELIMIT,
-                       "sync: snapshot tree of more than %u pages",
+                       "sync: snapshot trees of more than %u pages",
                        PULL_PAGES_MAX);
     }
     if (2 * (pl->n_seen + 1) > pl->cap_seen) {
@@ -840,79 +972,214 @@ pull_put(void *ctx, const struct vault_object *objs, size_t n,
     return vault_store_put(pl->t, pl->lease, objs, n, &ps, err);
 }
 
+/* A snapshot of the group failed for good in this pass: the peer cannot
+ * supply it (another peer may), or its tree is malformed. */
+static void
+cand_failed(struct pull *pl, struct cand *c, int rc, const struct cfr_err *err)
+{
+    c->done = true;
+    if (*pl->first_rc == 0) {
+        *pl->first_rc = rc;
+        *pl->first = *err;
+    }
+    cfr_log_err(CFR_LOG_WARN, "vault.sync.pull_failed", err);
+}
+
+static int
+commit_one(struct pull *pl, struct cand *c, struct cfr_err *err)
+{
+    int rc;
+    struct vault_commit cm;
+    memset(&cm, 0, sizeof(cm));
+    cm.lease_id = NULL;
+    cm.mailbox_id = c->mailbox_id;
+    cm.header_id = c->header_id;
+    cm.header = c->header;
+    cm.header_len = c->header_len;
+    cm.refs = c->refs;
+    cm.flags = c->flags;
+    cm.hold_previous = false;
+    /* The peer's age of the snapshot, not the time of this pull: a
+     * snapshot taken before one that reached this vault directly must
+     * stay older in its mailbox, or retention here would drop the newer
+     * one as superseded and the tombstone would travel. */
+    cm.received_ms = c->local_ms;
+    struct vault_snapshot snap;
+    bool already = false;
+    if ((rc = vault_store_commit(pl->t, &cm, &snap, &already, err)) != 0) {
+        return rc;
+    }
+    c->done = true;
+    pl->committed++;
+    pl->pulled += already ? 0 : 1;
+    if (c->held) {
+        bool applied;
+        if ((rc = vault_store_hold_synced(pl->t, c->header_id, true,
+                                          c->hold_local_ms, &applied, err)) !=
+            0) {
+            return rc;
+        }
+    }
+    return 0;
+}
+
 /*
- * Makes ids[0..n) (sorted, unique, n <= VAULT_IDS_MAX) present here: asks
- * the store which are absent (protecting the present ones by the lease)
- * and fetches those in batches.
+ * Commits the group's snapshots in order while their index is below upto.
+ * Before the last call (last false) a commit missing an object stops the
+ * walk: its objects are still coming. With last, or for a malformed tree,
+ * the snapshot fails for good (cand_failed) and the next is tried.
  */
 static int
-pull_ids(struct pull *pl, const uint8_t (*ids)[VAULT_ID_LEN], size_t n,
-         int kind, struct cfr_err *err)
+commit_upto(struct pull *pl, size_t upto, bool last, struct cfr_err *err)
+{
+    if (upto > pl->to) {
+        upto = pl->to;
+    }
+    while (pl->next < upto) {
+        struct cand *c = &pl->cv[pl->next];
+        if (c->skip || c->done) {
+            pl->next++;
+            continue;
+        }
+        int rc = commit_one(pl, c, err);
+        if (rc == CFR_ENOTFOUND && !last) {
+            cfr_err_clear(err);
+            return 0;
+        }
+        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+            cand_failed(pl, c, rc, err);
+            cfr_err_clear(err);
+        } else if (rc != 0) {
+            return rc;
+        }
+        pl->next++;
+    }
+    return 0;
+}
+
+/* SyncGet of ids[0..n) (any order, unique, n <= VAULT_IDS_MAX) in one
+ * call; sorted first, as sync_get searches them. */
+static int
+fetch_sorted(struct pull *pl, uint8_t (*ids)[VAULT_ID_LEN], size_t n, int kind,
+             struct cfr_err *err)
+{
+    if (n > 1) {
+        qsort(ids, n, VAULT_ID_LEN, id_cmp);
+    }
+    return sync_get(pl->s, pl->p, pl->tenant,
+                    (const uint8_t(*)[VAULT_ID_LEN])ids, n, kind, true,
+                    pull_put, pl, &pl->gc, err);
+}
+
+/*
+ * Makes the objects of f[0..n) (unique IDs, n <= VAULT_IDS_MAX) present
+ * here: asks the store which are absent (protecting the present ones by
+ * the lease) and fetches those, in f's order, in batches of get_batch_n.
+ * With commit, after each batch, commits the group's snapshots below the
+ * owner of the first object still absent (f sorted by owner, everything
+ * before it is here); after the last batch, below next_owner.
+ */
+static int
+pull_fents(struct pull *pl, const struct fent *f, size_t n, int kind,
+           bool commit, size_t next_owner, struct cfr_err *err)
 {
     int rc = 0;
     uint32_t *miss = NULL;
+    uint8_t(*ids)[VAULT_ID_LEN] = NULL;
     uint8_t(*want)[VAULT_ID_LEN] = NULL;
     size_t n_miss = 0;
     if (n == 0) {
-        return 0;
+        return commit ? commit_upto(pl, next_owner, false, err) : 0;
     }
     if ((miss = cfr_calloc(n, sizeof(*miss))) == NULL ||
+        (ids = cfr_calloc(n, VAULT_ID_LEN)) == NULL ||
         (want = cfr_calloc(n, VAULT_ID_LEN)) == NULL) {
         rc = CFR_ERR(err, CFR_ENOMEM, "sync: pull of %zu", n);
         goto out;
     }
-    if ((rc = vault_store_missing(pl->t, pl->lease, ids, n, miss, &n_miss,
-                                  err)) != 0) {
+    for (size_t i = 0; i < n; i++) {
+        memcpy(ids[i], f[i].id, VAULT_ID_LEN);
+    }
+    if ((rc = vault_store_missing(pl->t, pl->lease,
+                                  (const uint8_t(*)[VAULT_ID_LEN])ids, n, miss,
+                                  &n_miss, err)) != 0) {
         goto out;
     }
     for (size_t i = 0; i < n_miss; i++) {
-        if (miss[i] >= n) {
+        if (miss[i] >= n || (i > 0 && miss[i] <= miss[i - 1])) {
             rc =
                 CFR_ERR(err, CFR_EINTERNAL, "sync: missing index out of range");
             goto out;
         }
-        memcpy(want[i], ids[miss[i]], VAULT_ID_LEN);
     }
-    for (size_t at = 0; at < n_miss;) {
-        size_t k = get_batch_n(pl->s);
+    for (size_t at = 0; at <= n_miss;) {
+        if (commit) {
+            size_t upto = at < n_miss ? f[miss[at]].owner : next_owner;
+            if ((rc = commit_upto(pl, upto, false, err)) != 0) {
+                goto out;
+            }
+        }
+        if (at == n_miss) {
+            break;
+        }
+        size_t k = get_batch_n(pl->s, kind);
         if (k > n_miss - at) {
             k = n_miss - at;
         }
-        if ((rc = sync_get(pl->s, pl->p, pl->tenant,
-                           (const uint8_t(*)[VAULT_ID_LEN])want + at, k, kind,
-                           true, pull_put, pl, &pl->gc, err)) != 0) {
+        for (size_t i = 0; i < k; i++) {
+            memcpy(want[i], ids[miss[at + i]], VAULT_ID_LEN);
+        }
+        if (kind == COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE) {
+            pl->s->last_n_page = k;
+        } else {
+            pl->s->last_n_obj = k;
+        }
+        if ((rc = fetch_sorted(pl, want, k, kind, err)) != 0) {
             goto out;
         }
         at += k;
     }
 out:
     cfr_free(want);
+    cfr_free(ids);
     cfr_free(miss);
     return rc;
 }
 
+/*
+ * Fetches the leaves gathered so far. Once the walk is over (pl->walked)
+ * they go oldest snapshot's first, and each snapshot is committed as soon
+ * as the leaves of those before it and its own are here; during the walk
+ * (the list reached PULL_LEAVES_MAX) they are only fetched.
+ */
 static int
 flush_leaves(struct pull *pl, struct cfr_err *err)
 {
     int rc = 0;
-    idvec_uniq(&pl->leaves);
-    for (size_t at = 0; at < pl->leaves.n && rc == 0; at += VAULT_IDS_MAX) {
-        size_t k = pl->leaves.n - at;
+    struct fvec *v = &pl->leaves;
+    fvec_uniq(v);
+    if (pl->walked && v->n > 1) {
+        qsort(v->v, v->n, sizeof(*v->v), fent_owner_cmp);
+    }
+    for (size_t at = 0; at < v->n && rc == 0; at += VAULT_IDS_MAX) {
+        size_t k = v->n - at;
         if (k > VAULT_IDS_MAX) {
             k = VAULT_IDS_MAX;
         }
-        rc = pull_ids(pl, (const uint8_t(*)[VAULT_ID_LEN])pl->leaves.v + at, k,
-                      COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED, err);
+        size_t next_owner = at + k < v->n ? v->v[at + k].owner : pl->to;
+        rc = pull_fents(pl, v->v + at, k,
+                        COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED, pl->walked,
+                        next_owner, err);
     }
-    pl->leaves.n = 0;
+    v->n = 0;
     return rc;
 }
 
 static int flush_level(struct pull *pl, uint32_t level, struct cfr_err *err);
 
-/* Reads page id (present here) and queues what it names. */
+/* Reads page id (present here) and queues what it names for owner. */
 static int
-page_expand(struct pull *pl, const uint8_t *id, uint32_t level,
+page_expand(struct pull *pl, const uint8_t *id, uint32_t level, uint32_t owner,
             struct cfr_err *err)
 {
     int rc;
@@ -950,8 +1217,8 @@ page_expand(struct pull *pl, const uint8_t *id, uint32_t level,
                              hex_id(id, hex));
                 goto out;
             }
-            if ((rc = idvec_push(&pl->lvl[level - 1], m->children[i]->id.data,
-                                 err)) != 0) {
+            if ((rc = fvec_push(&pl->lvl[level - 1], m->children[i]->id.data,
+                                owner, err)) != 0) {
                 goto out;
             }
             if (pl->lvl[level - 1].n >= VAULT_IDS_MAX &&
@@ -967,11 +1234,11 @@ page_expand(struct pull *pl, const uint8_t *id, uint32_t level,
         goto out;
     }
     for (size_t i = 0; i < m->ids.len / VAULT_ID_LEN; i++) {
-        if ((rc = idvec_push(&pl->leaves, m->ids.data + i * VAULT_ID_LEN,
-                             err)) != 0) {
+        if ((rc = fvec_push(&pl->leaves, m->ids.data + i * VAULT_ID_LEN, owner,
+                            err)) != 0) {
             goto out;
         }
-        if (pl->leaves.n >= VAULT_IDS_MAX &&
+        if (pl->leaves.n >= PULL_LEAVES_MAX &&
             (rc = flush_leaves(pl, err)) != 0) {
             goto out;
         }
@@ -985,24 +1252,25 @@ out:
 }
 
 /*
- * Processes the pages waiting at level: skips those counted here (their
- * subtree is complete, store.h invariant 1), fetches the absent ones and
- * queues what each remaining page names, flushing a lower level whenever
- * it fills, so every level holds at most about VAULT_IDS_MAX + one page.
- * The vector of this level is not touched by the lower flushes.
+ * Processes the pages waiting at level (of every snapshot of the group):
+ * skips those counted here (their subtree is complete, store.h invariant
+ * 1), fetches the absent ones and queues what each remaining page names,
+ * flushing a lower level whenever it fills, so every level holds at most
+ * about VAULT_IDS_MAX + one page. The vector of this level is not touched
+ * by the lower flushes.
  */
 static int
 flush_level(struct pull *pl, uint32_t level, struct cfr_err *err)
 {
     int rc = 0;
-    struct idvec *v = &pl->lvl[level];
-    uint8_t(*todo)[VAULT_ID_LEN] = NULL;
-    idvec_uniq(v);
+    struct fvec *v = &pl->lvl[level];
+    struct fent *todo = NULL;
+    fvec_uniq(v);
     if (v->n == 0) {
         goto out;
     }
     if ((todo = cfr_calloc(v->n < VAULT_IDS_MAX ? v->n : VAULT_IDS_MAX,
-                           VAULT_ID_LEN)) == NULL) {
+                           sizeof(*todo))) == NULL) {
         rc = CFR_ERR(err, CFR_ENOMEM, "sync: page list");
         goto out;
     }
@@ -1013,28 +1281,29 @@ flush_level(struct pull *pl, uint32_t level, struct cfr_err *err)
         }
         for (size_t i = 0; i < k; i++) {
             bool counted = false, fresh = false;
-            if ((rc = vault_store_page_counted(pl->t, v->v[at + i], &counted,
+            if ((rc = vault_store_page_counted(pl->t, v->v[at + i].id, &counted,
                                                err)) != 0) {
                 goto out;
             }
             if (counted) {
                 continue;
             }
-            if ((rc = seen_add(pl, v->v[at + i], &fresh, err)) != 0) {
+            if ((rc = seen_add(pl, v->v[at + i].id, &fresh, err)) != 0) {
                 goto out;
             }
             if (fresh) {
-                memcpy(todo[n_todo++], v->v[at + i], VAULT_ID_LEN);
+                todo[n_todo++] = v->v[at + i];
             }
         }
         at += k;
-        if ((rc = pull_ids(pl, (const uint8_t(*)[VAULT_ID_LEN])todo, n_todo,
-                           COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE,
-                           err)) != 0) {
+        if ((rc = pull_fents(pl, todo, n_todo,
+                             COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE,
+                             false, 0, err)) != 0) {
             goto out;
         }
         for (size_t i = 0; i < n_todo; i++) {
-            if ((rc = page_expand(pl, todo[i], level, err)) != 0) {
+            if ((rc = page_expand(pl, todo[i].id, level, todo[i].owner, err)) !=
+                0) {
                 goto out;
             }
         }
@@ -1045,87 +1314,68 @@ out:
     return rc;
 }
 
-/* A snapshot listed by the peer that this vault lacks. */
-struct cand {
-    uint8_t header_id[VAULT_ID_LEN];
-    uint8_t mailbox_id[VAULT_ID_LEN];
-    int64_t received_ms; /* the peer's clock */
-    int64_t local_ms;    /* its age on the peer, mapped onto this clock */
-    int64_t hold_changed_ms;
-    struct vault_tree_root refs;
-    uint32_t flags;
-    bool held;
-    bool skip; /* tombstoned here, or too old to pull */
-    uint8_t *header;
-    size_t header_len;
-};
-
+/*
+ * Pulls cv[from..to) that are neither skipped nor done, as one group
+ * (struct pull), under one sync lease. Snapshots failing for good at
+ * their commit are marked done and reported through first_rc/first;
+ * *pulled_r and *committed_r count the others. An error of the walk or
+ * of a fetch (the peer lacks or garbles an object, CFR_ENOTFOUND or
+ * CFR_ECORRUPT) is returned: the snapshots not done yet are left to the
+ * caller, which may pull them one by one.
+ */
 static int
-pull_snapshot(struct vault_sync *s, struct vault_tenant *t, const char *tenant,
-              struct peer *p, const struct cand *c, bool *pulled_r,
-              struct get_counts *gc, struct cfr_err *err)
+pull_group(struct vault_sync *s, struct vault_tenant *t, const char *tenant,
+           struct peer *p, struct cand *cv, size_t from, size_t to,
+           int *first_rc, struct cfr_err *first, uint64_t *pulled_r,
+           uint64_t *committed_r, struct get_counts *gc, struct cfr_err *err)
 {
     int rc;
     bool lease_open = false;
     struct pull pl;
     int64_t expires = INT64_MAX; /* until the lease is open */
-    *pulled_r = false;
+    uint32_t top = 0;
     memset(&pl, 0, sizeof(pl));
     pl.s = s;
     pl.t = t;
     pl.tenant = tenant;
     pl.p = p;
+    pl.cv = cv;
+    pl.from = pl.next = from;
+    pl.to = to;
+    pl.first_rc = first_rc;
+    pl.first = first;
     if ((rc = vault_lease_open(t, (const uint8_t *)SYNC_SESSION,
                                strlen(SYNC_SESSION), 0, pl.lease, &expires,
                                err)) != 0) {
         goto out;
     }
     lease_open = true;
-    if ((rc = idvec_push(&pl.lvl[c->refs.height - 1], c->refs.id, err)) != 0) {
-        goto out;
+    for (size_t i = from; i < to; i++) {
+        const struct cand *c = &cv[i];
+        if (c->skip || c->done) {
+            continue;
+        }
+        if ((rc = fvec_push(&pl.lvl[c->refs.height - 1], c->refs.id,
+                            (uint32_t)i, err)) != 0) {
+            goto out;
+        }
+        top = c->refs.height > top ? c->refs.height : top;
     }
-    for (uint32_t l = c->refs.height; l-- > 0;) {
+    for (uint32_t l = top; l-- > 0;) {
         if ((rc = flush_level(&pl, l, err)) != 0) {
             goto out;
         }
     }
-    if ((rc = flush_leaves(&pl, err)) != 0) {
+    pl.walked = true;
+    if ((rc = flush_leaves(&pl, err)) != 0 ||
+        (rc = commit_upto(&pl, to, true, err)) != 0) {
         goto out;
-    }
-    struct vault_commit cm;
-    memset(&cm, 0, sizeof(cm));
-    cm.lease_id = NULL;
-    cm.mailbox_id = c->mailbox_id;
-    cm.header_id = c->header_id;
-    cm.header = c->header;
-    cm.header_len = c->header_len;
-    cm.refs = c->refs;
-    cm.flags = c->flags;
-    cm.hold_previous = false;
-    /* The peer's age of the snapshot, not the time of this pull: a
-     * snapshot taken before one that reached this vault directly must
-     * stay older in its mailbox, or retention here would drop the newer
-     * one as superseded and the tombstone would travel. */
-    cm.received_ms = c->local_ms;
-    struct vault_snapshot snap;
-    bool already = false;
-    if ((rc = vault_store_commit(t, &cm, &snap, &already, err)) != 0) {
-        goto out;
-    }
-    *pulled_r = !already;
-    if (c->held) {
-        bool applied;
-        if ((rc = vault_store_hold_synced(t, c->header_id, true,
-                                          c->hold_changed_ms, &applied, err)) !=
-            0) {
-            goto out;
-        }
     }
 out:
     /*
      * The lease (lease_max_ms, 12 h by default) is not renewed: a pull
-     * that outlives it (a huge snapshot over a throttled link) fails
-     * here, with the objects it stored kept for the next round (they are
+     * that outlives it (a huge group over a throttled link) fails here,
+     * with the objects it stored kept for the next round (they are
      * present then, and protected again by that round's lease). Its
      * CFR_ENOTFOUND is this vault's, not the peer's: reported as a limit
      * so the round does not read it as "this peer cannot supply".
@@ -1138,15 +1388,17 @@ out:
     }
     gc->objects += pl.gc.objects;
     gc->bytes += pl.gc.bytes;
+    *pulled_r += pl.pulled;
+    *committed_r += pl.committed;
     if (lease_open) {
         struct cfr_err e2;
         cfr_err_clear(&e2);
         (void)vault_lease_close(t, pl.lease, &e2);
     }
     for (size_t i = 0; i < CFR_TREE_HEIGHT_MAX; i++) {
-        idvec_fini(&pl.lvl[i]);
+        fvec_fini(&pl.lvl[i]);
     }
-    idvec_fini(&pl.leaves);
+    fvec_fini(&pl.leaves);
     cfr_free(pl.seen);
     return rc;
 }
@@ -1367,9 +1619,15 @@ list_apply(struct round *r, const Coffer__V1__SyncListResponse *m,
         if (ls != NULL) {
             if (ls->held != rec->held) {
                 bool applied = false;
-                if ((rc = vault_store_hold_synced(
-                         r->t, rec->header_id.data, rec->held,
-                         rec->hold_changed_ms, &applied, err)) != 0) {
+                /* The peer's clock, mapped as in peer_pass. */
+                int64_t changed =
+                    rec->hold_changed_ms == 0
+                        ? 0
+                        : peer_time_map(r->local_now, r->peer_now,
+                                        rec->hold_changed_ms, NULL);
+                if ((rc = vault_store_hold_synced(r->t, rec->header_id.data,
+                                                  rec->held, changed, &applied,
+                                                  err)) != 0) {
                     return rc;
                 }
                 r->holds += applied ? 1 : 0;
@@ -1688,6 +1946,13 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
         c->local_ms =
             peer_time_map(r->local_now, peer_time, c->received_ms, &age);
         c->skip = tomb || (!seeding && age > s->tombstone_keep_ms);
+        /* The peer stamped the hold change with its clock: its age there
+         * onto this clock, like received_ms, so "newer wins" compares
+         * like with like. */
+        c->hold_local_ms = c->hold_changed_ms == 0
+                               ? 0
+                               : peer_time_map(r->local_now, peer_time,
+                                               c->hold_changed_ms, NULL);
         if (!tomb && c->skip) {
             char hex[2 * VAULT_ID_LEN + 1];
             skipped++;
@@ -1705,29 +1970,42 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
     int first_rc = 0;
     struct cfr_err first;
     cfr_err_clear(&first);
-    for (size_t i = 0; i < r->n_cv; i++) {
-        const struct cand *c = &r->cv[i];
-        if (c->skip) {
-            continue;
-        }
-        bool pulled = false;
-        rc = pull_snapshot(s, r->t, r->tenant, r->p, c, &pulled, &r->gc, err);
-        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
-            /* The peer cannot supply this one; another peer may. */
-            if (first_rc == 0) {
-                first_rc = rc;
-                first = *err;
+    uint64_t committed = 0;
+    /* All of the pass at once: a round trip per tree level and per batch
+     * of objects, not per snapshot (struct pull). */
+    rc = pull_group(s, r->t, r->tenant, r->p, r->cv, 0, r->n_cv, &first_rc,
+                    &first, &r->pulled, &committed, &r->gc, err);
+    r->behind -= committed;
+    if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT ||
+        (rc == CFR_ELIMIT && r->n_cv > 1)) {
+        /* Something of the group the peer cannot supply (or a group too
+         * large): one by one, so the others still come. */
+        cfr_log_err(CFR_LOG_INFO, "vault.sync.pull_one_by_one", err);
+        for (size_t i = 0; i < r->n_cv; i++) {
+            struct cand *c = &r->cv[i];
+            if (c->skip || c->done) {
+                continue;
             }
-            cfr_log_err(CFR_LOG_WARN, "vault.sync.pull_failed", err);
-            continue;
+            committed = 0;
+            rc =
+                pull_group(s, r->t, r->tenant, r->p, r->cv, i, i + 1, &first_rc,
+                           &first, &r->pulled, &committed, &r->gc, err);
+            r->behind -= committed;
+            if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+                /* The peer cannot supply this one; another peer may. */
+                if (first_rc == 0) {
+                    first_rc = rc;
+                    first = *err;
+                }
+                cfr_log_err(CFR_LOG_WARN, "vault.sync.pull_failed", err);
+                continue;
+            }
+            if (rc != 0) {
+                goto out;
+            }
         }
-        if (rc != 0) {
-            goto out;
-        }
-        if (pulled) {
-            r->pulled++;
-        }
-        r->behind--;
+    } else if (rc != 0) {
+        goto out;
     }
     if (first_rc != 0) {
         *err = first;

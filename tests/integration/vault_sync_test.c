@@ -18,6 +18,11 @@
  *  2. placement: globex reaches B, never C; C (region r3) asking A for
  *     globex is refused FAILED_PRECONDITION, vault-x (listed by no one)
  *     PERMISSION_DENIED, a tenant's restore certificate too;
+ *  2b. batching: B catches up on 20 small globex snapshots with 2 SyncGet
+ *     calls (A's audit lines), not 2 per snapshot, byte for byte and in
+ *     A's order per mailbox;
+ *  2c. fallback: a chunk of one of two new globex snapshots damaged on A;
+ *     B still takes the other (pulled one by one after the batch failed);
  *  3. holds: a hold made on A reaches B, and the later release wins;
  *  4. repair: one stored object corrupted on B is served as missing, then
  *     repaired from a peer; GetObjects returns the exact bytes and
@@ -30,7 +35,9 @@
  *     restart C converges;
  *  8. the tombstone-keep guard: with A's clock two days on and C keeping
  *     tombstones one day (and no bandwidth limit any more), C does not pull A's
- * older new snapshot; wiped (re-seeded), C takes everything.
+ * older new snapshot; wiped (re-seeded), C takes everything; with C's
+ *     clock then 12 h behind A's, a hold made on A is adopted by C dated
+ *     on C's clock (the change's age on A), not A's.
  *
  * Every wait polls a condition with a deadline. About 25 s in a
  * RelWithDebInfo build.
@@ -55,6 +62,7 @@
 #include "env.h"                  /* sealing sessions */
 #include "keys.h"                 /* tenant keyrings */
 #include "kv.h"                   /* corrupting a stored object */
+#include "mem.h"                  /* cfr_malloc */
 #include "scenario_support.h"     /* scn_vault_db */
 #include "vault_client_support.h" /* objects and RPC wrappers */
 #include "vault_support.h"        /* the harness */
@@ -611,6 +619,213 @@ test_sync_placement(void **state)
     vc_snapshot_fini(&sn);
 }
 
+/* ---- 2b. a catch-up of many small snapshots, batched --------------------- */
+
+#define LOG_CAP (32u << 20)
+
+/* Lines of v's log holding both a and b (the whole log: it must fit). */
+static size_t
+log_count(const struct vs_vault *v, const char *a, const char *b)
+{
+    char *buf = cfr_malloc(LOG_CAP);
+    size_t n = 0;
+    assert_non_null(buf);
+    vs_vault_log(v, buf, LOG_CAP);
+    assert_true(strlen(buf) < LOG_CAP - 1); /* not cut: counts are exact */
+    for (char *line = buf; line != NULL && *line != '\0';) {
+        char *nl = strchr(line, '\n');
+        if (nl != NULL) {
+            *nl = '\0';
+        }
+        n += strstr(line, a) != NULL && strstr(line, b) != NULL;
+        line = nl != NULL ? nl + 1 : NULL;
+    }
+    cfr_free(buf);
+    return n;
+}
+
+#define BATCH_BOXES 10 /* two new snapshots each */
+
+/*
+ * B catches up on 20 small snapshots of globex (10 mailboxes, each with a
+ * new chunk per snapshot) that reached A only. The pull walks the trees
+ * of all of them together: one SyncGet per tree level and one for all
+ * their chunks, not a few per snapshot (a per-snapshot pull makes 40).
+ * The serving vault's audit lines count the calls.
+ */
+static void
+test_sync_batched_catch_up(void **state)
+{
+    static const char *const ab[] = {"vault-a", NULL};
+    static const char *const get_line = "method=/coffer.v1.Vault/SyncGet ";
+    static const char *const by_b = "identity=coffer://vault/vault-b ";
+    struct vc_objset chunks[BATCH_BOXES];
+    struct vc_snapshot sn[BATCH_BOXES][2];
+    struct vc_objset all = {0};
+    (void)state;
+    memset(chunks, 0, sizeof(chunks));
+    memset(sn, 0, sizeof(sn));
+    for (size_t i = 0; i < BATCH_BOXES; i++) {
+        char box[16];
+        snprintf(box, sizeof(box), "Box%02zu", i);
+        for (size_t k = 0; k < 2; k++) {
+            struct vc_objset fresh = {0};
+            vc_make_chunk(globex_kr, globex_ses, &fresh, 3000 + 10 * i + k,
+                          800 + 100 * i);
+            vc_objset_add_all(&chunks[i], &fresh);
+            vc_objset_add_all(&all, &fresh);
+            vc_make_snapshot(globex_kr, globex_ses, &sn[i][k], &chunks[i], box,
+                             100 + 10 * i + k);
+            push(A, "globex-agent", globex_ses, &fresh, &sn[i][k]);
+            vc_objset_add_all(&all, &sn[i][k].pages);
+            vc_objset_fini(&fresh);
+        }
+    }
+    struct snapset on_a, on_b;
+    assert_true(list_set(A, "restore", &on_a));
+    assert_int_equal(on_a.n, 2 * BATCH_BOXES + 1);
+    assert_true(list_set(B, "restore", &on_b));
+    assert_int_equal(on_b.n, 1);
+
+    size_t before = log_count(A, get_line, by_b);
+    int64_t t0 = vc_now_ms();
+    sync_and_wait(B, "globex", ab);
+    int64_t took = vc_now_ms() - t0;
+    /* A writes a call's audit line as it answers: poll briefly for the
+     * two a round needs at least, then count them all. */
+    int64_t end = vc_now_ms() + 2000;
+    size_t calls = log_count(A, get_line, by_b) - before;
+    while (calls < 2 && vc_now_ms() < end) {
+        vc_sleep_ms(20);
+        calls = log_count(A, get_line, by_b) - before;
+    }
+    print_message("B caught up on %d snapshots with %zu SyncGet calls in "
+                  "%lld ms\n",
+                  2 * BATCH_BOXES, calls, (long long)took);
+    assert_true(list_set(B, "restore", &on_b));
+    assert_true(set_equal(&on_b, &on_a));
+    /* One call for the 20 root pages, one for the 20 chunks; a little
+     * slack for a batch split by size, none for a per-snapshot pull. */
+    assert_true(calls >= 2);
+    assert_true(calls <= 4);
+
+    struct cfr_rpc_client *ag = vs_client(B, "globex-agent");
+    struct cfr_rpc_client *rs = vs_client(B, "restore");
+    assert_non_null(ag);
+    assert_non_null(rs);
+    assert_int_equal(vc_check_objects(ag, rs, &all, true), all.n);
+
+    /* Each mailbox keeps A's order: the first snapshot stays the older. */
+    int st;
+    Coffer__V1__ListSnapshotsResponse *r = vc_list_snapshots(rs, false, &st);
+    assert_non_null(r);
+    for (size_t i = 0; i < BATCH_BOXES; i++) {
+        int64_t ms[2] = {-1, -1};
+        for (size_t j = 0; j < r->n_snapshots; j++) {
+            for (size_t k = 0; k < 2; k++) {
+                if (memcmp(r->snapshots[j]->header_id.data, sn[i][k].header_id,
+                           VC_ID_LEN) == 0) {
+                    ms[k] = r->snapshots[j]->received_ms;
+                }
+            }
+        }
+        assert_true(ms[0] > 0 && ms[1] > 0);
+        assert_true(ms[0] <= ms[1]);
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    cfr_rpc_client_free(ag);
+    cfr_rpc_client_free(rs);
+
+    /* Nothing left: a second round pulls nothing. */
+    before = log_count(A, get_line, by_b);
+    sync_and_wait(B, "globex", ab);
+    assert_int_equal(log_count(A, get_line, by_b), before);
+    for (size_t i = 0; i < BATCH_BOXES; i++) {
+        vc_objset_fini(&chunks[i]);
+        vc_snapshot_fini(&sn[i][0]);
+        vc_snapshot_fini(&sn[i][1]);
+    }
+    vc_objset_fini(&all);
+}
+
+/* ---- 2c. one snapshot the peer cannot supply holds back no other ------- */
+
+/*
+ * A's copy of a chunk of globex's snapshot X is damaged (A serves it as
+ * missing); Y, listed after X, is fine. B's batched pull of both fails on
+ * the chunk, falls back to one snapshot at a time and takes Y, byte for
+ * byte; X stays behind, with the reason in B's status.
+ */
+static void
+test_sync_batch_fallback(void **state)
+{
+    static const char *const cfs[] = {CFR_KV_CF_CHUNKS, CFR_KV_CF_CHUNK_INDEX,
+                                      "refcounts",      "snapshots",
+                                      "mailbox_index",  "leases",
+                                      "lease_objects",  "tombstones"};
+    struct vc_objset xc = {0}, yc = {0};
+    struct vc_snapshot x, y;
+    struct snapset on_b;
+    struct cfr_err err;
+    struct cfr_buf buf;
+    char path[2 * VS_PATH_MAX];
+    (void)state;
+    memset(&x, 0, sizeof(x));
+    memset(&y, 0, sizeof(y));
+    vc_make_chunk(globex_kr, globex_ses, &xc, 4000, 1500);
+    vc_make_chunk(globex_kr, globex_ses, &xc, 4001, 1600);
+    vc_make_chunk(globex_kr, globex_ses, &yc, 4100, 1700);
+    vc_make_snapshot(globex_kr, globex_ses, &x, &xc, "BadBox", 400);
+    vc_make_snapshot(globex_kr, globex_ses, &y, &yc, "GoodBox", 401);
+    push(A, "globex-agent", globex_ses, &xc, &x);
+    push(A, "globex-agent", globex_ses, &yc, &y);
+
+    /* A bad disk under one of X's chunks on A. */
+    assert_int_equal(vs_vault_stop(A, SIGTERM, 20000), 0);
+    struct cfr_kv_env *ke = cfr_kv_env_new(8u << 20, &err);
+    assert_non_null(ke);
+    snprintf(path, sizeof(path), "%s/data/globex", A->dir);
+    struct cfr_kv *kv =
+        cfr_kv_open(ke, path, cfs, sizeof(cfs) / sizeof(cfs[0]), NULL, &err);
+    if (kv == NULL) {
+        fail_msg("open %s: %s", path, err.msg);
+    }
+    cfr_buf_init(&buf, 1u << 20);
+    assert_int_equal(cfr_kv_get(kv, 0, xc.v[0].id, VC_ID_LEN, &buf, &err), 0);
+    assert_int_equal(buf.len, xc.v[0].len);
+    buf.data[buf.len / 2] ^= 0x08;
+    assert_int_equal(
+        cfr_kv_put(kv, 0, xc.v[0].id, VC_ID_LEN, buf.data, buf.len, &err), 0);
+    cfr_buf_fini(&buf);
+    cfr_kv_close(kv);
+    cfr_kv_env_free(ke);
+    assert_int_equal(vs_vault_start(A, 30000), 0);
+
+    sync_and_wait(B, "globex", NULL);
+    assert_true(list_set(B, "restore", &on_b));
+    assert_true(set_has(&on_b, y.header_id, NULL));
+    assert_false(set_has(&on_b, x.header_id, NULL));
+    assert_true(vc_log_has(B, "vault.sync.pull_one_by_one"));
+    struct cfr_rpc_client *ag = vs_client(B, "globex-agent");
+    struct cfr_rpc_client *rs = vs_client(B, "restore");
+    assert_non_null(ag);
+    assert_non_null(rs);
+    assert_int_equal(vc_check_objects(ag, rs, &yc, true), yc.n);
+    assert_int_equal(vc_check_objects(ag, rs, &y.pages, true), y.pages.n);
+    cfr_rpc_client_free(ag);
+    cfr_rpc_client_free(rs);
+    Coffer__V1__SyncStatus pa = COFFER__V1__SYNC_STATUS__INIT;
+    char why[256] = "";
+    assert_true(status_line(B, "globex", "vault-a", &pa, why, sizeof(why)));
+    assert_int_equal(pa.behind, 1);
+    assert_true(pa.last_ok_ms < pa.last_attempt_ms);
+    assert_non_null(strstr(why, "object"));
+    vc_objset_fini(&xc);
+    vc_objset_fini(&yc);
+    vc_snapshot_fini(&x);
+    vc_snapshot_fini(&y);
+}
+
 /* ---- 3. holds ------------------------------------------------------------ */
 
 static void
@@ -941,6 +1156,56 @@ test_sync_stop_and_kill(void **state)
 
 /* ---- 8. the tombstone-keep guard, and re-seeding ----------------------- */
 
+/*
+ * The hold change time v records for acme's snapshot id, read with SyncList
+ * as its peer (certificate) peer (ListSnapshots does not carry it); *held_r
+ * its hold; -1 when v does not list it.
+ */
+static int64_t
+hold_changed_on(struct vs_vault *v, const char *peer, const uint8_t *id,
+                bool *held_r)
+{
+    struct cfr_rpc_client *cli = vs_client(v, peer);
+    struct cfr_rpc_call *call = NULL;
+    struct cfr_err err;
+    struct cfr_buf msg;
+    uint32_t bucket = id[0];
+    uint8_t req[128];
+    int64_t found = -1;
+    int st = 0;
+    assert_non_null(cli);
+    Coffer__V1__SyncListRequest q = COFFER__V1__SYNC_LIST_REQUEST__INIT;
+    q.tenant = (char *)"acme";
+    q.n_buckets = 1;
+    q.buckets = &bucket;
+    size_t len = coffer__v1__sync_list_request__get_packed_size(&q);
+    assert_true(len <= sizeof(req));
+    (void)coffer__v1__sync_list_request__pack(&q, req);
+    assert_int_equal(cfr_rpc_sstream_open(cli, "/coffer.v1.Vault/SyncList", req,
+                                          len, 10000, &call, &err),
+                     0);
+    cfr_buf_init(&msg, 16u << 20);
+    while (cfr_rpc_sstream_next(call, &msg, &st, &err) > 0) {
+        Coffer__V1__SyncListResponse *m =
+            coffer__v1__sync_list_response__unpack(NULL, msg.len, msg.data);
+        assert_non_null(m);
+        for (size_t i = 0; i < m->n_snapshots; i++) {
+            const Coffer__V1__SnapshotRecord *r = m->snapshots[i];
+            if (r->header_id.len == VC_ID_LEN &&
+                memcmp(r->header_id.data, id, VC_ID_LEN) == 0) {
+                found = r->hold_changed_ms;
+                *held_r = r->held;
+            }
+        }
+        coffer__v1__sync_list_response__free_unpacked(m, NULL);
+    }
+    assert_int_equal(st, CFR_RPC_OK);
+    cfr_buf_fini(&msg);
+    cfr_rpc_call_free(call);
+    cfr_rpc_client_free(cli);
+    return found;
+}
+
 static void
 test_sync_tombstone_keep_guard(void **state)
 {
@@ -1026,6 +1291,35 @@ test_sync_tombstone_keep_guard(void **state)
     assert_string_equal(why, "");
     /* Seeded now: a later stale snapshot would be held back again. */
     assert_true(vc_log_has(C, "vault.sync.seeded"));
+
+    /* A hold adopted from a peer whose clock runs 12 h ahead (A at +2d,
+     * C now at +36h) is dated by its age there on C's clock, not by A's
+     * clock: else it would lie 12 h in C's future and outrank any change
+     * made on C meanwhile. */
+    struct cfr_rpc_client *adm = vs_client(A, "acme-admin");
+    char msg[256];
+    bool held = false;
+    assert_non_null(adm);
+    assert_int_equal(vs_vault_stop(C, SIGTERM, 20000), 0);
+    snprintf(C->clock_offset, sizeof(C->clock_offset), "36h");
+    assert_int_equal(vs_vault_start(C, 30000), 0);
+    assert_int_equal(vc_admin(adm, COFFER__V1__ADMIN_OP__ADMIN_OP_HOLD,
+                              sn_sent.header_id, 0, NULL, msg, sizeof(msg)),
+                     CFR_RPC_OK);
+    cfr_rpc_client_free(adm);
+    int64_t on_a_ms = hold_changed_on(A, "vault-b", sn_sent.header_id, &held);
+    assert_true(held);
+    int64_t c_now = wall_ms() + 36LL * 3600 * 1000;
+    assert_true(on_a_ms > c_now + 11LL * 3600 * 1000);
+    sync_and_wait(C, "acme", NULL);
+    held = false;
+    int64_t on_c_ms = hold_changed_on(C, "vault-a", sn_sent.header_id, &held);
+    print_message("hold changed at %lld on A, adopted as %lld on C (its "
+                  "clock %lld)\n",
+                  (long long)on_a_ms, (long long)on_c_ms, (long long)c_now);
+    assert_true(held);
+    assert_true(on_c_ms <= wall_ms() + 36LL * 3600 * 1000);
+    assert_true(on_c_ms >= c_now - 60000);
     vc_objset_fini(&big);
     vc_objset_fini(&chunks);
     vc_snapshot_fini(&sn);
@@ -1037,6 +1331,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_convergence),
         cmocka_unit_test(test_sync_placement),
+        cmocka_unit_test(test_sync_batched_catch_up),
+        cmocka_unit_test(test_sync_batch_fallback),
         cmocka_unit_test(test_sync_hold_release),
         cmocka_unit_test(test_sync_repair),
         cmocka_unit_test(test_sync_purge_stays_gone),

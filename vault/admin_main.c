@@ -354,12 +354,12 @@ print_info(const struct vault_pki_info *in)
     printf("issuer: %s\n", in->issuer);
     if (in->has_identity && in->operator_name[0] != '\0') {
         printf("identity: operator=%s\n", in->operator_name);
+    } else if (in->has_identity && in->vault_name[0] != '\0') {
+        printf("identity: vault=%s\n", in->vault_name);
     } else if (in->has_identity) {
         printf("identity: tenant=%s role=%s\n", in->tenant, in->role);
     } else if (in->ambiguous) {
         printf("identity: none (two or more coffer identity URIs)\n");
-    } else if (in->vault_name[0] != '\0') {
-        printf("identity: vault=%s\n", in->vault_name);
     } else if (in->is_ca) {
         printf("identity: certificate authority\n");
     } else {

@@ -452,17 +452,13 @@ uri_identity(struct vault_pki_info *info, const unsigned char *v, size_t n,
                 memcpy(info->operator_name, uri + olen, n - olen);
                 info->operator_name[n - olen] = '\0';
             }
-        }
-        return;
-    }
-    size_t plen = strlen(VAULT_PKI_VAULT_URI);
-    if (n > plen && strncmp(uri, VAULT_PKI_VAULT_URI, plen) == 0 &&
-        vault_pki_name_check("vault name", uri + plen, NULL) == 0) {
-        /* The name check bounds the length; copy with that bound explicit. */
-        size_t len = n - plen;
-        if (len < sizeof(info->vault_name)) {
-            memcpy(info->vault_name, uri + plen, len);
-            info->vault_name[len] = '\0';
+            size_t plen = strlen(VAULT_PKI_VAULT_URI);
+            /* A peer vault's identity (replication): its name, no tenant. */
+            if (strcmp(r, CFR_RPC_ROLE_VAULT) == 0 && t[0] == '\0' &&
+                n > plen && n - plen < sizeof(info->vault_name)) {
+                memcpy(info->vault_name, uri + plen, n - plen);
+                info->vault_name[n - plen] = '\0';
+            }
         }
     }
 }

@@ -817,12 +817,17 @@ test_admin_certs_work_with_rpc(void **state)
                      CFR_RPC_OK);
     assert_string_equal(resp, "acme/restore");
 
-    /* A vault certificate is a valid TLS client but never a tenant: the
-     * transport refuses it before the handler runs. */
+    /* A vault certificate is a TLS client too, for replication: it names
+     * a peer vault (role vault) and never a tenant. */
     assert_int_equal(call_as(port, ca, srv_pem, srv_key, resp, sizeof(resp)),
-                     CFR_RPC_UNAUTHENTICATED);
+                     CFR_RPC_OK);
+    assert_string_equal(resp, "/vault");
     pthread_mutex_lock(&seen_mu);
-    assert_int_equal(seen_calls, 2);
+    assert_int_equal(seen_calls, 3);
+    assert_string_equal(seen.tenant, "");
+    assert_string_equal(seen.role, CFR_RPC_ROLE_VAULT);
+    assert_true(
+        strncmp(seen.uri, CFR_RPC_VAULT_URI, strlen(CFR_RPC_VAULT_URI)) == 0);
     pthread_mutex_unlock(&seen_mu);
 
     cfr_rpc_server_free(srv);

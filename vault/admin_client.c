@@ -749,6 +749,7 @@ row_fill(struct vault_admin_sync_row *row,
 {
     bool own = false;
     int64_t err_at = 0;
+    int err_rank = 0; /* of row->last_error: 2 a failure, 1 a note */
 
     row->vault = rep->vault;
     row->region = "";
@@ -786,12 +787,24 @@ row_fill(struct vault_admin_sync_row *row,
             row->last_sync_ms = ok;
         }
         row->behind += l->behind;
-        bool current = l->last_ok_ms <= 0 || l->last_ok_ms < l->last_attempt_ms;
-        if (l->last_error != NULL && l->last_error[0] != '\0' && current &&
-            (row->last_error == NULL || l->last_attempt_ms > err_at)) {
+        /*
+         * A failed last round's error is shown. After a success the text
+         * is that round's own note (the vault clears the error of a round
+         * that succeeds), e.g. the tombstone-keep guard's "N snapshot(s)
+         * ... not pulled (guard)": it explains a BEHIND > 0, so it is
+         * shown then, below any failure; with nothing behind it is old
+         * news.
+         */
+        bool failed = l->last_ok_ms <= 0 || l->last_ok_ms < l->last_attempt_ms;
+        int rank = failed ? 2 : l->behind > 0 ? 1 : 0;
+        if (l->last_error != NULL && l->last_error[0] != '\0' && rank > 0 &&
+            (rank > err_rank ||
+             (rank == err_rank && l->last_attempt_ms > err_at))) {
             row->last_error = l->last_error;
             row->error_peer = l->peer;
             err_at = l->last_attempt_ms;
+            err_rank = rank;
+            row->error_note = rank == 1;
         }
     }
 }

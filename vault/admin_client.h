@@ -245,11 +245,13 @@ struct vault_admin_sync_row {
     uint64_t repairs, repair_failures;
     int64_t last_repair_ms;
     /* The error of the most recent failed attempt of any peer line, and
-     * that peer; NULL when none. An error text of a peer whose last
-     * attempt succeeded (last_ok_ms >= last_attempt_ms) is old news and
-     * not shown. */
+     * that peer; NULL when none. A peer whose last attempt succeeded
+     * (last_ok_ms >= last_attempt_ms) has only that round's note there
+     * (the guard's "... not pulled (guard)"): shown, with error_note,
+     * when that line is behind and no peer failed; else not shown. */
     const char *last_error;
     const char *error_peer;
+    bool error_note; /* last_error is a successful round's note */
 };
 
 struct vault_admin_sync_tenant {

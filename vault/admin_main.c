@@ -2273,7 +2273,7 @@ warn_sync_alerts(const struct vault_admin_sync_view *v)
             if (r->last_error != NULL) {
                 fputs(": peer ", stderr);
                 vault_admin_print_safe(stderr, r->error_peer);
-                fputs(" failed: ", stderr);
+                fputs(r->error_note ? ": " : " failed: ", stderr);
                 vault_admin_print_safe(stderr, r->last_error);
             }
             fputc('\n', stderr);

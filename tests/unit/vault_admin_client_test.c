@@ -2,10 +2,10 @@
  * vault_admin_client_test.c - the checks and helpers of coffer-admin's
  * vault operations (vault/admin_client.h): what is refused before any
  * vault is contacted, connection files, tenant comparison, JSON strings,
- * the replication status view (lag, last sync, behind, errors, vaults
- * missing a tenant or not answering), and the System call against a local
- * stand-in server (pending answers, refusals, undecodable answers, the wiped
- * request).
+ * the replication status view (lag, last sync, behind, errors, a
+ * successful round's guard note, vaults missing a tenant or not
+ * answering), and the System call against a local stand-in server
+ * (pending answers, refusals, undecodable answers, the wiped request).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -465,6 +465,78 @@ test_admin_client_sync_view_last_sync_and_errors(void **state)
     vault_admin_sync_view_fini(&v);
 }
 
+/*
+ * A round that succeeds but leaves snapshots behind (the tombstone-keep
+ * guard) keeps its note as the peer line's error: the table shows it while
+ * that line is behind, ranks a failure of another peer above it, and
+ * still hides the text of a successful line with nothing behind.
+ */
+static void
+test_admin_client_sync_view_guard_note(void **state)
+{
+    (void)state;
+    struct cfr_err err;
+    struct vault_admin_sync_view v;
+    static const char guard[] = "3 snapshot(s) older than the tombstone keep "
+                                "time not pulled (guard)";
+    /* a: b succeeded 2 min ago with 3 guarded; c fine. */
+    Coffer__V1__SyncStatus a[] = {
+        own_line("acme", "r1", 7, T0),
+        peer_line("acme", "vault-b", T0 - 2 * MIN_MS, T0 - MIN_MS, guard, 3),
+        peer_line("acme", "vault-c", T0 - 3 * MIN_MS, T0 - 3 * MIN_MS, "", 0),
+    };
+    /* b: a guard note 1 min ago, and c failing 5 min ago: the failure
+     * is shown although the note is newer. */
+    Coffer__V1__SyncStatus b[] = {
+        own_line("acme", "r2", 7, T0),
+        peer_line("acme", "vault-a", T0 - MIN_MS, T0 - MIN_MS / 2, guard, 3),
+        peer_line("acme", "vault-c", T0 - 5 * MIN_MS, T0 - HOUR_MS,
+                  "SyncDigest: DEADLINE_EXCEEDED", 0),
+    };
+    /* c: a note on a successful line with nothing behind is not shown. */
+    Coffer__V1__SyncStatus c[] = {
+        own_line("acme", "r3", 7, T0),
+        peer_line("acme", "vault-a", T0 - MIN_MS, T0 - MIN_MS / 2, guard, 0),
+    };
+    Coffer__V1__SyncStatus *pa[] = {&a[0], &a[1], &a[2]},
+                           *pb[] = {&b[0], &b[1], &b[2]},
+                           *pc[] = {&c[0], &c[1]};
+    struct vault_admin_sync_reply r[] = {
+        {.vault = "a:1", .answered = true, .lines = pa, .n_lines = 3},
+        {.vault = "b:1", .answered = true, .lines = pb, .n_lines = 3},
+        {.vault = "c:1", .answered = true, .lines = pc, .n_lines = 2},
+    };
+
+    assert_int_equal(vault_admin_sync_view_build(r, 3, NULL, &v, &err), 0);
+    assert_int_equal(v.n_tenants, 1);
+    const struct vault_admin_sync_row *ra = &v.tenants[0].rows[0],
+                                      *rb = &v.tenants[0].rows[1],
+                                      *rc = &v.tenants[0].rows[2];
+    assert_int_equal(ra->behind, 3);
+    assert_non_null(ra->last_error);
+    assert_string_equal(ra->error_peer, "vault-b");
+    assert_string_equal(ra->last_error, guard);
+    assert_true(ra->error_note);
+    assert_true(vault_admin_sync_row_alert(ra));
+    assert_int_equal(rb->behind, 3);
+    assert_non_null(rb->last_error);
+    assert_string_equal(rb->error_peer, "vault-c");
+    assert_string_equal(rb->last_error, "SyncDigest: DEADLINE_EXCEEDED");
+    assert_false(rb->error_note);
+    assert_int_equal(rc->behind, 0);
+    assert_null(rc->last_error);
+    assert_false(vault_admin_sync_row_alert(rc));
+    vault_admin_sync_view_fini(&v);
+
+    /* b without its failing peer: the note is all there is. */
+    r[1].n_lines = 2;
+    assert_int_equal(vault_admin_sync_view_build(&r[1], 1, NULL, &v, &err), 0);
+    assert_non_null(v.tenants[0].rows[0].last_error);
+    assert_string_equal(v.tenants[0].rows[0].error_peer, "vault-a");
+    assert_string_equal(v.tenants[0].rows[0].last_error, guard);
+    vault_admin_sync_view_fini(&v);
+}
+
 static void
 test_admin_client_sync_view_missing(void **state)
 {
@@ -812,6 +884,7 @@ main(void)
         cmocka_unit_test(test_admin_client_text_helpers),
         cmocka_unit_test(test_admin_client_sync_view_lag),
         cmocka_unit_test(test_admin_client_sync_view_last_sync_and_errors),
+        cmocka_unit_test(test_admin_client_sync_view_guard_note),
         cmocka_unit_test(test_admin_client_sync_view_missing),
         cmocka_unit_test(test_admin_client_connection_file),
         cmocka_unit_test(test_admin_client_system_call),

@@ -20,6 +20,11 @@ packages=(
     openssl libssl-dev zstd coreutils python3 iproute2 procps
     # Dovecot reads restored Maildirs in the restore and verify tests.
     dovecot-core dovecot-imapd
+    # The Ansible roles and their tests (tests/ansible): ansible-core only
+    # (ansible.builtin modules, no Galaxy), ansible-lint (pulls in
+    # yamllint, black and python3 libraries), dpkg-dev for the .deb that
+    # CPack makes (dpkg-shlibdeps), nftables to check the vault's table.
+    ansible-core ansible-lint dpkg-dev nftables
 )
 
 case ${1:-} in

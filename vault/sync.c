@@ -1425,7 +1425,8 @@ struct round {
     struct cand *cv;
     size_t n_cv;
     bool cut;
-    uint64_t n_cut; /* records left for a later pass */
+    uint64_t n_cut;   /* records left for a later pass */
+    uint64_t n_guard; /* records held back by the tombstone-keep guard */
     int64_t cut_ms;
     uint8_t cut_id[VAULT_ID_LEN];
     /* The peer's clock at its digest and this vault's just after: peer
@@ -1504,6 +1505,33 @@ static int
 cand_add(struct round *r, const Coffer__V1__SnapshotRecord *rec,
          struct cfr_err *err)
 {
+    /*
+     * Older than the tombstone keep time on the peer: its tombstone may be
+     * forgotten here already, and pulling it could resurrect a deletion
+     * (docs/REPLICATION.md), unless this is a new replica. Decided before
+     * the list is capped, so that guarded snapshots (all of them old)
+     * cannot fill every pass's list and keep newer ones out for good.
+     */
+    int64_t age = 0;
+    (void)peer_time_map(r->local_now, r->peer_now, rec->received_ms, &age);
+    if (!r->seeding && age > r->s->tombstone_keep_ms) {
+        bool tomb = false;
+        int rc =
+            vault_store_has_tombstone(r->t, rec->header_id.data, &tomb, err);
+        if (rc != 0) {
+            return rc;
+        }
+        if (!tomb) {
+            char hex[2 * VAULT_ID_LEN + 1];
+            r->n_guard++;
+            cfr_log(CFR_LOG_DEBUG, "vault.sync.skip",
+                    "tenant=%s peer=%s snapshot=%s received_ms=%" PRId64
+                    " reason=older-than-tombstone-keep keep_ms=%" PRId64,
+                    r->tenant, r->p->name, hex_id(rec->header_id.data, hex),
+                    rec->received_ms, r->s->tombstone_keep_ms);
+        }
+        return 0;
+    }
     if (!cand_before_cut(r, rec->received_ms, rec->header_id.data)) {
         r->n_cut++;
         return 0;
@@ -1699,6 +1727,7 @@ round_fini(struct round *r)
     r->n_cv = 0;
     r->cut = false;
     r->n_cut = 0;
+    r->n_guard = 0;
     r->n_ls = 0;
     r->lt.n = 0;
     r->n_tv = 0;
@@ -1931,7 +1960,9 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
     /* What is to pull, counted first so that behind is right even when
      * a pull below fails. */
     uint64_t skipped = 0;
-    r->behind = r->n_cut;
+    /* A guarded one stays counted: the peer has it and this vault will
+     * not take it, which status must show (re-seed). */
+    r->behind = r->n_cut + r->n_guard;
     for (size_t i = 0; i < r->n_cv; i++) {
         struct cand *c = &r->cv[i];
         bool tomb = false;
@@ -1966,7 +1997,9 @@ peer_pass(struct round *r, bool *again_r, struct cfr_err *err)
          * will not take it, which status must show (re-seed). */
         r->behind += tomb ? 0 : 1;
     }
-    r->skipped += skipped;
+    /* Every pass lists every differing bucket again, so the last pass's
+     * count is the round's, not a sum over passes. */
+    r->skipped = r->n_guard + skipped;
     int first_rc = 0;
     struct cfr_err first;
     cfr_err_clear(&first);

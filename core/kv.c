@@ -1345,6 +1345,36 @@ stripe_of(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN])
     return &kv->stripe[id[0] % STRIPES];
 }
 
+/* Takes ID's stripe lock and reads its index record (*pin_r NULL when
+ * absent): a put's existence check, a delete and a repair of one ID never
+ * interleave. chunk_unlock ends it. */
+static int
+chunk_lock_index(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
+                 pthread_mutex_t **lock_r, rocksdb_pinnableslice_t **pin_r,
+                 struct cfr_err *err)
+{
+    *lock_r = stripe_of(kv, id);
+    pthread_mutex_lock(*lock_r);
+    int rc = get_pinned(kv, kv->ro, kv->index_cf, id, CFR_ID_LEN, pin_r, err);
+    return rc != 0 ? chunk_rerr(kv, id, rc, err) : 0;
+}
+
+/* Releases what chunk_lock_index took (any may be NULL) and the batch. */
+static void
+chunk_unlock(pthread_mutex_t *lock, rocksdb_pinnableslice_t *pin,
+             rocksdb_writebatch_t *wb)
+{
+    if (pin != NULL) {
+        rocksdb_pinnableslice_destroy(pin);
+    }
+    if (lock != NULL) {
+        pthread_mutex_unlock(lock);
+    }
+    if (wb != NULL) {
+        rocksdb_writebatch_destroy(wb);
+    }
+}
+
 int
 cfr_kv_chunk_put(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
                  const void *data, size_t len, bool *existed_r,
@@ -1369,11 +1399,7 @@ cfr_kv_chunk_put(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
     }
     /* Hash outside the lock: it is the slow part. */
     idx_encode(rec, data, len);
-    lock = stripe_of(kv, id);
-    pthread_mutex_lock(lock);
-    if ((rc = get_pinned(kv, kv->ro, kv->index_cf, id, CFR_ID_LEN, &pin,
-                         err)) != 0) {
-        rc = chunk_rerr(kv, id, rc, err);
+    if ((rc = chunk_lock_index(kv, id, &lock, &pin, err)) != 0) {
         goto out;
     }
     if (pin != NULL) {
@@ -1406,15 +1432,7 @@ cfr_kv_chunk_put(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
                               CFR_ID_LEN, (const char *)rec, IDX_LEN);
     rc = write_batch(kv, wb, true, err);
 out:
-    if (pin != NULL) {
-        rocksdb_pinnableslice_destroy(pin);
-    }
-    if (lock != NULL) {
-        pthread_mutex_unlock(lock);
-    }
-    if (wb != NULL) {
-        rocksdb_writebatch_destroy(wb);
-    }
+    chunk_unlock(lock, pin, wb);
     return rc;
 }
 
@@ -1728,11 +1746,7 @@ cfr_kv_chunk_repair(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
     }
     /* Under the stripe lock so a put's existence check, a delete (GC) and
      * a second repair of the same ID cannot interleave with this one. */
-    lock = stripe_of(kv, id);
-    pthread_mutex_lock(lock);
-    if ((rc = get_pinned(kv, kv->ro, kv->index_cf, id, CFR_ID_LEN, &idx,
-                         err)) != 0) {
-        rc = chunk_rerr(kv, id, rc, err);
+    if ((rc = chunk_lock_index(kv, id, &lock, &idx, err)) != 0) {
         goto out;
     }
     if (idx == NULL) {
@@ -1778,15 +1792,7 @@ cfr_kv_chunk_repair(struct cfr_kv *kv, const uint8_t id[CFR_ID_LEN],
     }
     *repaired_r = true;
 out:
-    if (idx != NULL) {
-        rocksdb_pinnableslice_destroy(idx);
-    }
-    if (lock != NULL) {
-        pthread_mutex_unlock(lock);
-    }
-    if (wb != NULL) {
-        rocksdb_writebatch_destroy(wb);
-    }
+    chunk_unlock(lock, idx, wb);
     return rc;
 }
 

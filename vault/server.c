@@ -487,12 +487,21 @@ out:
     return;
 }
 
-/* ---- GetObjects --------------------------------------------------------- */
+/* ---- GetObjects and SyncGet --------------------------------------------- */
 
+/*
+ * One batching loop serves both reads of stored objects: GetObjects (an
+ * agent or restore reading its own tenant) and SyncGet (a peer vault
+ * pulling a tenant). They differ only in the message types, the checksum a
+ * SyncObject carries, the counters, and where a batch is cut.
+ */
 struct get_batch {
-    Coffer__V1__Object *objs;
-    Coffer__V1__Object **ptrs;
+    bool sync;                     /* SyncGet: SyncObjects with checksums */
+    Coffer__V1__Object *objs;      /* GetObjects */
+    Coffer__V1__SyncObject *sobjs; /* SyncGet */
+    void **ptrs;
     uint8_t **data;
+    uint8_t (*sums)[VAULT_ID_LEN]; /* SyncGet */
     ProtobufCBinaryData *missing;
     size_t n_objs, n_missing, bytes;
 };
@@ -511,49 +520,191 @@ batch_clear(struct get_batch *b)
 static int
 batch_send(struct call *c, struct get_batch *b)
 {
-    Coffer__V1__GetObjectsResponse resp =
-        COFFER__V1__GET_OBJECTS_RESPONSE__INIT;
     int rc;
-    resp.n_objects = b->n_objs;
-    resp.objects = b->ptrs;
-    resp.n_missing = b->n_missing;
-    resp.missing = b->missing;
-    rc = send_msg(c, &resp.base);
-    atomic_fetch_add(&c->srv->get_objects, b->n_objs);
-    atomic_fetch_add(&c->srv->get_bytes, b->bytes);
+    if (b->sync) {
+        Coffer__V1__SyncGetResponse resp = COFFER__V1__SYNC_GET_RESPONSE__INIT;
+        resp.n_objects = b->n_objs;
+        resp.objects = (Coffer__V1__SyncObject **)b->ptrs;
+        resp.n_missing = b->n_missing;
+        resp.missing = b->missing;
+        rc = send_msg(c, &resp.base);
+        atomic_fetch_add(&c->srv->sync_served_objects, b->n_objs);
+        atomic_fetch_add(&c->srv->sync_served_bytes, b->bytes);
+    } else {
+        Coffer__V1__GetObjectsResponse resp =
+            COFFER__V1__GET_OBJECTS_RESPONSE__INIT;
+        resp.n_objects = b->n_objs;
+        resp.objects = (Coffer__V1__Object **)b->ptrs;
+        resp.n_missing = b->n_missing;
+        resp.missing = b->missing;
+        rc = send_msg(c, &resp.base);
+        atomic_fetch_add(&c->srv->get_objects, b->n_objs);
+        atomic_fetch_add(&c->srv->get_bytes, b->bytes);
+    }
     batch_clear(b);
     return rc;
+}
+
+/* Takes the object in obj (and its checksum) into the batch. */
+static void
+batch_add(struct get_batch *b, ProtobufCBinaryData id, struct cfr_buf *obj,
+          enum vault_object_kind kind, const uint8_t sum[VAULT_ID_LEN])
+{
+    Coffer__V1__ObjectKind pkind =
+        kind == VAULT_OBJ_SEALED
+            ? COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
+            : COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
+    size_t k = b->n_objs++;
+    size_t len;
+    b->data[k] = cfr_buf_steal(obj, &len);
+    cfr_buf_init(obj, VAULT_OBJECT_MAX);
+    if (b->sync) {
+        Coffer__V1__SyncObject init = COFFER__V1__SYNC_OBJECT__INIT;
+        memcpy(b->sums[k], sum, VAULT_ID_LEN);
+        b->sobjs[k] = init;
+        b->sobjs[k].id = id;
+        b->sobjs[k].kind = pkind;
+        b->sobjs[k].data.data = b->data[k];
+        b->sobjs[k].data.len = len;
+        b->sobjs[k].checksum.data = b->sums[k];
+        b->sobjs[k].checksum.len = VAULT_ID_LEN;
+        b->ptrs[k] = &b->sobjs[k];
+    } else {
+        Coffer__V1__Object init = COFFER__V1__OBJECT__INIT;
+        b->objs[k] = init;
+        b->objs[k].id = id;
+        b->objs[k].kind = pkind;
+        b->objs[k].data.data = b->data[k];
+        b->objs[k].data.len = len;
+        b->ptrs[k] = &b->objs[k];
+    }
+    b->bytes += len;
+}
+
+/*
+ * Streams the objects ids[0..n) of tenant t (NULL: none held) as batches;
+ * those not held or failing their check go in the missing lists. Returns 0
+ * when all were sent and the caller is to finish the call; otherwise the
+ * call is already finished.
+ */
+static int
+serve_objects(struct call *c, struct vault_tenant *t, const char *tenant,
+              ProtobufCBinaryData *ids, size_t n, bool sync)
+{
+    struct get_batch b;
+    struct cfr_buf obj;
+    bool sent = false;
+    int rc, ret = -1;
+
+    memset(&b, 0, sizeof(b));
+    b.sync = sync;
+    cfr_buf_init(&obj, VAULT_OBJECT_MAX);
+    if (sync) {
+        b.sobjs = cfr_calloc(n + 1, sizeof(*b.sobjs));
+        b.sums = cfr_calloc(n + 1, VAULT_ID_LEN);
+    } else {
+        b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
+    }
+    b.ptrs = cfr_calloc(n + 1, sizeof(void *));
+    b.data = cfr_calloc(n + 1, sizeof(*b.data));
+    b.missing = cfr_calloc(n + 1, sizeof(*b.missing));
+    if ((sync ? b.sobjs == NULL || b.sums == NULL : b.objs == NULL) ||
+        b.ptrs == NULL || b.data == NULL || b.missing == NULL) {
+        finish_status(c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        enum vault_object_kind kind = VAULT_OBJ_SEALED;
+        const uint8_t *id = ids[i].data;
+        uint8_t sum[VAULT_ID_LEN];
+        if (cfr_rpc_ctx_cancelled(c->ctx)) {
+            finish_status(c, CFR_RPC_CANCELLED, "call cancelled");
+            goto out;
+        }
+        if (t == NULL) {
+            rc = CFR_ENOTFOUND;
+        } else if (sync) {
+            rc = vault_store_get_checked(t, id, &obj, &kind, sum, &c->err);
+        } else {
+            rc = vault_store_get(t, id, &obj, &kind, &c->err);
+        }
+        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
+            /*
+             * A damaged copy is never passed on: it is listed as missing so
+             * the reader fetches it elsewhere, and the store has queued this
+             * one for repair.
+             */
+            if (rc == CFR_ECORRUPT) {
+                char hex[2 * VAULT_ID_LEN + 1];
+                atomic_fetch_add(&c->srv->corrupt_reads, 1);
+                cfr_log(CFR_LOG_ERROR, "vault.corrupt", "tenant=%s id=%s",
+                        tenant, hex_id(id, hex));
+            }
+            cfr_err_clear(&c->err);
+            b.missing[b.n_missing++] = ids[i];
+            continue;
+        }
+        if (rc != 0) {
+            finish_code(c);
+            goto out;
+        }
+        /*
+         * Batches of a few MiB keep memory flat and the reader fed. A peer's
+         * batch is cut before an object would push it past the size (a
+         * message holds one object beyond it at most); an agent's after.
+         */
+        if (sync && b.n_objs > 0 &&
+            b.bytes + obj.len > c->srv->cfg->get_batch_bytes) {
+            if (batch_send(c, &b) != 0) {
+                finish_status(c, CFR_RPC_CANCELLED, "stream ended early");
+                goto out;
+            }
+            sent = true;
+        }
+        batch_add(&b, ids[i], &obj, kind, sum);
+        if (!sync && b.bytes >= c->srv->cfg->get_batch_bytes) {
+            if (batch_send(c, &b) != 0) {
+                finish_status(c, CFR_RPC_CANCELLED, "stream ended early");
+                goto out;
+            }
+            sent = true;
+        }
+    }
+    if (b.n_objs > 0 || b.n_missing > 0 || !sent) {
+        if (batch_send(c, &b) != 0) {
+            finish_status(c, CFR_RPC_CANCELLED, "stream ended early");
+            goto out;
+        }
+    }
+    ret = 0;
+out:
+    if (b.data != NULL) {
+        batch_clear(&b);
+    }
+    cfr_free(b.objs);
+    cfr_free(b.sobjs);
+    cfr_free(b.ptrs);
+    cfr_free(b.data);
+    cfr_free(b.sums);
+    cfr_free(b.missing);
+    cfr_buf_fini(&obj);
+    return ret;
 }
 
 static void
 h_get_objects(struct cfr_rpc_ctx *ctx, void *arg)
 {
     struct call c;
-    size_t len, n;
+    size_t len;
     const uint8_t *req_p;
     Coffer__V1__GetObjectsRequest *req = NULL;
     struct vault_tenant *t = NULL;
-    struct get_batch b;
-    struct cfr_buf obj;
-    bool sent = false;
     int rc;
 
-    memset(&b, 0, sizeof(b));
-    cfr_buf_init(&obj, VAULT_OBJECT_MAX);
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
     if (vault_request_decode_get_objects(req_p, len, &req, &c.err) != 0) {
         finish_code(&c);
-        goto out;
-    }
-    n = req->n_ids;
-    b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
-    b.ptrs = cfr_calloc(n + 1, sizeof(void *));
-    b.data = cfr_calloc(n + 1, sizeof(*b.data));
-    b.missing = cfr_calloc(n + 1, sizeof(*b.missing));
-    if (b.objs == NULL || b.ptrs == NULL || b.data == NULL ||
-        b.missing == NULL) {
-        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
         goto out;
     }
     rc = tenant_of(&c, false, &t);
@@ -561,71 +712,11 @@ h_get_objects(struct cfr_rpc_ctx *ctx, void *arg)
         finish_code(&c);
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
-        enum vault_object_kind kind = VAULT_OBJ_SEALED;
-        const uint8_t *id = req->ids[i].data;
-        if (cfr_rpc_ctx_cancelled(ctx)) {
-            finish_status(&c, CFR_RPC_CANCELLED, "call cancelled");
-            goto out;
-        }
-        rc = t == NULL ? CFR_ENOTFOUND
-                       : vault_store_get(t, id, &obj, &kind, &c.err);
-        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
-            if (rc == CFR_ECORRUPT) {
-                /* Listed as missing so the reader fetches it elsewhere. */
-                char hex[2 * VAULT_ID_LEN + 1];
-                atomic_fetch_add(&c.srv->corrupt_reads, 1);
-                cfr_log(CFR_LOG_ERROR, "vault.corrupt", "tenant=%s id=%s",
-                        c.peer->tenant, hex_id(id, hex));
-            }
-            b.missing[b.n_missing++] = req->ids[i];
-            continue;
-        }
-        if (rc != 0) {
-            finish_code(&c);
-            goto out;
-        }
-        {
-            Coffer__V1__Object init = COFFER__V1__OBJECT__INIT;
-            size_t k = b.n_objs++;
-            b.data[k] = cfr_buf_steal(&obj, &len);
-            cfr_buf_init(&obj, VAULT_OBJECT_MAX);
-            b.objs[k] = init;
-            b.objs[k].id = req->ids[i];
-            b.objs[k].kind =
-                kind == VAULT_OBJ_SEALED
-                    ? COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
-                    : COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
-            b.objs[k].data.data = b.data[k];
-            b.objs[k].data.len = len;
-            b.ptrs[k] = &b.objs[k];
-            b.bytes += len;
-        }
-        /* Batches of a few MiB keep memory flat and the client fed. */
-        if (b.bytes >= c.srv->cfg->get_batch_bytes) {
-            if (batch_send(&c, &b) != 0) {
-                finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
-                goto out;
-            }
-            sent = true;
-        }
+    if (serve_objects(&c, t, c.peer->tenant, req->ids, req->n_ids, false) ==
+        0) {
+        finish_status(&c, CFR_RPC_OK, NULL);
     }
-    if (b.n_objs > 0 || b.n_missing > 0 || !sent) {
-        if (batch_send(&c, &b) != 0) {
-            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
-            goto out;
-        }
-    }
-    finish_status(&c, CFR_RPC_OK, NULL);
 out:
-    if (b.data != NULL) {
-        batch_clear(&b);
-    }
-    cfr_free(b.objs);
-    cfr_free(b.ptrs);
-    cfr_free(b.data);
-    cfr_free(b.missing);
-    cfr_buf_fini(&obj);
     vault_request_free_get_objects(req);
 }
 
@@ -1662,58 +1753,16 @@ out:
     vault_request_free_sync_list(req);
 }
 
-struct sync_get_batch {
-    Coffer__V1__SyncObject *objs;
-    Coffer__V1__SyncObject **ptrs;
-    uint8_t **data;
-    uint8_t (*sums)[VAULT_ID_LEN];
-    ProtobufCBinaryData *missing;
-    size_t n_objs, n_missing, bytes;
-};
-
-static void
-sync_get_clear(struct sync_get_batch *b)
-{
-    for (size_t i = 0; i < b->n_objs; i++) {
-        cfr_free_null(&b->data[i]);
-    }
-    b->n_objs = 0;
-    b->n_missing = 0;
-    b->bytes = 0;
-}
-
-static int
-sync_get_send(struct call *c, struct sync_get_batch *b)
-{
-    Coffer__V1__SyncGetResponse resp = COFFER__V1__SYNC_GET_RESPONSE__INIT;
-    int rc;
-    resp.n_objects = b->n_objs;
-    resp.objects = b->ptrs;
-    resp.n_missing = b->n_missing;
-    resp.missing = b->missing;
-    rc = send_msg(c, &resp.base);
-    atomic_fetch_add(&c->srv->sync_served_objects, b->n_objs);
-    atomic_fetch_add(&c->srv->sync_served_bytes, b->bytes);
-    sync_get_clear(b);
-    return rc;
-}
-
 static void
 h_sync_get(struct cfr_rpc_ctx *ctx, void *arg)
 {
     struct call c;
-    size_t len, n;
+    size_t len;
     const uint8_t *req_p;
     Coffer__V1__SyncGetRequest *req = NULL;
     struct vault_tenant *t = NULL;
-    struct sync_get_batch b;
-    struct cfr_buf obj;
     char detail[CFR_RPC_TENANT_MAX + 32];
-    bool sent = false;
-    int rc;
 
-    memset(&b, 0, sizeof(b));
-    cfr_buf_init(&obj, VAULT_OBJECT_MAX);
     call_init(&c, ctx, arg);
     req_p = cfr_rpc_ctx_request(ctx, &len);
     if (vault_request_decode_sync_get(req_p, len, &req, &c.err) != 0) {
@@ -1723,94 +1772,12 @@ h_sync_get(struct cfr_rpc_ctx *ctx, void *arg)
     if (!sync_check(&c, req->tenant, &t)) {
         goto out;
     }
-    n = req->n_ids;
-    b.objs = cfr_calloc(n + 1, sizeof(*b.objs));
-    b.ptrs = cfr_calloc(n + 1, sizeof(void *));
-    b.data = cfr_calloc(n + 1, sizeof(*b.data));
-    b.sums = cfr_calloc(n + 1, VAULT_ID_LEN);
-    b.missing = cfr_calloc(n + 1, sizeof(*b.missing));
-    if (b.objs == NULL || b.ptrs == NULL || b.data == NULL || b.sums == NULL ||
-        b.missing == NULL) {
-        finish_status(&c, CFR_RPC_RESOURCE_EXHAUSTED, "out of memory");
-        goto out;
+    if (serve_objects(&c, t, req->tenant, req->ids, req->n_ids, true) == 0) {
+        snprintf(detail, sizeof(detail), "tenant=%s ids=%zu", req->tenant,
+                 req->n_ids);
+        finish_status(&c, CFR_RPC_OK, detail);
     }
-    for (size_t i = 0; i < n; i++) {
-        enum vault_object_kind kind = VAULT_OBJ_SEALED;
-        const uint8_t *id = req->ids[i].data;
-        uint8_t sum[VAULT_ID_LEN];
-        if (cfr_rpc_ctx_cancelled(ctx)) {
-            finish_status(&c, CFR_RPC_CANCELLED, "call cancelled");
-            goto out;
-        }
-        rc = t == NULL
-                 ? CFR_ENOTFOUND
-                 : vault_store_get_checked(t, id, &obj, &kind, sum, &c.err);
-        if (rc == CFR_ENOTFOUND || rc == CFR_ECORRUPT) {
-            /*
-             * A damaged copy is never passed on: the peer asks another
-             * replica, and the store has queued this one for repair.
-             */
-            if (rc == CFR_ECORRUPT) {
-                char hex[2 * VAULT_ID_LEN + 1];
-                atomic_fetch_add(&c.srv->corrupt_reads, 1);
-                cfr_log(CFR_LOG_ERROR, "vault.corrupt", "tenant=%s id=%s",
-                        req->tenant, hex_id(id, hex));
-            }
-            cfr_err_clear(&c.err);
-            b.missing[b.n_missing++] = req->ids[i];
-            continue;
-        }
-        if (rc != 0) {
-            finish_code(&c);
-            goto out;
-        }
-        /* Send before an object would push the message past the batch
-         * size: a message holds one object beyond it at most. */
-        if (b.n_objs > 0 && b.bytes + obj.len > c.srv->cfg->get_batch_bytes) {
-            if (sync_get_send(&c, &b) != 0) {
-                finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
-                goto out;
-            }
-            sent = true;
-        }
-        {
-            Coffer__V1__SyncObject init = COFFER__V1__SYNC_OBJECT__INIT;
-            size_t k = b.n_objs++;
-            b.data[k] = cfr_buf_steal(&obj, &len);
-            cfr_buf_init(&obj, VAULT_OBJECT_MAX);
-            memcpy(b.sums[k], sum, VAULT_ID_LEN);
-            b.objs[k] = init;
-            b.objs[k].id = req->ids[i];
-            b.objs[k].kind =
-                kind == VAULT_OBJ_SEALED
-                    ? COFFER__V1__OBJECT_KIND__OBJECT_KIND_SEALED
-                    : COFFER__V1__OBJECT_KIND__OBJECT_KIND_REF_PAGE;
-            b.objs[k].data.data = b.data[k];
-            b.objs[k].data.len = len;
-            b.objs[k].checksum.data = b.sums[k];
-            b.objs[k].checksum.len = VAULT_ID_LEN;
-            b.ptrs[k] = &b.objs[k];
-            b.bytes += len;
-        }
-    }
-    if (b.n_objs > 0 || b.n_missing > 0 || !sent) {
-        if (sync_get_send(&c, &b) != 0) {
-            finish_status(&c, CFR_RPC_CANCELLED, "stream ended early");
-            goto out;
-        }
-    }
-    snprintf(detail, sizeof(detail), "tenant=%s ids=%zu", req->tenant, n);
-    finish_status(&c, CFR_RPC_OK, detail);
 out:
-    if (b.data != NULL) {
-        sync_get_clear(&b);
-    }
-    cfr_free(b.objs);
-    cfr_free(b.ptrs);
-    cfr_free(b.data);
-    cfr_free(b.sums);
-    cfr_free(b.missing);
-    cfr_buf_fini(&obj);
     vault_request_free_sync_get(req);
 }
 

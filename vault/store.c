@@ -1370,13 +1370,25 @@ out:
 
 /* ---- retention, holds, purge -------------------------------------------- */
 
-int
-vault_store_hold(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
-                 bool held, struct cfr_err *err)
+/*
+ * Sets a snapshot's hold. synced_ms NULL: an operator's change here,
+ * stamped now. Otherwise a peer's change stamped *synced_ms, applied only
+ * if later than ours: last change wins, by the time each vault stamped it;
+ * a tie goes to held, so that two vaults disagreeing at the same
+ * millisecond settle on keeping the data rather than letting retention
+ * take it. *applied_r (may be NULL): whether the record changed.
+ */
+static int
+hold_set(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
+         bool held, const int64_t *synced_ms, bool *applied_r,
+         struct cfr_err *err)
 {
     int rc;
     struct cfr_buf v, rec;
     struct snap_rec r;
+    if (applied_r != NULL) {
+        *applied_r = false;
+    }
     cfr_buf_init(&v, SNAP_REC_FIXED + VAULT_HEADER_MAX);
     cfr_buf_init(&rec, SNAP_REC_FIXED + VAULT_HEADER_MAX);
     pthread_mutex_lock(&t->lock);
@@ -1386,18 +1398,32 @@ vault_store_hold(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
     if (r.s.held == held) {
         goto out;
     }
+    if (synced_ms != NULL && (*synced_ms < r.s.hold_changed_ms ||
+                              (*synced_ms == r.s.hold_changed_ms && !held))) {
+        goto out;
+    }
     r.s.held = held;
-    r.s.hold_changed_ms = now_ms(t);
+    r.s.hold_changed_ms = synced_ms != NULL ? *synced_ms : now_ms(t);
     if ((rc = snap_encode(&r.s, r.header, r.header_len, &rec, err)) != 0 ||
         (rc = cfr_kv_put(t->kv, CF_SNAPS, header_id, VAULT_ID_LEN, rec.data,
                          rec.len, err)) != 0) {
         goto out;
+    }
+    if (applied_r != NULL) {
+        *applied_r = true;
     }
 out:
     pthread_mutex_unlock(&t->lock);
     cfr_buf_fini(&v);
     cfr_buf_fini(&rec);
     return rc;
+}
+
+int
+vault_store_hold(struct vault_tenant *t, const uint8_t header_id[VAULT_ID_LEN],
+                 bool held, struct cfr_err *err)
+{
+    return hold_set(t, header_id, held, NULL, NULL, err);
 }
 
 /*
@@ -2300,19 +2326,27 @@ vault_store_has_tombstone(struct vault_tenant *t,
  */
 static const uint8_t seed_key[] = {'M', 's', 'e', 'e', 'd', 'i', 'n', 'g'};
 
-int
-vault_store_seed_get(struct vault_tenant *t, bool *seeding_r,
-                     struct cfr_err *err)
+/* Whether the refcount family holds key (its value is not wanted). */
+static int
+refs_has(struct vault_tenant *t, const uint8_t *key, size_t key_len,
+         bool *has_r, struct cfr_err *err)
 {
     struct cfr_buf v;
     cfr_buf_init(&v, 8);
-    int rc = cfr_kv_get(t->kv, CF_REFS, seed_key, sizeof(seed_key), &v, err);
-    *seeding_r = rc == 0;
+    int rc = cfr_kv_get(t->kv, CF_REFS, key, key_len, &v, err);
+    *has_r = rc == 0;
     if (rc == CFR_ENOTFOUND) {
         rc = 0;
     }
     cfr_buf_fini(&v);
     return rc;
+}
+
+int
+vault_store_seed_get(struct vault_tenant *t, bool *seeding_r,
+                     struct cfr_err *err)
+{
+    return refs_has(t, seed_key, sizeof(seed_key), seeding_r, err);
 }
 
 int
@@ -2372,38 +2406,7 @@ vault_store_hold_synced(struct vault_tenant *t,
                         int64_t changed_ms, bool *applied_r,
                         struct cfr_err *err)
 {
-    int rc;
-    struct cfr_buf v, rec;
-    struct snap_rec r;
-    *applied_r = false;
-    cfr_buf_init(&v, SNAP_REC_FIXED + VAULT_HEADER_MAX);
-    cfr_buf_init(&rec, SNAP_REC_FIXED + VAULT_HEADER_MAX);
-    pthread_mutex_lock(&t->lock);
-    if ((rc = snap_read(t, header_id, &v, &r, err)) != 0) {
-        goto out;
-    }
-    /*
-     * Last change wins, by the time each vault stamped it; a tie goes to
-     * held, so that two vaults disagreeing at the same millisecond settle
-     * on keeping the data rather than letting retention take it.
-     */
-    if (r.s.held == held || changed_ms < r.s.hold_changed_ms ||
-        (changed_ms == r.s.hold_changed_ms && !held)) {
-        goto out;
-    }
-    r.s.held = held;
-    r.s.hold_changed_ms = changed_ms;
-    if ((rc = snap_encode(&r.s, r.header, r.header_len, &rec, err)) != 0 ||
-        (rc = cfr_kv_put(t->kv, CF_SNAPS, header_id, VAULT_ID_LEN, rec.data,
-                         rec.len, err)) != 0) {
-        goto out;
-    }
-    *applied_r = true;
-out:
-    pthread_mutex_unlock(&t->lock);
-    cfr_buf_fini(&v);
-    cfr_buf_fini(&rec);
-    return rc;
+    return hold_set(t, header_id, held, &changed_ms, applied_r, err);
 }
 
 int
@@ -2411,20 +2414,12 @@ vault_store_page_counted(struct vault_tenant *t, const uint8_t id[VAULT_ID_LEN],
                          bool *counted_r, struct cfr_err *err)
 {
     uint8_t key[REF_KEY_LEN];
-    struct cfr_buf v;
     key[0] = TAG_PAGE;
     memcpy(key + 1, id, VAULT_ID_LEN);
-    cfr_buf_init(&v, 8);
     /* No lock: a count read a moment stale only costs a pull a descent it
      * did not need, or a commit that finds a page gone and fails (the
      * commit re-checks everything under the lock). */
-    int rc = cfr_kv_get(t->kv, CF_REFS, key, sizeof(key), &v, err);
-    *counted_r = rc == 0;
-    if (rc == CFR_ENOTFOUND) {
-        rc = 0;
-    }
-    cfr_buf_fini(&v);
-    return rc;
+    return refs_has(t, key, sizeof(key), counted_r, err);
 }
 
 int

@@ -10,18 +10,7 @@ set -euo pipefail
 # shellcheck source=netns-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns-lib.sh"
 
-nl_init converge
-cl_setup
-cl_vault vault-a 10.77.0.11 r1
-cl_vault vault-b 10.77.0.12 r2
-cl_vault vault-c 10.77.0.13 r3
-nl_netem vault-a "delay 50ms loss 1%"
-nl_netem vault-b "delay 100ms loss 1%"
-nl_netem vault-c "delay 150ms loss 1%"
-for v in "${CL_VAULTS[@]}"; do
-    cl_vault_config "$v"
-    cl_vault_start "$v"
-done
+cl_cluster converge "loss 1%"
 cl_tenant_add --region r1 --region r2 --region r3
 nl_say "3 vaults up, tenant $CL_TENANT registered in r1 r2 r3"
 

@@ -11,22 +11,11 @@ set -euo pipefail
 # shellcheck source=netns-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns-lib.sh"
 
-nl_init deletions
-cl_setup
-cl_vault vault-a 10.77.0.11 r1
-cl_vault vault-b 10.77.0.12 r2
-cl_vault vault-c 10.77.0.13 r3
 # Delay and loss once the backups are in: over 100-300 ms round trips
 # with 1% loss they take a minute, and this test is about what follows.
-for v in vault-a vault-b vault-c; do
-    nl_netem "$v" "delay 0ms"
-done
 # No scheduled retention: only vault-a's explicit run may drop anything,
 # so whatever the others drop came to them as tombstones.
-for v in "${CL_VAULTS[@]}"; do
-    cl_vault_config "$v" 'retention = { schedule = "0"; };'
-    cl_vault_start "$v" --test-mode
-done
+cl_cluster deletions later 'retention = { schedule = "0"; };' --test-mode
 cl_tenant_add --region r1 --region r2 --region r3 --retention 1d
 
 keep=$(cl_maildir keep 30)
@@ -46,9 +35,7 @@ if [ "$(wc -l <<<"$keep_before")" != 2 ] || [ "$(wc -l <<<"$gone_before")" != 2 
     nl_fail "expected 2 snapshots per mailbox on vault-a: $before"
 fi
 nl_wait_until 60 "the three vaults list the same 4 snapshots" cl_same_snapshots
-nl_netem vault-a "delay 50ms loss 1%"
-nl_netem vault-b "delay 100ms loss 1%"
-nl_netem vault-c "delay 150ms loss 1%"
+cl_delays "loss 1%"
 nl_say "4 snapshots on every vault"
 
 nl_cut vault-c

@@ -8,30 +8,17 @@ set -euo pipefail
 # shellcheck source=netns-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns-lib.sh"
 
-nl_init failover
-cl_setup
-cl_vault vault-a 10.77.0.11 r1
-cl_vault vault-b 10.77.0.12 r2
-cl_vault vault-c 10.77.0.13 r3
 # The links get their delay once the backup is in (a backup of this
 # size over 100-300 ms round trips takes minutes: gRPC's flow-control
 # window, not the link, is the limit); no loss, so that the data moves
 # at a rate the test can time.
-for v in vault-a vault-b vault-c; do
-    nl_netem "$v" "delay 0ms"
-done
-for v in "${CL_VAULTS[@]}"; do
-    cl_vault_config "$v"
-    cl_vault_start "$v"
-done
+cl_cluster failover later
 cl_tenant_add --region r1 --region r2 --region r3
 root=$(cl_maildir box 150)
 CL_MAILBOXES=("box=$root")
 cl_agent_setup 3 vault-a vault-b vault-c
 cl_backup backup || nl_fail "backup exited $? (logs/backup.log)"
-nl_netem vault-a "delay 50ms"
-nl_netem vault-b "delay 100ms"
-nl_netem vault-c "delay 150ms"
+cl_delays
 total=$(cd "$root" && find . -type f -not -path '*/tmp/*' | wc -l)
 
 CL_RESTORE_TIMEOUT=5s

@@ -9,23 +9,12 @@ set -euo pipefail
 # shellcheck source=netns-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns-lib.sh"
 
-nl_init killsync
-cl_setup
-cl_vault vault-a 10.77.0.11 r1
-cl_vault vault-b 10.77.0.12 r2
-cl_vault vault-c 10.77.0.13 r3
 # The links get their delay once the backup is in (a backup of this
 # size over 100-300 ms round trips takes minutes: gRPC's flow-control
 # window, not the link, is the limit); no loss, so that the data moves
 # at a rate the test can time.
-for v in vault-a vault-b vault-c; do
-    nl_netem "$v" "delay 0ms"
-done
-for v in vault-a vault-b; do
-    cl_vault_config "$v"
-    cl_vault_start "$v"
-done
-# vault-c only joins later: register on a and b now.
+# vault-c only joins later: started and registered on a and b now.
+CL_START="vault-a vault-b" cl_cluster killsync later
 CL_VAULTS_ALL=("${CL_VAULTS[@]}")
 CL_VAULTS=(vault-a vault-b)
 cl_tenant_add --region r1 --region r2 --region r3
@@ -35,9 +24,7 @@ cl_agent_setup 2 vault-a vault-b
 cl_backup backup || nl_fail "backup exited $? (logs/backup.log)"
 CL_VAULTS=("${CL_VAULTS_ALL[@]}")
 want=$(cl_snapshot_ids vault-a) || nl_fail "snapshots of vault-a"
-nl_netem vault-a "delay 50ms"
-nl_netem vault-b "delay 100ms"
-nl_netem vault-c "delay 150ms"
+cl_delays
 nl_say "backup on vault-a and vault-b: $(du -sh "$root" | cut -f1) Maildir"
 
 CL_SYNC_BANDWIDTH=512K

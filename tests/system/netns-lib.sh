@@ -38,6 +38,8 @@
 # not take linkem's throughput for the link's.
 #
 # Coffer cluster (after nl_init), typical order:
+#   cl_cluster NAME LINKS [EXTRA [ARGS]]  all of nl_init .. cl_vault_start
+#                                  below for the three-region tests
 #   cl_setup                       bridge, host "cl", CA, operator/tenant certs
 #   cl_vault vault-a 10.77.0.11 r1 host + vault certificate (per vault)
 #   cl_vault_config vault-a [EXTRA]; cl_vault_start vault-a [ARGS]
@@ -433,6 +435,51 @@ cl_vault() {
         --role vault --name "$v" --ip "$addr" --dns localhost --days 5 \
         --out "$NL_DIR/certs/$v"
     nl_log "$NL_DIR/$v/vault.log"
+}
+
+# cl_cluster NAME LINKS [CONFIG_EXTRA [START_ARG...]]: the set-up the
+# three-region tests share: nl_init NAME, cl_setup, vault-a, vault-b and
+# vault-c (10.77.0.11-13, regions r1-r3), their links, then each vault
+# named in CL_START (space-separated; default all three) configured with
+# CONFIG_EXTRA and started with the START_ARGs. LINKS "later": every link
+# gets "delay 0ms" for now (a bulk backup over 100-300 ms round trips takes
+# minutes: gRPC's flow-control window, not the link, is the limit), and the
+# test calls cl_delays once the data is in; linkem needs that first
+# nl_netem before the vaults start. Any other LINKS: cl_delays LINKS now.
+cl_cluster() {
+    local name=$1 links=$2 extra=${3:-} v
+    local -a start
+    shift $(($# < 3 ? $# : 3))
+    nl_init "$name"
+    cl_setup
+    cl_vault vault-a 10.77.0.11 r1
+    cl_vault vault-b 10.77.0.12 r2
+    cl_vault vault-c 10.77.0.13 r3
+    if [ "$links" = later ]; then
+        for v in "${CL_VAULTS[@]}"; do
+            nl_netem "$v" "delay 0ms"
+        done
+    else
+        cl_delays "$links"
+    fi
+    if [ -n "${CL_START:-}" ]; then
+        read -r -a start <<<"$CL_START"
+    else
+        start=("${CL_VAULTS[@]}")
+    fi
+    for v in "${start[@]}"; do
+        cl_vault_config "$v" "$extra"
+        cl_vault_start "$v" "$@"
+    done
+}
+
+# cl_delays [NETEM...]: the regions' distances: vault-a, vault-b and
+# vault-c get 50, 100 and 150 ms delay, plus NETEM (e.g. "loss 1%").
+cl_delays() {
+    local more=${1:+ $1}
+    nl_netem vault-a "delay 50ms$more"
+    nl_netem vault-b "delay 100ms$more"
+    nl_netem vault-c "delay 150ms$more"
 }
 
 # cl_addr VAULT: "ip:port".

@@ -11,28 +11,15 @@ set -euo pipefail
 # shellcheck source=netns-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns-lib.sh"
 
-nl_init repair
-cl_setup
-cl_vault vault-a 10.77.0.11 r1
-cl_vault vault-b 10.77.0.12 r2
-cl_vault vault-c 10.77.0.13 r3
 # Delay and loss once the backups are in: over 100-300 ms round trips
 # with 1% loss they take a minute, and this test is about what follows.
-for v in vault-a vault-b vault-c; do
-    nl_netem "$v" "delay 0ms"
-done
-for v in "${CL_VAULTS[@]}"; do
-    cl_vault_config "$v"
-    cl_vault_start "$v"
-done
+cl_cluster repair later
 cl_tenant_add --region r1 --region r2 --region r3
 root=$(cl_maildir box 40)
 CL_MAILBOXES=("box=$root")
 cl_agent_setup 3 vault-a vault-b vault-c
 cl_backup backup || nl_fail "backup exited $? (logs/backup.log)"
-nl_netem vault-a "delay 50ms loss 1%"
-nl_netem vault-b "delay 100ms loss 1%"
-nl_netem vault-c "delay 150ms loss 1%"
+cl_delays "loss 1%"
 
 cl_vault_stop vault-a
 cl_store_dump vault-a "$NL_DIR/vault-a.dump"

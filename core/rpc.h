@@ -194,6 +194,11 @@ struct cfr_rpc_audit {
     enum cfr_rpc_decision decision;
     int status;
     const char *detail; /* the status message, "" when none */
+    /* The tenant whose data the call acted for, as the handler named it
+     * (cfr_rpc_ctx_set_audit_tenant); NULL when it named none: the call
+     * belongs to peer->tenant then. Set for a peer vault's Sync* calls,
+     * whose certificate carries no tenant. */
+    const char *tenant;
 };
 
 typedef void cfr_rpc_audit_fn(void *ctx, const struct cfr_rpc_audit *rec);
@@ -276,6 +281,16 @@ void cfr_rpc_server_free(struct cfr_rpc_server *srv);
 
 const struct cfr_rpc_peer *cfr_rpc_ctx_peer(const struct cfr_rpc_ctx *ctx);
 const char *cfr_rpc_ctx_method(const struct cfr_rpc_ctx *ctx);
+
+/*
+ * Names the tenant whose data this call acts for, when the peer's identity
+ * does not (a peer vault reading tenant T's data for replication): the
+ * call's audit record then carries it in rec->tenant, so T's audit view
+ * shows the read. name is copied; NULL or "" clears it, a name longer than
+ * CFR_RPC_TENANT_MAX - 1 bytes is refused (CFR_EINVAL, nothing set). Call
+ * it from the handler before cfr_rpc_ctx_finish; later calls are ignored.
+ */
+int cfr_rpc_ctx_set_audit_tenant(struct cfr_rpc_ctx *ctx, const char *name);
 
 /* Milliseconds left before the call's deadline (negative once past). */
 int64_t cfr_rpc_ctx_remaining_ms(const struct cfr_rpc_ctx *ctx);

@@ -173,6 +173,7 @@ struct cfr_rpc_ctx {
     int final_status;
     char final_detail[SERVER_DETAIL_MAX];
     char path[CFR_RPC_METHOD_MAX];
+    char audit_tenant[CFR_RPC_TENANT_MAX]; /* "" = the peer's */
     struct cfr_rpc_peer peer;
     struct cfr_buf msg; /* the request, then each received message */
 };
@@ -299,6 +300,7 @@ ctx_audit(struct cfr_rpc_ctx *c, int status, const char *detail)
             .decision = c->decision,
             .status = status,
             .detail = detail != NULL ? detail : "",
+            .tenant = c->audit_tenant[0] != '\0' ? c->audit_tenant : NULL,
         };
         srv->audit(srv->audit_ctx, &rec);
         return;
@@ -309,7 +311,9 @@ ctx_audit(struct cfr_rpc_ctx *c, int status, const char *detail)
             cfr_log_quote(c->path, qm, sizeof(qm)),
             cfr_log_quote(c->peer.uri[0] ? c->peer.uri : c->peer.cn, qp,
                           sizeof(qp)),
-            c->peer.has_identity ? c->peer.tenant : "-",
+            c->audit_tenant[0] != '\0' ? c->audit_tenant
+            : c->peer.has_identity     ? c->peer.tenant
+                                       : "-",
             c->peer.has_identity ? c->peer.role : "-",
             c->peer.addr[0] ? c->peer.addr : "-", (int)c->decision,
             cfr_rpc_status_name(status),
@@ -1286,6 +1290,23 @@ const char *
 cfr_rpc_ctx_method(const struct cfr_rpc_ctx *ctx)
 {
     return ctx->path;
+}
+
+int
+cfr_rpc_ctx_set_audit_tenant(struct cfr_rpc_ctx *ctx, const char *name)
+{
+    /* After finish the record may already be written on another thread;
+     * the handler thread owns the field only until then. */
+    if (ctx->finished) {
+        return 0;
+    }
+    size_t n = name != NULL ? strlen(name) : 0;
+    if (n >= sizeof(ctx->audit_tenant)) {
+        return CFR_EINVAL;
+    }
+    memcpy(ctx->audit_tenant, n > 0 ? name : "", n);
+    ctx->audit_tenant[n] = '\0';
+    return 0;
 }
 
 int64_t

@@ -1446,6 +1446,12 @@ sync_check(struct call *c, const char *tenant, struct vault_tenant **t_r)
     int rc;
 
     *t_r = NULL;
+    /*
+     * The request decoder checked the name. From here on, refusals
+     * included, the call is audited as the tenant's: a peer reading (or
+     * trying to read) T's data belongs in T's audit view.
+     */
+    (void)cfr_rpc_ctx_set_audit_tenant(c->ctx, tenant);
     if (strncmp(c->peer->uri, CFR_RPC_VAULT_URI,
                 sizeof(CFR_RPC_VAULT_URI) - 1) == 0) {
         name = c->peer->uri + sizeof(CFR_RPC_VAULT_URI) - 1;
@@ -2794,6 +2800,12 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
     enum vault_method m = vault_authz_method(rec->method);
     char uri[CFR_RPC_NAME_MAX + 8], meth[CFR_RPC_METHOD_MAX + 8];
     char detail[CFR_ERR_MSG_MAX + 8], addr[CFR_RPC_ADDR_MAX + 8];
+    /* A peer vault's Sync* call names the tenant it read for; every
+     * other call acts for its certificate's tenant. */
+    const char *tenant = rec->tenant != NULL && rec->tenant[0] != '\0'
+                             ? rec->tenant
+                         : rec->peer->has_identity ? rec->peer->tenant
+                                                   : "";
     unsigned d =
         (unsigned)rec->decision < sizeof(decisions) / sizeof(decisions[0])
             ? (unsigned)rec->decision
@@ -2834,8 +2846,7 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
         snprintf(ar.method, sizeof(ar.method), "%s", rec->method);
         ar.decision =
             d == CFR_RPC_ALLOWED ? VAULT_AUDIT_ALLOW : VAULT_AUDIT_DENY;
-        snprintf(ar.tenant, sizeof(ar.tenant), "%s",
-                 rec->peer->has_identity ? rec->peer->tenant : "");
+        snprintf(ar.tenant, sizeof(ar.tenant), "%s", tenant);
         ar.status = rec->status;
         snprintf(ar.detail, sizeof(ar.detail), "%s%s", decisions[d],
                  rec->detail != NULL && rec->detail[0] ? ": " : "");
@@ -2861,10 +2872,7 @@ audit_hook(void *ctx, const struct cfr_rpc_audit *rec)
             "decision=%s method=%s status=%s tenant=%s role=%s identity=%s "
             "peer=%s cert=%s fingerprint=%s detail=%s",
             decisions[d], cfr_log_quote(rec->method, meth, sizeof(meth)),
-            cfr_rpc_status_name(rec->status),
-            rec->peer->has_identity && rec->peer->tenant[0] != '\0'
-                ? rec->peer->tenant
-                : "-",
+            cfr_rpc_status_name(rec->status), tenant[0] != '\0' ? tenant : "-",
             rec->peer->has_identity ? rec->peer->role : "-",
             cfr_log_quote(rec->peer->uri[0] ? rec->peer->uri : "-", uri,
                           sizeof(uri)),

@@ -1098,6 +1098,72 @@ test_vault_system_replication(void **state)
         assert_true(denied);
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
+    /*
+     * A peer's certificate names no tenant, so each Sync* call carries the
+     * tenant it read for: acme's filter and acme's own auditor see vault-b
+     * reading acme (and vault-x being refused it); globex's filter shows
+     * only globex's refusals, never the acme reads.
+     */
+    {
+        bool digest = false, list = false, get = false, refused = false;
+        resp = audit("acme");
+        for (size_t i = 0; i < resp->n_entries; i++) {
+            const Coffer__V1__AuditEntry *e = resp->entries[i];
+            bool b = strcmp(e->identity, "coffer://vault/vault-b") == 0 &&
+                     strcmp(e->decision, "allowed") == 0 &&
+                     strcmp(e->status, "OK") == 0;
+            assert_string_equal(e->tenant, "acme");
+            digest |= b && strstr(e->method, "SyncDigest") != NULL;
+            list |= b && strstr(e->method, "SyncList") != NULL;
+            get |= b && strstr(e->method, "SyncGet") != NULL;
+            refused |= strcmp(e->identity, "coffer://vault/vault-x") == 0 &&
+                       strcmp(e->decision, "denied") == 0;
+        }
+        assert_true(digest);
+        assert_true(list);
+        assert_true(get);
+        assert_true(refused);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+
+        digest = refused = false;
+        resp = audit("globex");
+        for (size_t i = 0; i < resp->n_entries; i++) {
+            const Coffer__V1__AuditEntry *e = resp->entries[i];
+            bool b = strcmp(e->identity, "coffer://vault/vault-b") == 0 &&
+                     strstr(e->method, "SyncDigest") != NULL;
+            assert_string_equal(e->tenant, "globex");
+            digest |= b && strcmp(e->status, "OK") == 0;
+            refused |= b && strcmp(e->status, "FAILED_PRECONDITION") == 0;
+        }
+        assert_false(digest);
+        assert_true(refused);
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    {
+        struct cfr_rpc_client *aud = vs_client(&vault, "acme-auditor");
+        Coffer__V1__AuditRequest req = COFFER__V1__AUDIT_REQUEST__INIT;
+        Coffer__V1__AuditResponse *au = NULL;
+        struct cfr_err err;
+        bool digest = false;
+        assert_non_null(aud);
+        req.limit = 10000;
+        cfr_err_clear(&err);
+        assert_int_equal(vs_unary(aud, "Audit", &req.base,
+                                  &coffer__v1__audit_response__descriptor,
+                                  (ProtobufCMessage **)&au, &err),
+                         CFR_RPC_OK);
+        assert_non_null(au);
+        for (size_t i = 0; i < au->n_entries; i++) {
+            const Coffer__V1__AuditEntry *e = au->entries[i];
+            assert_string_equal(e->tenant, "acme");
+            digest |= strcmp(e->identity, "coffer://vault/vault-b") == 0 &&
+                      strstr(e->method, "SyncDigest") != NULL &&
+                      strcmp(e->status, "OK") == 0;
+        }
+        assert_true(digest);
+        protobuf_c_message_free_unpacked(&au->base, NULL);
+        cfr_rpc_client_free(aud);
+    }
 }
 
 /*

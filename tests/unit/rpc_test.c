@@ -40,6 +40,7 @@
 #define M_SLOW   "/coffer.v1.Test/Slow"
 #define M_SECRET "/coffer.v1.Test/Secret"
 #define M_NOPE   "/coffer.v1.Test/Nope"
+#define M_TAGGED "/coffer.v1.Test/Tagged"
 
 #define SERVER_MAX_MSG (2u * 1024u * 1024u)
 #define MIB            (1024u * 1024u)
@@ -80,6 +81,8 @@ struct audit_rec {
     bool authenticated;
     enum cfr_rpc_decision decision;
     int status;
+    bool has_call_tenant; /* rec->tenant was not NULL */
+    char call_tenant[CFR_RPC_TENANT_MAX];
 };
 static pthread_mutex_t audit_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct audit_rec audits[AUDIT_MAX];
@@ -226,6 +229,9 @@ audit(void *ctx, const struct cfr_rpc_audit *rec)
         a->authenticated = rec->peer->authenticated;
         a->decision = rec->decision;
         a->status = rec->status;
+        a->has_call_tenant = rec->tenant != NULL;
+        snprintf(a->call_tenant, sizeof(a->call_tenant), "%s",
+                 rec->tenant != NULL ? rec->tenant : "");
     }
     pthread_mutex_unlock(&audit_mu);
 }
@@ -331,6 +337,38 @@ h_secret(struct cfr_rpc_ctx *ctx, void *arg)
     (void)cfr_rpc_ctx_finish(ctx, CFR_RPC_OK, NULL, "secret", 6, NULL);
 }
 
+/*
+ * Names the tenant of the request bytes ("" = none) as the call's audit
+ * tenant, like a vault's Sync* handler. Before that, a name one byte too
+ * long must be refused and leave nothing behind; after finish, a change
+ * must be ignored (the record may be in flight). Answers "ok" or what
+ * went wrong.
+ */
+static void
+h_tagged(struct cfr_rpc_ctx *ctx, void *arg)
+{
+    (void)arg;
+    size_t n;
+    const uint8_t *req = cfr_rpc_ctx_request(ctx, &n);
+    char name[CFR_RPC_TENANT_MAX + 1];
+    const char *why = "ok";
+    memset(name, 'x', CFR_RPC_TENANT_MAX);
+    name[CFR_RPC_TENANT_MAX] = '\0';
+    if (cfr_rpc_ctx_set_audit_tenant(ctx, name) != CFR_EINVAL) {
+        why = "long name accepted";
+    }
+    if (n >= CFR_RPC_TENANT_MAX) {
+        n = CFR_RPC_TENANT_MAX - 1;
+    }
+    memcpy(name, req, n);
+    name[n] = '\0';
+    if (cfr_rpc_ctx_set_audit_tenant(ctx, n > 0 ? name : NULL) != 0) {
+        why = "name refused";
+    }
+    (void)cfr_rpc_ctx_finish(ctx, CFR_RPC_OK, NULL, why, strlen(why), NULL);
+    (void)cfr_rpc_ctx_set_audit_tenant(ctx, "late");
+}
+
 static struct cfr_rpc_server *
 server_start(unsigned max_calls, unsigned workers)
 {
@@ -361,6 +399,8 @@ server_start(unsigned max_calls, unsigned workers)
     rc |= cfr_rpc_server_add_method(srv, M_SLOW, CFR_RPC_KIND_UNARY, h_slow,
                                     NULL, &err);
     rc |= cfr_rpc_server_add_method(srv, M_SECRET, CFR_RPC_KIND_UNARY, h_secret,
+                                    NULL, &err);
+    rc |= cfr_rpc_server_add_method(srv, M_TAGGED, CFR_RPC_KIND_UNARY, h_tagged,
                                     NULL, &err);
     if (rc != 0 || cfr_rpc_server_start(srv, &err) != 0) {
         fprintf(stderr, "server setup: %s\n", err.msg);
@@ -661,6 +701,87 @@ test_rpc_unary_echo_sees_identity(void **state)
     assert_string_equal(p.role, "restore");
     openssl_fingerprint("restore.pem", fp);
     assert_string_equal(p.fingerprint, fp);
+    cfr_rpc_client_free(cli);
+    cfr_buf_fini(&resp);
+}
+
+/* Waits for the allowed M_TAGGED record at or after mark. */
+static bool
+tagged_record(int mark, struct audit_rec *out)
+{
+    for (int w = 0; w < 300; w++) {
+        bool found = false;
+        pthread_mutex_lock(&audit_mu);
+        for (int i = mark; i < naudits && !found; i++) {
+            if (strcmp(audits[i].method, M_TAGGED) == 0 &&
+                audits[i].decision == CFR_RPC_ALLOWED) {
+                *out = audits[i];
+                found = true;
+            }
+        }
+        pthread_mutex_unlock(&audit_mu);
+        if (found) {
+            return true;
+        }
+        sleep_ms(10);
+    }
+    return false;
+}
+
+static void
+test_rpc_handler_names_audit_tenant(void **state)
+{
+    (void)state;
+    /* A tenant-less identity (a peer vault) acting for tenant "initech":
+     * the record carries the handler's tenant, the peer's stays empty. */
+    char *cert = slurp("vault-a.pem"), *key = slurp("vault-a.key");
+    assert_non_null(cert);
+    assert_non_null(key);
+    struct cfr_rpc_client *cli =
+        client_for(cfr_rpc_server_port(main_srv), cert, key, 0);
+    assert_non_null(cli);
+    struct cfr_buf resp;
+    cfr_buf_init(&resp, RESP_CAP);
+    struct cfr_err err;
+    int status = -1;
+    struct audit_rec a;
+
+    int mark = audit_mark();
+    assert_int_equal(
+        cfr_rpc_unary(cli, M_TAGGED, "initech", 7, 5000, &resp, &status, &err),
+        0);
+    assert_int_equal(resp.len, 2);
+    assert_memory_equal(resp.data, "ok", 2);
+    assert_true(tagged_record(mark, &a));
+    assert_true(a.has_call_tenant);
+    assert_string_equal(a.call_tenant, "initech");
+    assert_string_equal(a.tenant, "");
+    assert_string_equal(a.uri, "coffer://vault/vault-a");
+    cfr_rpc_client_free(cli);
+    cfr_free(cert);
+    cfr_free(key);
+
+    /* Unset: the record says NULL, so the peer's own tenant counts. */
+    cli = agent_client();
+    assert_non_null(cli);
+    cfr_buf_reset(&resp);
+    mark = audit_mark();
+    assert_int_equal(
+        cfr_rpc_unary(cli, M_TAGGED, "", 0, 5000, &resp, &status, &err), 0);
+    assert_int_equal(resp.len, 2);
+    assert_memory_equal(resp.data, "ok", 2);
+    assert_true(tagged_record(mark, &a));
+    assert_false(a.has_call_tenant);
+    assert_string_equal(a.tenant, "acme");
+
+    /* Other calls never carry one. */
+    mark = audit_mark();
+    cfr_buf_reset(&resp);
+    assert_int_equal(
+        cfr_rpc_unary(cli, M_ECHO, "e", 1, 5000, &resp, &status, &err), 0);
+    assert_int_equal(audit_find(mark, CFR_RPC_ALLOWED, 1, &a), 1);
+    assert_string_equal(a.method, M_ECHO);
+    assert_false(a.has_call_tenant);
     cfr_rpc_client_free(cli);
     cfr_buf_fini(&resp);
 }
@@ -1462,6 +1583,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rpc_identity_parse_strict),
         cmocka_unit_test(test_rpc_unary_echo_sees_identity),
+        cmocka_unit_test(test_rpc_handler_names_audit_tenant),
         cmocka_unit_test(test_rpc_client_stream_100_mib),
         cmocka_unit_test(test_rpc_server_stream_all_messages),
         cmocka_unit_test(test_rpc_bad_client_certificates_refused),

@@ -318,10 +318,11 @@ corrupt_on(size_t vi)
 }
 
 /* A full restore of the mailbox into a fresh directory: its exit code,
- * stdout and stderr (owned). */
+ * stdout and stderr (owned), and the vault it read from first (N_VAULTS if
+ * the log does not say). */
 static int
 restore_plain(const char *tag, char **out_r, char **err_r, char *to,
-              size_t to_size)
+              size_t to_size, size_t *first_r)
 {
     char conf[VS_PATH_MAX + 96], op[VS_PATH_MAX + 96], ep[VS_PATH_MAX + 96];
     int code;
@@ -339,8 +340,7 @@ restore_plain(const char *tag, char **out_r, char **err_r, char *to,
     *err_r = ars_slurp(ep, NULL);
     assert_non_null(*out_r);
     assert_non_null(*err_r);
-    /* Which vault it read first decides who served the damaged copy. */
-    assert_int_equal(current_from_log(ep), 0);
+    *first_r = current_from_log(ep);
     return code;
 }
 
@@ -350,14 +350,33 @@ static void
 test_restore_damaged_copy(void **state)
 {
     char to[VS_PATH_MAX + 96], why[1024], a[96];
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     uint64_t n_damaged = 0, n_replaced = 0;
     int64_t t0 = vc_now_ms();
     long n;
     (void)state;
     corrupt_on(0);
     corrupt_on(1);
-    int code = restore_plain("damaged", &out, &err, to, sizeof(to));
+    /*
+     * Which vault it reads first decides who serves the damaged copy: the
+     * first in the configuration unless another answers Health clearly
+     * faster, which a loaded machine (the sanitizer run) sometimes makes
+     * happen. Then the run says nothing about a damaged copy: run again,
+     * a bounded number of times.
+     */
+    size_t first = N_VAULTS;
+    int code = -1;
+    for (int attempt = 0; attempt < 5 && first != 0; attempt++) {
+        if (attempt > 0) {
+            cfr_free(out);
+            cfr_free(err);
+        }
+        code = restore_plain("damaged", &out, &err, to, sizeof(to), &first);
+    }
+    if (first != 0) {
+        fail_msg("damaged: five restores read first from vault %zu, not 0",
+                 first);
+    }
     if (code != 0) {
         fail_msg("damaged: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, err);
     }
@@ -432,12 +451,13 @@ static void
 test_restore_damaged_everywhere(void **state)
 {
     char to[VS_PATH_MAX + 96], hex[65], why[1024];
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     uint64_t n_damaged = 0, n_replaced = 7;
     (void)state;
     assert_true(have_damaged_id);
     corrupt_on(2);
-    int code = restore_plain("damaged-all", &out, &err, to, sizeof(to));
+    size_t first; /* damaged everywhere: whichever it reads first */
+    int code = restore_plain("damaged-all", &out, &err, to, sizeof(to), &first);
     if (code != 6) {
         fail_msg("damaged everywhere: exit %d, not 6\nstdout:\n%s\n"
                  "stderr:\n%s",
